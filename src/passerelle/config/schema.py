@@ -1,0 +1,235 @@
+"""The configuration schema: one typed file, unknown keys rejected.
+
+Every field is declared here with its default and a description; the configuration reference in
+``docs/configuration.md`` is generated from these models (``passerelle config reference``), so the
+docs cannot drift from the code. Secrets are only ever references (``env:NAME``, ``file:PATH``);
+they are resolved by ``config.load`` and never appear in this module's values as literals.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SECRET_PREFIXES = ("env:", "file:")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+SecretRef = Annotated[
+    str,
+    Field(
+        description="A secret by reference: `env:NAME` (environment variable) or `file:PATH`.",
+        pattern=r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$",
+    ),
+]
+
+
+class Price(Strict):
+    """USD per million tokens."""
+
+    input: Decimal = Field(ge=0, description="USD per million input (prompt) tokens.")
+    output: Decimal = Field(ge=0, description="USD per million output (completion) tokens.")
+    cached_input: Decimal | None = Field(
+        default=None, ge=0,
+        description="USD per million cached input tokens; the input price when absent.",
+    )
+
+
+class ProviderConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Unique provider name.")
+    kind: Literal["openai", "anthropic", "local"] = Field(
+        description="`openai`: any OpenAI-compatible HTTP API; `anthropic`: the Messages API; "
+        "`local`: the embedded llama.cpp engine."
+    )
+    base_url: str | None = Field(
+        default=None, description="Upstream API root (e.g. `https://api.openai.com/v1`). "
+        "Required for `openai`; defaults to `https://api.anthropic.com` for `anthropic`."
+    )
+    api_key: SecretRef | None = Field(default=None, description="Upstream API key, by reference.")
+    jurisdiction: str | None = Field(
+        default=None, description="Where the provider processes data (`US`, `EU`, `self-hosted`...)."
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="Total timeout of one attempt.")
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="Connection timeout.")
+    max_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries on 429, 5xx and connection errors."
+    )
+    retry_backoff_s: float = Field(
+        default=0.2, ge=0, description="First retry delay; doubles each retry, with jitter."
+    )
+    breaker_failures: int = Field(
+        default=5, ge=1, description="Consecutive failures that open the circuit breaker."
+    )
+    breaker_cooldown_s: float = Field(
+        default=30.0, ge=0, description="How long an open breaker keeps traffic away."
+    )
+    max_connections: int = Field(default=256, ge=1, description="Pooled connections to upstream.")
+    # local kind
+    model: str | None = Field(
+        default=None, description="`local`: a shipped model name (`gemma-3-270m`) or a GGUF path."
+    )
+    chat_format: Literal["transcript", "template"] = Field(
+        default="transcript",
+        description="`local`: `transcript` frames the chat as `User:`/`Assistant:` lines (base "
+        "models); `template` uses the GGUF's own chat template (instruction-tuned models).",
+    )
+    n_ctx: int = Field(default=2048, ge=128, description="`local`: context window in tokens.")
+    n_threads: int | None = Field(default=None, ge=1, description="`local`: CPU threads.")
+    max_queue: int = Field(
+        default=16, ge=0, description="`local`: requests that may wait for the engine; "
+        "past that, 503."
+    )
+    default_max_tokens: int = Field(
+        default=256, ge=1, description="`local`: output limit when a request sets none."
+    )
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> ProviderConfig:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError(f"provider {self.name!r}: kind openai needs base_url")
+        if self.kind == "local" and not self.model:
+            raise ValueError(f"provider {self.name!r}: kind local needs model")
+        return self
+
+
+class TargetConfig(Strict):
+    provider: str = Field(description="Name of a provider declared under `providers`.")
+    upstream_model: str | None = Field(
+        default=None, description="Model name sent upstream; the public model name when absent."
+    )
+    price: Price | None = Field(
+        default=None, description="Overrides the shipped price catalogue for this target."
+    )
+
+
+class ModelConfig(Strict):
+    name: str = Field(description="The model name clients ask for.")
+    targets: list[TargetConfig] = Field(
+        min_length=1, description="Tried in order: retries, then fallback to the next."
+    )
+    degrade_to: str | None = Field(
+        default=None, description="The next cheaper model of a degradation chain."
+    )
+
+
+class BudgetConfig(Strict):
+    usd: Decimal = Field(gt=0, description="Amount in USD.")
+    period: Literal["day", "month", "total"] = Field(description="Reset period (UTC).")
+    feature: str | None = Field(default=None, description="Limit one feature of the tenant.")
+    kind: Literal["hard", "soft"] = Field(
+        default="hard", description="`hard` refuses past the limit; `soft` logs and reports."
+    )
+
+
+class RateLimitConfig(Strict):
+    rpm: int | None = Field(default=None, ge=1, description="Requests per minute.")
+    tpm: int | None = Field(default=None, ge=1, description="Tokens per minute.")
+
+
+class KeyConfig(Strict):
+    key: SecretRef = Field(description="The key, by reference.")
+    name: str | None = Field(default=None, description="A label for reports.")
+    budgets: list[BudgetConfig] = Field(default_factory=list)
+    rate_limits: RateLimitConfig | None = None
+
+
+class TenantConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$", description="Tenant name.")
+    keys: list[SecretRef | KeyConfig] = Field(
+        default_factory=list, description="API keys of this tenant, by reference."
+    )
+    plan: str | None = Field(default=None, description="Name of a plan under `plans`.")
+    budgets: list[BudgetConfig] = Field(default_factory=list)
+    rate_limits: RateLimitConfig | None = None
+
+
+class MarginFloorConfig(Strict):
+    max_cost_share: Decimal = Field(
+        gt=0, le=10, description="LLM cost as a share of the period's revenue that trips the floor."
+    )
+    action: Literal["refuse", "degrade"] = Field(description="What to do past the floor.")
+
+
+class PlanConfig(Strict):
+    name: str
+    monthly_usd: Decimal = Field(ge=0, description="What a tenant on this plan pays per month.")
+    margin_floor: MarginFloorConfig | None = None
+
+
+class RevenueConfig(Strict):
+    tenant: str
+    period: str = Field(pattern=r"^\d{4}-\d{2}$", description="Month, `YYYY-MM`.")
+    amount: Decimal = Field(ge=0)
+    currency: Literal["USD"] = "USD"
+
+
+class ServerConfig(Strict):
+    host: str = Field(default="127.0.0.1", description="Listen address.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Listen port.")
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Largest request body accepted."
+    )
+    default_max_tokens_ceiling: int = Field(
+        default=4096, ge=1,
+        description="Worst-case output tokens assumed for budgets when a request sets no "
+        "`max_tokens`.",
+    )
+
+
+class Config(Strict):
+    admin_token: SecretRef | None = Field(
+        default=None, description="Bearer token for `/admin/...`; admin API off when absent."
+    )
+    store: str = Field(
+        default="sqlite:///./passerelle-data/ledger.db",
+        description="Ledger: `sqlite:///path` or `postgresql://...`.",
+    )
+    redis: str | None = Field(
+        default=None, description="`redis://...` for counters shared across replicas."
+    )
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    providers: list[ProviderConfig] = Field(default_factory=list)
+    models: list[ModelConfig] = Field(default_factory=list)
+    tenants: list[TenantConfig] = Field(default_factory=list)
+    plans: list[PlanConfig] = Field(default_factory=list)
+    revenue: list[RevenueConfig] = Field(default_factory=list)
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, v: str) -> str:
+        if not v.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("store must be sqlite:///PATH or postgresql://...")
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        _unique("providers", [p.name for p in self.providers])
+        _unique("models", [m.name for m in self.models])
+        _unique("tenants", [t.name for t in self.tenants])
+        _unique("plans", [p.name for p in self.plans])
+        providers = {p.name for p in self.providers}
+        models = {m.name for m in self.models}
+        plans = {p.name for p in self.plans}
+        for m in self.models:
+            for t in m.targets:
+                if t.provider not in providers:
+                    raise ValueError(f"model {m.name!r}: unknown provider {t.provider!r}")
+            if m.degrade_to is not None and m.degrade_to not in models:
+                raise ValueError(f"model {m.name!r}: degrade_to names unknown model")
+        for t in self.tenants:
+            if t.plan is not None and t.plan not in plans:
+                raise ValueError(f"tenant {t.name!r}: unknown plan {t.plan!r}")
+        return self
+
+
+def _unique(what: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"{what}: {n!r} is declared twice")
+        seen.add(n)

@@ -1,0 +1,170 @@
+"""Every error Passerelle raises, in one hierarchy, rendered one way.
+
+The API speaks OpenAI's error shape, ``{"error": {"message", "type", "param", "code"}}``, with the
+HTTP status the official SDKs map to the right exception class. Each class below fixes its status
+and type; raising one anywhere on the request path is enough for the client to get the right
+answer. Messages never carry keys or prompts.
+
+    PasserelleError
+    ├── ConfigError                      bad or incomplete configuration (start-up, `config check`)
+    ├── StoreError                       the ledger or shared state is unreachable
+    └── APIError                         anything a client sees
+        ├── InvalidRequestError          400 invalid_request_error
+        ├── AuthenticationError          401 authentication_error
+        ├── PermissionDeniedError        403 permission_error
+        ├── NotFoundError                404 not_found_error (unknown model, unknown route)
+        ├── MethodNotAllowedError        405
+        ├── ConflictError                409 (idempotency key reused with another body)
+        ├── RequestTooLargeError         413
+        ├── RateLimitError               429 rate_limit_exceeded / insufficient_quota
+        ├── ServiceUnavailableError      503 (local queue full, store down under a hard budget)
+        └── UpstreamError                502 every target failed
+            └── UpstreamTimeoutError     504
+
+Providers raise ``ProviderError`` (not an APIError: it never reaches a client as is); dispatch
+decides from it whether to retry, fall back or give up with an ``UpstreamError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class PasserelleError(Exception):
+    """Base of every error raised by Passerelle."""
+
+
+class ConfigError(PasserelleError):
+    """The configuration is invalid; the message names the field."""
+
+
+class StoreError(PasserelleError):
+    """The ledger or the shared state could not be reached."""
+
+
+class APIError(PasserelleError):
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.body())
+
+
+class InvalidRequestError(APIError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationError(APIError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(APIError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class NotFoundError(APIError):
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class MethodNotAllowedError(APIError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class ConflictError(APIError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
+class RequestTooLargeError(APIError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimitError(APIError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class ServiceUnavailableError(APIError):
+    status = 503
+    type = "server_error"
+    code = "service_unavailable"
+
+
+class UpstreamError(APIError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class ProviderError(PasserelleError):
+    """One upstream attempt failed. ``retryable`` says whether another attempt may succeed."""
+
+    def __init__(
+        self, message: str, *, provider: str, status: int | None = None, retryable: bool = False,
+        timeout: bool = False, overloaded: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.overloaded = overloaded
+        self.message = message
+        self.provider = provider
+        self.status = status
+        self.retryable = retryable
+        self.timeout = timeout
+
+    def to_api_error(self) -> APIError:
+        """What a client sees when this was the last failure: client errors pass through."""
+        if self.status in (400, 413, 422):
+            return InvalidRequestError(
+                f"provider {self.provider} rejected the request: {self.message}",
+                code="upstream_rejected",
+            )
+        if self.overloaded:
+            return ServiceUnavailableError(
+                f"provider {self.provider} is at capacity; try again shortly",
+                code="model_overloaded",
+            )
+        if self.timeout:
+            return UpstreamTimeoutError(f"provider {self.provider} timed out")
+        return UpstreamError(f"provider {self.provider} failed: {self.message}")

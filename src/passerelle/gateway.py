@@ -1,0 +1,103 @@
+"""The gateway: everything one running ``passerelle serve`` holds, built once from configuration.
+
+This is where the pieces meet: the ledger, the key ring, the providers and their breakers, the
+routing table, and the request chain in its order. Nothing here is global; the server gets one
+``Gateway`` and passes it along.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from passerelle.config.load import Loaded
+from passerelle.config.schema import Config, KeyConfig
+from passerelle.pipeline.auth import Auth
+from passerelle.pipeline.chain import Next, build_chain
+from passerelle.pipeline.dispatch import Dispatch
+from passerelle.pipeline.meter import Meter
+from passerelle.pipeline.parse import Parse
+from passerelle.pipeline.resolve import Pricer, Resolve, Route, Target
+from passerelle.pricing.catalogue import Catalogue, configured_price
+from passerelle.providers.base import Provider
+from passerelle.providers.factory import build_provider
+from passerelle.providers.resilience import CircuitBreaker
+from passerelle.store.base import Ledger, open_ledger
+from passerelle.tenancy import KeyRing
+
+log = logging.getLogger("passerelle")
+
+
+@dataclass
+class Gateway:
+    config: Config
+    admin_token: str | None
+    ledger: Ledger
+    keys: KeyRing
+    providers: dict[str, Provider]
+    routes: dict[str, Route]
+    pricer: Pricer
+    chain: Next = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.chain = build_chain([
+            Auth(self.keys),
+            Parse(),
+            Resolve(self.routes),
+            Meter(self.ledger, self.pricer),
+            Dispatch(),
+        ])
+
+    @classmethod
+    def from_config(cls, loaded: Loaded, *, ledger: Ledger | None = None) -> Gateway:
+        config = loaded.config
+        ledger = ledger or open_ledger(config.store)
+        keys = KeyRing(lookup=ledger.find_key)
+        for tenant in config.tenants:
+            for ref in tenant.keys:
+                ref_str = ref.key if isinstance(ref, KeyConfig) else ref
+                name = ref.name if isinstance(ref, KeyConfig) else None
+                secret = loaded.secrets.get(ref_str)
+                assert secret is not None
+                keys.add_secret(secret, tenant.name, name)
+        providers = {p.name: build_provider(p, loaded.secrets) for p in config.providers}
+        routes = build_routes(config, providers)
+        return cls(
+            config=config, admin_token=loaded.secrets.get(config.admin_token), ledger=ledger,
+            keys=keys, providers=providers, routes=routes, pricer=Pricer(Catalogue.shipped()),
+        )
+
+    async def start(self) -> None:
+        await self.ledger.start()
+        for provider in self.providers.values():
+            load = getattr(provider, "load", None)
+            if load is not None:
+                await load()
+
+    async def close(self) -> None:
+        for provider in self.providers.values():
+            await provider.aclose()
+        await self.ledger.close()
+
+
+def build_routes(config: Config, providers: dict[str, Provider]) -> dict[str, Route]:
+    by_name = {p.name: p for p in config.providers}
+    breakers = {
+        p.name: CircuitBreaker(failures=p.breaker_failures, cooldown_s=p.breaker_cooldown_s)
+        for p in config.providers
+    }
+    routes = {}
+    for m in config.models:
+        targets = []
+        for t in m.targets:
+            pc = by_name[t.provider]
+            price = None
+            if t.price is not None:
+                price = configured_price(t.price.input, t.price.output, t.price.cached_input)
+            targets.append(Target(
+                provider=providers[t.provider], upstream_model=t.upstream_model or m.name,
+                price=price, breaker=breakers[t.provider], max_retries=pc.max_retries,
+                retry_backoff_s=pc.retry_backoff_s, jurisdiction=pc.jurisdiction,
+            ))
+        routes[m.name] = Route(model=m.name, targets=tuple(targets), degrade_to=m.degrade_to)
+    return routes

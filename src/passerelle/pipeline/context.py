@@ -1,0 +1,106 @@
+"""``Call``: everything the pipeline knows about one request, as one value.
+
+Stages read and fill it in order; none keeps per-request state of its own. Work that must happen
+when the answer is complete (metering, settling a reservation) is registered with ``defer`` and
+run by ``finish``, once, after the last content byte and before the response is closed: a
+response the client received whole is already in the ledger.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from passerelle.errors import APIError
+from passerelle.providers.base import Completion, Embeddings, StreamChunk, Usage
+from passerelle.tenancy import ApiKey
+
+Deferred = Callable[["Call"], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class ChunkStream:
+    """A stream whose first chunk has already arrived (so retries are over)."""
+
+    first: StreamChunk
+    rest: AsyncIterator[StreamChunk]
+    drain_on_disconnect: bool = True
+
+    async def __aiter__(self) -> AsyncIterator[StreamChunk]:
+        yield self.first
+        async for chunk in self.rest:
+            yield chunk
+
+    async def aclose(self) -> None:
+        closer = getattr(self.rest, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+@dataclass(slots=True)
+class Call:
+    endpoint: str  # "chat.completions" | "embeddings"
+    headers: Mapping[str, str]
+    raw_body: bytes
+    request_id: str = field(default_factory=lambda: "req_" + uuid.uuid4().hex)
+    received_at: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter)
+    # auth
+    key: ApiKey | None = None
+    # parse
+    body: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    feature: str | None = None
+    user: str | None = None
+    stream: bool = False
+    include_usage: bool = False
+    max_tokens: int | None = None
+    # resolve / dispatch
+    route: Any = None  # pipeline.resolve.Route
+    target: Any = None  # pipeline.resolve.Target that answered
+    attempts: int = 0
+    result: Completion | Embeddings | ChunkStream | None = None
+    first_token_at: float | None = None
+    # stream progress
+    chunks: int = 0
+    content_chars: int = 0
+    usage: Usage | None = None
+    # outcome
+    status: str = "ok"
+    error: APIError | None = None
+    cost_usd: Decimal | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, Any] = field(default_factory=dict)
+    _deferred: list[Deferred] = field(default_factory=list)
+    _finished: bool = False
+
+    @property
+    def tenant(self) -> str | None:
+        return self.key.tenant if self.key else None
+
+    def defer(self, fn: Deferred) -> None:
+        self._deferred.append(fn)
+
+    def fail(self, error: APIError) -> None:
+        self.status = "error"
+        self.error = error
+
+    async def finish(self) -> None:
+        """Run the deferred work, last registered first; once only."""
+        if self._finished:
+            return
+        self._finished = True
+        while self._deferred:
+            await self._deferred.pop()(self)
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000.0
+
+    def ttft_ms(self) -> float | None:
+        if self.first_token_at is None:
+            return None
+        return (self.first_token_at - self.started) * 1000.0

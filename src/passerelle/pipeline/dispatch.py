@@ -1,0 +1,88 @@
+"""Dispatch: the only stage that talks to providers.
+
+Targets are tried in order. Each gets its retries (429, 5xx, connection errors, timeouts; with
+exponential backoff), unless its circuit breaker is open; then the next target takes over. A
+client error from upstream (400) is the client's to fix: no retry, no fallback. A stream counts as
+answered once its first chunk arrives; after that nothing is retried, since bytes may already be
+on their way to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from passerelle.errors import ProviderError, UpstreamError
+from passerelle.pipeline.chain import Next
+from passerelle.pipeline.context import Call, ChunkStream
+from passerelle.pipeline.resolve import Target
+from passerelle.providers.base import UpstreamRequest
+from passerelle.providers.resilience import backoff_delay
+
+CLIENT_ERRORS = frozenset({400, 413, 422})
+
+
+def upstream_request(call: Call, target: Target) -> UpstreamRequest:
+    return UpstreamRequest(
+        body=call.body, upstream_model=target.upstream_model, stream=call.stream,
+        include_usage=call.include_usage,
+    )
+
+
+async def _attempt(call: Call, target: Target) -> None:
+    request = upstream_request(call, target)
+    provider = target.provider
+    if call.endpoint == "embeddings":
+        result = await provider.embed(request)
+        call.usage = result.usage
+        call.result = result
+    elif call.stream:
+        gen = provider.stream(request)
+        try:
+            first = await anext(gen)
+        except StopAsyncIteration:
+            raise ProviderError("stream ended before any event", provider=provider.name,
+                                retryable=True) from None
+        call.first_token_at = time.perf_counter()
+        call.result = ChunkStream(
+            first=first, rest=gen,
+            drain_on_disconnect=provider.capabilities.drain_on_disconnect,
+        )
+    else:
+        completion = await provider.complete(request)
+        call.first_token_at = time.perf_counter()
+        call.usage = completion.usage
+        call.result = completion
+
+
+class Dispatch:
+    async def __call__(self, call: Call, next: Next) -> None:
+        last: ProviderError | None = None
+        for target in call.route.targets:
+            if not target.breaker.allow():
+                continue
+            for retry in range(target.max_retries + 1):
+                if retry:
+                    await asyncio.sleep(backoff_delay(retry, target.retry_backoff_s))
+                call.attempts += 1
+                call.target = target
+                try:
+                    await _attempt(call, target)
+                except ProviderError as exc:
+                    last = exc
+                    if exc.status in CLIENT_ERRORS:
+                        target.breaker.success()  # the provider is healthy; the request is not
+                        raise exc.to_api_error() from exc
+                    target.breaker.failure()
+                    if not exc.retryable or not target.breaker.allow():
+                        break
+                    continue
+                target.breaker.success()
+                await next(call)
+                return
+        if last is None:
+            raise UpstreamError(
+                f"no provider available for model '{call.model}': every circuit breaker is open",
+                code="providers_unavailable",
+            )
+        raise last.to_api_error() from last

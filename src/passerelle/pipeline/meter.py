@@ -1,0 +1,85 @@
+"""Metering: one ledger record per call, durable before the client's last byte.
+
+The stage registers its work with ``call.defer``; it runs when the answer is complete, whether it
+ended well, with an error, cut by the upstream or abandoned by the client. Usage the provider did
+not report (a stream that died) is estimated from what was seen, erring high, and marked
+``usage_reported = false``: never a row with tokens and no cost. A target without a known price is
+recorded as unpriced (cost NULL), never as $0.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+from passerelle.errors import APIError
+from passerelle.pipeline.chain import Next
+from passerelle.pipeline.context import Call
+from passerelle.pipeline.resolve import Pricer
+from passerelle.pricing.cost import cost_usd
+from passerelle.pricing.estimate import estimate_prompt_tokens
+from passerelle.providers.base import Usage
+from passerelle.store.base import Ledger
+from passerelle.store.records import UsageRecord
+
+
+def observed_usage(call: Call) -> Usage:
+    """The usage to bill: as reported, else estimated from the request and what streamed."""
+    if call.usage is not None:
+        return call.usage
+    if call.chunks == 0 and call.status == "error":
+        return Usage(reported=True)
+    return Usage(
+        input_tokens=estimate_prompt_tokens(call.body),
+        output_tokens=max(call.chunks, math.ceil(call.content_chars / 3)),
+        reported=False,
+    )
+
+
+class Meter:
+    def __init__(self, ledger: Ledger, pricer: Pricer) -> None:
+        self._ledger = ledger
+        self._pricer = pricer
+
+    async def __call__(self, call: Call, next: Next) -> None:
+        call.defer(self._record)
+        try:
+            await next(call)
+        except APIError as exc:
+            call.fail(exc)
+            raise
+
+    def price_call(self, call: Call, usage: Usage) -> tuple[Decimal | None, str | None]:
+        target = call.target
+        if target is None:
+            return Decimal(0), None
+        price = self._pricer.price(target, call.received_at)
+        if price is None:
+            if usage.input_tokens == 0 and usage.output_tokens == 0:
+                return Decimal(0), None
+            return None, None
+        return cost_usd(
+            price, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens,
+        ), price.version
+
+    async def _record(self, call: Call) -> None:
+        usage = observed_usage(call)
+        call.usage = usage
+        cost, version = self.price_call(call, usage)
+        call.cost_usd = cost
+        target = call.target
+        record = UsageRecord(
+            request_id=call.request_id, attempt=call.attempts, ts=call.received_at,
+            tenant=call.tenant, key_id=call.key.key_id if call.key else None,
+            feature=call.feature, end_user=call.user, endpoint=call.endpoint, model=call.model,
+            provider=target.provider.name if target else None,
+            upstream_model=target.upstream_model if target else None,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens, usage_reported=usage.reported,
+            cost_usd=cost, price_version=version, latency_ms=round(call.elapsed_ms(), 3),
+            ttft_ms=None if call.ttft_ms() is None else round(call.ttft_ms() or 0.0, 3),
+            status=call.status, error_code=call.error.code if call.error else None,
+            stream=call.stream,
+        )
+        await self._ledger.record(record)

@@ -1,0 +1,25 @@
+"""Pure cost functions: tokens and a price in, USD out, as exact decimals."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from passerelle.pricing.catalogue import Price
+
+MILLION = Decimal(1_000_000)
+
+
+def cost_usd(
+    price: Price, *, input_tokens: int, output_tokens: int, cached_tokens: int = 0,
+) -> Decimal:
+    """Cost of one call. Cached tokens are part of ``input_tokens`` (as OpenAI reports them)."""
+    cached = min(max(cached_tokens, 0), input_tokens)
+    uncached = input_tokens - cached
+    return (
+        uncached * price.input + cached * price.cached_input + output_tokens * price.output
+    ) / MILLION
+
+
+def worst_case_usd(price: Price, *, input_tokens: int, max_output_tokens: int) -> Decimal:
+    """The most a call can cost: every input token uncached, every allowed output token used."""
+    return (input_tokens * price.input + max_output_tokens * price.output) / MILLION

@@ -1,0 +1,1 @@
+"""Upstreams: one small protocol, and one module per wire format."""

@@ -1,0 +1,93 @@
+"""The Provider protocol: what the gateway needs from any upstream.
+
+A provider has a name, its capabilities as data, and four methods: ``complete`` (one JSON answer),
+``stream`` (Server-Sent Events, as OpenAI ``chat.completion.chunk`` payloads), ``embed`` and
+``aclose``. Whatever the upstream speaks, it answers in OpenAI's wire format and reports usage as a
+``Usage``; the translation lives inside each provider as pure functions. Upstream failures leave a
+provider only as ``ProviderError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    streaming: bool = True
+    tools: bool = False
+    json_schema: bool = False
+    vision: bool = False
+    embeddings: bool = False
+    # keep reading a stream after the client left, to learn the real usage (remote APIs charge
+    # for the whole answer); a local engine stops instead
+    drain_on_disconnect: bool = True
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    # False when the numbers were counted by the gateway (a stream cut short), not reported
+    reported: bool = True
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    """What dispatch hands a provider: the client's body with the upstream model name set."""
+
+    body: dict[str, Any]
+    upstream_model: str
+    stream: bool
+    include_usage: bool = False  # the client asked for the usage chunk
+
+
+@dataclass(slots=True)
+class Completion:
+    body: bytes  # the OpenAI JSON document to send to the client
+    usage: Usage
+    upstream_model: str
+
+
+@dataclass(slots=True)
+class StreamChunk:
+    """One SSE event: ``data`` is the JSON payload, sent as ``data: <data>\\n\\n``."""
+
+    data: bytes
+    usage: Usage | None = None  # set on the event that carries the final usage
+    content_chars: int = 0  # characters of generated text, to estimate usage if the stream dies
+    forward: bool = True  # False for usage-only events the client did not ask for
+
+
+@dataclass(slots=True)
+class Embeddings:
+    body: bytes
+    usage: Usage
+    upstream_model: str
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What a stream has shown so far, for metering a stream that ended early."""
+
+    chunks: int = 0
+    content_chars: int = 0
+    usage: Usage | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    name: str
+    kind: str
+    capabilities: Capabilities
+
+    async def complete(self, request: UpstreamRequest) -> Completion: ...
+
+    def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]: ...
+
+    async def embed(self, request: UpstreamRequest) -> Embeddings: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,156 @@
+"""Any OpenAI-compatible HTTP API (OpenAI, Mistral, vLLM, Ollama, llama.cpp server...).
+
+Configuration alone makes a new upstream: a base URL and a key reference. Answers pass through as
+the upstream's bytes; only what accounting needs (the usage object) is parsed out. Streams always
+ask the upstream for the usage chunk and hide it from clients that did not ask for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from passerelle.config.schema import ProviderConfig
+from passerelle.errors import ProviderError
+from passerelle.providers.base import (
+    Capabilities,
+    Completion,
+    Embeddings,
+    StreamChunk,
+    UpstreamRequest,
+    Usage,
+)
+from passerelle.providers.transport import HttpTransport
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+
+
+def usage_from_openai(obj: Any) -> Usage | None:
+    """Normalise an OpenAI ``usage`` object, cached tokens included."""
+    if not isinstance(obj, dict):
+        return None
+    details = obj.get("prompt_tokens_details") or {}
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(
+        input_tokens=int(obj.get("prompt_tokens") or 0),
+        output_tokens=int(obj.get("completion_tokens") or 0),
+        cached_tokens=int(cached or 0),
+    )
+
+
+def to_upstream_body(request: UpstreamRequest) -> bytes:
+    body = dict(request.body)
+    body["model"] = request.upstream_model
+    if request.stream:
+        opts = dict(body.get("stream_options") or {})
+        opts["include_usage"] = True
+        body["stream_options"] = opts
+    return orjson.dumps(body)
+
+
+def error_message(provider: str, status: int, raw: bytes) -> str:
+    try:
+        doc = orjson.loads(raw)
+        msg = doc.get("error", {}).get("message") if isinstance(doc, dict) else None
+    except (orjson.JSONDecodeError, AttributeError):
+        msg = None
+    return str(msg)[:300] if msg else f"HTTP {status}"
+
+
+class OpenAICompatProvider:
+    kind = "openai"
+
+    def __init__(self, config: ProviderConfig, api_key: str | None, transport: HttpTransport):
+        assert config.base_url is not None
+        self.name = config.name
+        self.capabilities = Capabilities(
+            streaming=True, tools=True, json_schema=True, vision=True, embeddings=True
+        )
+        self._url = config.base_url.rstrip("/")
+        self._transport = transport
+        self._headers = {"Content-Type": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+
+    async def complete(self, request: UpstreamRequest) -> Completion:
+        raw = await self._post("/chat/completions", to_upstream_body(request))
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ProviderError("answer is not JSON", provider=self.name, retryable=True) from exc
+        usage = usage_from_openai(doc.get("usage") if isinstance(doc, dict) else None)
+        if usage is None:
+            usage = Usage(reported=False)
+        model = doc.get("model") if isinstance(doc, dict) else None
+        return Completion(body=raw, usage=usage, upstream_model=model or request.upstream_model)
+
+    async def embed(self, request: UpstreamRequest) -> Embeddings:
+        body = dict(request.body)
+        body["model"] = request.upstream_model
+        raw = await self._post("/embeddings", orjson.dumps(body))
+        doc = orjson.loads(raw)
+        u = doc.get("usage") or {}
+        usage = Usage(input_tokens=int(u.get("prompt_tokens") or 0), output_tokens=0)
+        return Embeddings(body=raw, usage=usage, upstream_model=request.upstream_model)
+
+    async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
+        async with self._transport.stream(
+            self.name, self._url + "/chat/completions", to_upstream_body(request), self._headers
+        ) as resp:
+            if resp.status >= 400:
+                raw = await resp.read()
+                raise ProviderError(
+                    error_message(self.name, resp.status, raw), provider=self.name,
+                    status=resp.status, retryable=resp.status in RETRYABLE_STATUS,
+                )
+            done = False
+            try:
+                async for line in resp.content:
+                    if not line.startswith(b"data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        done = True
+                        break
+                    yield self._chunk(payload, request.include_usage)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise ProviderError(
+                    f"stream broke: {type(exc).__name__}", provider=self.name, retryable=True,
+                    timeout=isinstance(exc, TimeoutError),
+                ) from exc
+            if not done:
+                raise ProviderError("stream ended before [DONE]", provider=self.name, retryable=True)
+
+    def _chunk(self, payload: bytes, include_usage: bool) -> StreamChunk:
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return StreamChunk(data=payload)
+        if not isinstance(obj, dict):
+            return StreamChunk(data=payload)
+        choices = obj.get("choices") or []
+        chars = 0
+        for c in choices:
+            content = (c.get("delta") or {}).get("content") if isinstance(c, dict) else None
+            if isinstance(content, str):
+                chars += len(content)
+        usage = usage_from_openai(obj.get("usage"))
+        # usage-only events the client did not ask for are metered, not forwarded; a
+        # `"usage": null` on ordinary chunks passes through untouched (clients ignore it)
+        forward = include_usage or usage is None or bool(choices)
+        return StreamChunk(data=payload, usage=usage, content_chars=chars, forward=forward)
+
+    async def _post(self, path: str, body: bytes) -> bytes:
+        status, raw = await self._transport.post(self.name, self._url + path, body, self._headers)
+        if status >= 400:
+            raise ProviderError(
+                error_message(self.name, status, raw), provider=self.name, status=status,
+                retryable=status in RETRYABLE_STATUS,
+            )
+        return raw
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()

@@ -1,0 +1,79 @@
+"""The HTTP transport shared by HTTP providers: pooled, long-lived, errors translated once.
+
+One ``aiohttp.ClientSession`` per provider, created at start-up and closed at shutdown. Every
+low-level failure (refused connection, reset, timeout) becomes a retryable ``ProviderError`` here,
+chained to its cause, so providers only deal with HTTP statuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import aiohttp
+
+from passerelle.errors import ProviderError
+
+
+class HttpTransport:
+    def __init__(
+        self, *, timeout_s: float, connect_timeout_s: float, max_connections: int,
+    ) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout_s, sock_read=timeout_s
+        )
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
+                ),
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def post(
+        self, provider: str, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, bytes]:
+        try:
+            async with self.session.post(
+                url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
+            ) as resp:
+                return resp.status, await resp.read()
+        except TimeoutError as exc:
+            raise ProviderError("timed out", provider=provider, retryable=True, timeout=True) from exc
+        except aiohttp.ClientError as exc:
+            raise ProviderError(
+                f"connection failed: {type(exc).__name__}", provider=provider, retryable=True
+            ) from exc
+
+    @asynccontextmanager
+    async def stream(
+        self, provider: str, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        try:
+            resp = await self.session.post(
+                url, data=body, headers=headers, timeout=self._stream_timeout,
+                allow_redirects=False,
+            )
+        except TimeoutError as exc:
+            raise ProviderError("timed out", provider=provider, retryable=True, timeout=True) from exc
+        except aiohttp.ClientError as exc:
+            raise ProviderError(
+                f"connection failed: {type(exc).__name__}", provider=provider, retryable=True
+            ) from exc
+        try:
+            yield resp
+        finally:
+            resp.release()
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,57 @@
+"""The application factory and the serve loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+
+from passerelle.gateway import Gateway
+from passerelle.server.admin import add_admin_routes
+from passerelle.server.errors import error_middleware
+from passerelle.server.routes import GATEWAY, add_routes
+
+log = logging.getLogger("passerelle")
+
+
+def create_app(gateway: Gateway) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=gateway.config.server.max_body_bytes,
+        handler_args={"max_field_size": 16384},
+    )
+    app[GATEWAY] = gateway
+    add_routes(app)
+    add_admin_routes(app)
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        await gateway.start()
+        yield
+        await gateway.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def serve(gateway: Gateway, host: str, port: int, on_ready=None) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(gateway)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
+    await site.start()
+    if on_ready is not None:
+        bound = runner.addresses[0] if runner.addresses else (host, port)
+        on_ready(bound[0], bound[1])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: draining requests and the ledger")
+        await runner.cleanup()

@@ -1,0 +1,60 @@
+"""One renderer for every error the server returns, unknown routes and oversized bodies included.
+
+Whatever goes wrong, the client gets OpenAI's error shape and a status its SDK maps to the right
+exception. An unexpected exception is logged with its traceback on the server and answered with a
+plain 500 that says nothing of the internals.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from passerelle.errors import (
+    APIError,
+    MethodNotAllowedError,
+    NotFoundError,
+    RequestTooLargeError,
+)
+
+log = logging.getLogger("passerelle.server")
+
+
+def error_response(error: APIError, request_id: str | None = None) -> web.Response:
+    headers = dict(error.headers)
+    if request_id:
+        headers["x-request-id"] = request_id
+    return web.Response(
+        status=error.status, body=error.to_json(), content_type="application/json",
+        headers=headers,
+    )
+
+
+def from_http_exception(exc: web.HTTPException, request: web.Request) -> APIError:
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFoundError(f"no route for {request.method} {request.path}",
+                             code="unknown_route")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowedError(f"method {request.method} is not allowed on {request.path}")
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return RequestTooLargeError("request body is too large")
+    err = APIError(exc.reason or "error")
+    err.status = exc.status
+    err.type = "invalid_request_error" if exc.status < 500 else "server_error"
+    return err
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except APIError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(from_http_exception(exc, request))
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(APIError("internal error; see the gateway's log"))

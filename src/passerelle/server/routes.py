@@ -1,0 +1,117 @@
+"""The OpenAI-compatible routes: chat completions, embeddings, models.
+
+Each handler builds a ``Call``, runs it through the gateway's chain, finishes it (the ledger commit)
+and writes the answer. Response headers: ``x-request-id`` always; ``x-passerelle-target`` once a
+target answered; ``x-passerelle-cost-usd`` on non-streamed answers with a known price
+(``x-passerelle-unpriced: true`` otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+import orjson
+from aiohttp import web
+
+from passerelle.errors import APIError, ServiceUnavailableError, StoreError
+from passerelle.gateway import Gateway
+from passerelle.pipeline.auth import Auth
+from passerelle.pipeline.context import Call, ChunkStream
+from passerelle.server.errors import error_response
+from passerelle.server.sse import write_stream
+
+log = logging.getLogger("passerelle.server")
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def format_usd(cost: Decimal) -> str:
+    text = format(cost, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def call_headers(call: Call) -> dict[str, str]:
+    headers = {"x-request-id": call.request_id}
+    if call.target is not None:
+        headers["x-passerelle-target"] = call.target.label
+    return headers
+
+
+async def _finish(call: Call) -> None:
+    try:
+        await call.finish()
+    except StoreError as exc:
+        log.error("usage of %s could not be recorded: %s", call.request_id, exc)
+        raise ServiceUnavailableError(
+            "usage could not be recorded; the request was not completed", code="ledger_unavailable"
+        ) from exc
+
+
+async def run_call(request: web.Request, endpoint: str) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    call = Call(endpoint=endpoint, headers=request.headers, raw_body=await request.read())
+    try:
+        await gateway.chain(call)
+    except APIError as exc:
+        call.fail(exc)
+        try:
+            await _finish(call)
+        except APIError as store_exc:
+            exc = store_exc
+        return error_response(exc, call.request_id)
+    except Exception:
+        log.exception("request %s failed", call.request_id)
+        error = APIError("internal error; see the gateway's log")
+        call.fail(error)
+        await call.finish()
+        return error_response(error, call.request_id)
+    headers = call_headers(call)
+    if isinstance(call.result, ChunkStream):
+        return await write_stream(request, call, call.result, headers)
+    try:
+        await _finish(call)
+    except APIError as exc:
+        return error_response(exc, call.request_id)
+    if call.cost_usd is None:
+        headers["x-passerelle-unpriced"] = "true"
+    else:
+        headers["x-passerelle-cost-usd"] = format_usd(call.cost_usd)
+    assert call.result is not None and not isinstance(call.result, ChunkStream)
+    return web.Response(body=call.result.body, content_type="application/json", headers=headers)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await run_call(request, "chat.completions")
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await run_call(request, "embeddings")
+
+
+async def models(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    call = Call(endpoint="models", headers=request.headers, raw_body=b"")
+    await Auth(gateway.keys)(call, _noop)
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "passerelle"}
+        for name in gateway.routes
+    ]
+    return web.Response(body=orjson.dumps({"object": "list", "data": data}),
+                        content_type="application/json")
+
+
+async def _noop(call: Call) -> None:
+    return None
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", health)

@@ -1,0 +1,47 @@
+"""The ``Ledger`` protocol, and opening the one the configuration names.
+
+A ledger records usage durably (``record`` returns once the row is committed, in a batch with its
+neighbours), answers usage reports, and keeps the API keys created at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from passerelle.store.records import UsageRecord, UsageRow
+from passerelle.tenancy import ApiKey
+
+
+class Ledger(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def record(self, record: UsageRecord) -> None: ...
+
+    async def usage(
+        self, group_by: Sequence[str], since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[UsageRow]: ...
+
+    async def create_key(self, key: ApiKey) -> None: ...
+
+    async def find_key(self, digest: str) -> ApiKey | None: ...
+
+    async def list_keys(self, tenant: str | None = None) -> list[ApiKey]: ...
+
+    async def records(self, request_id: str) -> list[UsageRecord]: ...
+
+
+def open_ledger(url: str) -> Ledger:
+    if url.startswith("sqlite:///"):
+        from passerelle.store.sqlite import SQLiteLedger
+
+        return SQLiteLedger(url.removeprefix("sqlite:///"))
+    if url.startswith(("postgresql://", "postgres://")):
+        from passerelle.store.postgres import PostgresLedger
+
+        return PostgresLedger(url)
+    raise ValueError(f"unsupported store URL scheme: {url.split(':', 1)[0]}")

@@ -1,0 +1,109 @@
+"""``UsageRecord``: one row of the ledger, one per call, and how money is stored.
+
+Costs are exact decimals in code and whole pico-dollars (1e-12 USD) in the database: every list
+price with up to six decimals per million tokens is exact in that unit, integer sums stay exact,
+and no database float ever touches money.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+PICO = Decimal("1e12")
+
+GROUP_COLUMNS = {
+    "tenant": "tenant",
+    "feature": "feature",
+    "model": "model",
+    "provider": "provider",
+    "upstream_model": "upstream_model",
+    "key": "key_id",
+    "user": "end_user",
+    "status": "status",
+    "day": "day",
+}
+
+
+def to_pico(usd: Decimal) -> int:
+    return int((usd * PICO).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def from_pico(pusd: int) -> Decimal:
+    return Decimal(pusd) / PICO
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    request_id: str
+    attempt: int
+    ts: float  # unix seconds, UTC
+    tenant: str | None
+    key_id: str | None
+    feature: str | None
+    end_user: str | None
+    endpoint: str
+    model: str | None
+    provider: str | None
+    upstream_model: str | None
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    usage_reported: bool
+    cost_usd: Decimal | None  # None: unpriced
+    price_version: str | None
+    latency_ms: float
+    ttft_ms: float | None
+    status: str  # ok | error | client_disconnected | upstream_cut
+    error_code: str | None
+    stream: bool
+
+    @property
+    def cost_pusd(self) -> int | None:
+        return None if self.cost_usd is None else to_pico(self.cost_usd)
+
+
+COLUMNS = (
+    "request_id", "attempt", "ts", "day", "tenant", "key_id", "feature", "end_user", "endpoint",
+    "model", "provider", "upstream_model", "input_tokens", "output_tokens", "cached_tokens",
+    "usage_reported", "cost_pusd", "price_version", "latency_ms", "ttft_ms", "status",
+    "error_code", "stream",
+)
+
+
+def row_of(r: UsageRecord) -> tuple[object, ...]:
+    import time
+
+    day = time.strftime("%Y-%m-%d", time.gmtime(r.ts))
+    return (
+        r.request_id, r.attempt, r.ts, day, r.tenant, r.key_id, r.feature, r.end_user,
+        r.endpoint, r.model, r.provider, r.upstream_model, r.input_tokens, r.output_tokens,
+        r.cached_tokens, int(r.usage_reported), r.cost_pusd, r.price_version, r.latency_ms,
+        r.ttft_ms, r.status, r.error_code, int(r.stream),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One group of a usage report."""
+
+    group: dict[str, str | None]
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cost_usd: Decimal
+    unpriced_requests: int
+    errors: int
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            **self.group,
+            "requests": self.requests,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_tokens": self.cached_tokens,
+            "cost_usd": str(self.cost_usd.quantize(Decimal("0.000001"))),
+            "unpriced_requests": self.unpriced_requests,
+            "errors": self.errors,
+        }

@@ -1,0 +1,206 @@
+"""The embedded ledger: SQLite in WAL mode, written by one thread in batches.
+
+Requests hand their record to a bounded queue and await their batch's commit: nobody waits on an
+insert of their own, and nobody is answered before their row is durable. With WAL and
+``synchronous=NORMAL`` a committed transaction survives a process crash (SIGKILL); only a power cut
+can lose the last ones. A batch that fails is retried row by row, so one bad row never drops its
+neighbours. ``close`` drains the queue before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from passerelle.errors import StoreError
+from passerelle.store.records import COLUMNS, UsageRecord, UsageRow, from_pico, row_of
+from passerelle.store.sql import SCHEMA, insert_sql, usage_sql
+from passerelle.tenancy import ApiKey
+
+log = logging.getLogger("passerelle.store")
+
+MAX_BATCH = 512
+QUEUE_SIZE = 10_000
+_STOP = object()
+
+
+class SQLiteLedger:
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_SIZE)
+        self._thread: threading.Thread | None = None
+        self._insert = insert_sql("?")
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    async def start(self) -> None:
+        if self._thread is not None:
+            return
+        await asyncio.to_thread(self._migrate)
+        self._thread = threading.Thread(target=self._writer, name="ledger-writer", daemon=True)
+        self._thread.start()
+
+    def _migrate(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open ledger {self.path}: {exc}") from exc
+        with conn:
+            for stmt in SCHEMA:
+                conn.execute(stmt)
+        conn.close()
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+
+    async def record(self, record: UsageRecord) -> None:
+        if self._thread is None:
+            raise StoreError("ledger is not started")
+        fut: Future[None] = Future()
+        try:
+            self._queue.put_nowait((row_of(record), fut))
+        except queue.Full:
+            await asyncio.to_thread(self._queue.put, (row_of(record), fut))
+        await asyncio.wrap_future(fut)
+
+    # the writer thread -------------------------------------------------------------------
+    def _writer(self) -> None:
+        conn = self._connect()
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            batch = []
+            if item is _STOP:
+                stopping = True
+            else:
+                batch.append(item)
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    continue
+                batch.append(item)
+            if batch:
+                self._commit(conn, batch)
+        conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[tuple[Any, Future[None]]]) -> None:
+        try:
+            conn.execute("BEGIN")
+            conn.executemany(self._insert, [row for row, _ in batch])
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            conn.execute("ROLLBACK") if conn.in_transaction else None
+            for row, fut in batch:
+                try:
+                    conn.execute(self._insert, row)
+                except sqlite3.Error as exc:
+                    log.error("ledger row %s rejected: %s", row[0], exc)
+                    fut.set_exception(StoreError(f"ledger rejected record: {exc}"))
+                else:
+                    fut.set_result(None)
+            return
+        for _, fut in batch:
+            fut.set_result(None)
+
+    # reads ---------------------------------------------------------------------------------
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        def run() -> list[tuple[Any, ...]]:
+            conn = self._connect()
+            try:
+                return list(conn.execute(sql, params).fetchall())
+            finally:
+                conn.close()
+
+        try:
+            return await asyncio.to_thread(run)
+        except sqlite3.Error as exc:
+            raise StoreError(f"ledger read failed: {exc}") from exc
+
+    async def _write(self, sql: str, params: Sequence[Any]) -> None:
+        def run() -> None:
+            conn = self._connect()
+            try:
+                conn.execute(sql, params)
+            finally:
+                conn.close()
+
+        await asyncio.to_thread(run)
+
+    async def usage(
+        self, group_by: Sequence[str], since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[UsageRow]:
+        sql = usage_sql(group_by, "?", since is not None, until is not None)
+        params = [d.timestamp() for d in (since, until) if d is not None]
+        rows = await self._read(sql, params)
+        return [_usage_row(group_by, r) for r in rows if r[len(group_by)]]
+
+    async def create_key(self, key: ApiKey) -> None:
+        await self._write(
+            "INSERT INTO api_keys (digest, key_id, tenant, name, created_at) VALUES (?, ?, ?, ?, ?)",
+            (key.digest, key.key_id, key.tenant, key.name, time.time()),
+        )
+
+    async def find_key(self, digest: str) -> ApiKey | None:
+        rows = await self._read(
+            "SELECT key_id, tenant, digest, name FROM api_keys WHERE digest = ?", (digest,)
+        )
+        return ApiKey(*rows[0]) if rows else None
+
+    async def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
+        sql = "SELECT key_id, tenant, digest, name FROM api_keys"
+        params: tuple[str, ...] = ()
+        if tenant is not None:
+            sql += " WHERE tenant = ?"
+            params = (tenant,)
+        return [ApiKey(*r) for r in await self._read(sql + " ORDER BY created_at", params)]
+
+    async def records(self, request_id: str) -> list[UsageRecord]:
+        rows = await self._read(
+            f"SELECT {', '.join(COLUMNS)} FROM usage WHERE request_id = ? ORDER BY attempt",
+            (request_id,),
+        )
+        return [record_of(r) for r in rows]
+
+
+def _usage_row(group_by: Sequence[str], r: Sequence[Any]) -> UsageRow:
+    n = len(group_by)
+    return UsageRow(
+        group={g: r[i] for i, g in enumerate(group_by)},
+        requests=int(r[n]), input_tokens=int(r[n + 1]), output_tokens=int(r[n + 2]),
+        cached_tokens=int(r[n + 3]), cost_usd=from_pico(int(r[n + 4])),
+        unpriced_requests=int(r[n + 5] or 0), errors=int(r[n + 6] or 0),
+    )
+
+
+def record_of(r: Sequence[Any]) -> UsageRecord:
+    d = dict(zip(COLUMNS, r, strict=True))
+    d.pop("day")
+    pusd = d.pop("cost_pusd")
+    return UsageRecord(
+        **{**d, "usage_reported": bool(d["usage_reported"]), "stream": bool(d["stream"])},
+        cost_usd=None if pusd is None else from_pico(int(pusd)),
+    )

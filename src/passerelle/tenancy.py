@@ -1,0 +1,96 @@
+"""Tenants and their API keys, held in memory so authentication never waits on a database.
+
+Keys are stored and looked up as SHA-256 digests (keys are random 256-bit strings, so a fast hash
+is the right one); the digest found is compared again in constant time. Keys declared in the
+configuration are loaded at start-up; keys created with ``passerelle keys create`` live in the
+store and are fetched on first use, then cached. Unknown keys are remembered briefly so a flood
+of bad keys cannot turn into a flood of store queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+KEY_PREFIX = "sk-"
+NEGATIVE_TTL_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    key_id: str  # safe to log and report; never the key itself
+    tenant: str
+    digest: str
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    plan: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def key_id_for(digest: str) -> str:
+    return "key_" + digest[:12]
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+KeyLookup = Callable[[str], Awaitable[ApiKey | None]]
+
+
+class KeyRing:
+    def __init__(self, lookup: KeyLookup | None = None, clock: Callable[[], float] = time.monotonic):
+        self._by_digest: dict[str, ApiKey] = {}
+        self._unknown: dict[str, float] = {}
+        self._lookup = lookup
+        self._clock = clock
+
+    def add(self, key: ApiKey) -> None:
+        self._by_digest[key.digest] = key
+        self._unknown.pop(key.digest, None)
+
+    def add_secret(self, secret: str, tenant: str, name: str | None = None) -> ApiKey:
+        digest = key_digest(secret)
+        key = ApiKey(key_id=key_id_for(digest), tenant=tenant, digest=digest, name=name)
+        self.add(key)
+        return key
+
+    async def authenticate(self, presented: str) -> ApiKey | None:
+        digest = key_digest(presented)
+        key = self._by_digest.get(digest)
+        if key is None:
+            key = await self._fetch(digest)
+        if key is None or not hmac.compare_digest(key.digest, digest):
+            return None
+        return key
+
+    async def _fetch(self, digest: str) -> ApiKey | None:
+        if self._lookup is None:
+            return None
+        now = self._clock()
+        seen = self._unknown.get(digest)
+        if seen is not None and now - seen < NEGATIVE_TTL_S:
+            return None
+        key = await self._lookup(digest)
+        if key is None:
+            if len(self._unknown) > 10_000:
+                self._unknown.clear()
+            self._unknown[digest] = now
+            return None
+        self.add(key)
+        return key
+
+    def forget(self, digest: str) -> None:
+        self._by_digest.pop(digest, None)

@@ -1,0 +1,484 @@
+"""Fake upstream LLM server for Passerelle's tests and benchmarks.
+
+Passerelle is a gateway: testing retries, streaming relay, usage accounting and
+error mapping needs an upstream scriptable per request and cheap enough to sit
+behind a load test.  This module is that server (run as its own process) and
+`UpstreamProcess`, a helper that starts it from a test:
+
+    python tests/fakes/upstream.py --host 127.0.0.1 --port 0
+    -> prints exactly one line "READY http://127.0.0.1:<port>" once listening
+
+It speaks OpenAI's wire format (/v1/chat/completions, /v1/embeddings, /v1/models)
+and Anthropic's Messages API (/v1/messages).  Behaviour comes from `#name:value`
+directives in the last user message, overridden by the next item of the control
+queue (POST /_control/script); see tests/fakes/README.md.  Needs aiohttp (imported
+lazily, so tests can import `UpstreamProcess` without it); orjson/uvloop if present.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import itertools
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import deque
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+try:
+    from orjson import dumps, loads
+except ImportError:  # pragma: no cover - depends on the environment
+    def dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    loads = json.loads
+
+DEFAULT_REPLY = "Hello from fake upstream."
+DIRECTIVE_RE = re.compile(r"#(status|latency|chunk_delay|cut|usage|reply|words):(\S+)")
+MODELS_BODY = dumps({"object": "list", "data": [{
+    "id": "fake-model", "object": "model", "created": 1700000000, "owned_by": "passerelle-fake"}]})
+SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+OPENAI_ERRORS = {400: ("invalid_request_error", None), 401: ("invalid_request_error", "invalid_api_key"),
+                 403: ("permission_error", None), 404: ("invalid_request_error", "model_not_found"),
+                 429: ("requests", "rate_limit_exceeded")}
+ANTHROPIC_ERRORS = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                    529: "overloaded_error"}
+Usage = tuple[int, int, int]  # (prompt, completion, cached)
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """What to do for one completion/messages request."""
+
+    status: int = 200
+    latency_ms: float = 0.0
+    chunk_delay_ms: float = 0.0
+    cut: int | None = None
+    usage: Usage | None = None
+    reply: str = DEFAULT_REPLY
+
+
+DEFAULT = Behaviour()
+_SIMPLE = {"status": ("status", int), "latency": ("latency_ms", float), "cut": ("cut", int),
+           "latency_ms": ("latency_ms", float), "chunk_delay": ("chunk_delay_ms", float),
+           "chunk_delay_ms": ("chunk_delay_ms", float), "reply": ("reply", str)}
+
+
+def apply(b: Behaviour, name: str, value: Any) -> Behaviour:
+    """Apply one directive or queue key to a behaviour; invalid values are ignored."""
+    try:
+        if name in _SIMPLE:
+            field, convert = _SIMPLE[name]
+            return replace(b, **{field: convert(value)})
+        if name == "usage":
+            parts = value.split(",") if isinstance(value, str) else list(value)
+            return replace(b, usage=tuple([*map(int, parts), 0, 0, 0][:3]))
+        if name == "words":
+            return replace(b, reply=" ".join(f"w{i}" for i in range(1, int(value) + 1)))
+    except (TypeError, ValueError):
+        pass
+    return b
+
+
+def text_of(content: Any) -> str:
+    """Text of a message content: a string or a list of {"type": "text"} parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def parse_directives(messages: list) -> Behaviour:
+    user = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    text = text_of(user[-1].get("content")) if user else ""
+    b = DEFAULT
+    if "#" in text:
+        for name, value in DIRECTIVE_RE.findall(text):
+            b = apply(b, name, value.replace("_", " ") if name == "reply" else value)
+    return b
+
+
+def usage_for(b: Behaviour, body: dict) -> Usage:
+    if b.usage is not None:
+        return b.usage
+    chars = sum(len(text_of(m.get("content"))) for m in body.get("messages") or [] if isinstance(m, dict))
+    chars += len(text_of(body.get("system")))  # Anthropic keeps the system prompt apart
+    return chars // 4 + 1, len(b.reply.split()), 0
+
+
+def reply_pieces(reply: str) -> list[str]:
+    """One piece per word; concatenating the pieces gives back the reply."""
+    words = reply.split(" ")
+    return [words[0]] + [" " + w for w in words[1:]]
+
+
+class State:
+    """Control queue and counters shared by the handlers."""
+
+    def __init__(self) -> None:
+        self.script: deque[dict] = deque()
+        self.reset()
+
+    def reset(self) -> None:
+        self.script.clear()
+        self.requests, self.by_path = 0, {}
+        self.last_request: Any = None
+        self.last_headers: Any = {}
+
+    def record(self, request: Any, body: Any = None) -> None:
+        self.requests += 1
+        self.by_path[request.path] = self.by_path.get(request.path, 0) + 1
+        self.last_headers = request.headers  # lower-cased only when stats are asked for
+        if body is not None:
+            self.last_request = body
+
+    def behaviour(self, body: dict) -> Behaviour:
+        b = parse_directives(body.get("messages") or [])
+        for name, value in (self.script.popleft() if self.script else {}).items():
+            b = apply(b, name, value)
+        return b
+
+    def stats(self) -> dict:
+        return {"requests": self.requests, "by_path": dict(self.by_path), "last_request": self.last_request,
+                "last_headers": {k.lower(): v for k, v in self.last_headers.items()}}
+
+
+# ----------------------------------------------------------------------------- payloads
+
+_ids = itertools.count(1)
+_chat_cache: dict[tuple, bytes] = {}
+
+
+def openai_error(status: int, message: str) -> bytes:
+    etype, code = OPENAI_ERRORS.get(status, ("server_error", None))
+    return dumps({"error": {"message": message, "type": etype, "param": None, "code": code}})
+
+
+def anthropic_error(status: int, message: str) -> bytes:
+    return dumps({"type": "error", "error": {"type": ANTHROPIC_ERRORS.get(status, "api_error"),
+                                             "message": message}})
+
+
+def usage_obj(usage: Usage) -> dict:
+    p, c, k = usage
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
+            "prompt_tokens_details": {"cached_tokens": k}}
+
+
+def chat_body(model: str, reply: str, usage: Usage) -> bytes:
+    """Non-streaming chat.completion: all but id and created is serialised once per variant."""
+    rest = _chat_cache.get((model, reply, usage))
+    if rest is None:
+        if len(_chat_cache) > 4096:
+            _chat_cache.clear()
+        rest = _chat_cache[(model, reply, usage)] = dumps({
+            "model": model, "choices": [{
+                "index": 0, "message": {"role": "assistant", "content": reply, "refusal": None},
+                "logprobs": None, "finish_reason": "stop"}],
+            "usage": usage_obj(usage), "system_fingerprint": None})[1:]
+    return b'{"id":"chatcmpl-fake%d","object":"chat.completion","created":%d,' % (
+        next(_ids), int(time.time())) + rest
+
+
+def chat_events(body: dict, reply: str, usage: Usage) -> list[bytes]:
+    """SSE events of a streamed chat completion, [DONE] included."""
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    base = {"id": f"chatcmpl-fake{next(_ids)}", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": body.get("model", "fake-model"),
+            "system_fingerprint": None, **({"usage": None} if include_usage else {})}
+    pieces = reply_pieces(reply)
+    deltas = [({"role": "assistant", "content": ""}, None)]
+    deltas += [({"content": p}, "stop" if i == len(pieces) - 1 else None) for i, p in enumerate(pieces)]
+    events = [{**base, "choices": [{"index": 0, "delta": d, "logprobs": None, "finish_reason": f}]}
+              for d, f in deltas]
+    if include_usage:
+        events.append({**base, "choices": [], "usage": usage_obj(usage)})
+    return [b"data: " + dumps(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
+
+
+def anthropic_message(model: str, content: list, usage: Usage, stop: str | None) -> dict:
+    p, c, k = usage
+    return {"id": f"msg_fake{next(_ids)}", "type": "message", "role": "assistant", "model": model,
+            "content": content, "stop_reason": stop, "stop_sequence": None,
+            "usage": {"input_tokens": p, "output_tokens": c, "cache_read_input_tokens": k,
+                      "cache_creation_input_tokens": 0}}
+
+
+def anthropic_events(model: str, reply: str, usage: Usage) -> list[bytes]:
+    """The Messages API stream for one text block, as Anthropic sends it."""
+    start = anthropic_message(model, [], (usage[0], 1, usage[2]), None)  # output_tokens 1, like Anthropic
+    events = [{"type": "message_start", "message": start},
+              {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}]
+    events += [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+               for piece in reply_pieces(reply)]
+    events += [{"type": "content_block_stop", "index": 0},
+               {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": usage[1]}},
+               {"type": "message_stop"}]
+    return [b"event: %s\ndata: %s\n\n" % (e["type"].encode(), dumps(e)) for e in events]
+
+
+def embed(text: str, as_base64: bool) -> list[float] | str:
+    """Deterministic 8-dim vector in [-1, 1) from a hash of the text."""
+    vec = [v / 2**31 - 1.0 for v in struct.unpack("<8I", hashlib.sha256(text.encode()).digest())]
+    return base64.b64encode(struct.pack("<8f", *vec)).decode() if as_base64 else vec
+
+
+# ----------------------------------------------------------------------------- server
+
+def abort_connection(request: Any) -> None:
+    """Close the connection with no (further) response bytes."""
+    if request.transport is not None:
+        request.transport.close()
+    raise asyncio.CancelledError  # aiohttp treats this as a client disconnect, quietly
+
+
+def build_app() -> Any:
+    from aiohttp import web
+
+    state = State()
+
+    def json_response(body: bytes, status: int = 200) -> Any:
+        return web.Response(body=body, status=status, content_type="application/json")
+
+    async def read_json(request: Any) -> dict | None:
+        try:
+            body = loads(await request.read())
+        except ValueError:
+            body = None
+        state.record(request, body)
+        return body if isinstance(body, dict) else None
+
+    async def prelude(request: Any, error: Any) -> tuple[dict, Behaviour, Any]:
+        """Shared start of chat and messages: parse, pick the behaviour, sleep, maybe fail."""
+        body = await read_json(request)
+        if body is None:
+            return {}, DEFAULT, json_response(error(400, "Request body must be a JSON object"), 400)
+        b = state.behaviour(body)
+        if b.latency_ms:
+            await asyncio.sleep(b.latency_ms / 1000)
+        if b.status >= 400:
+            message = f"Scripted error {b.status} from fake upstream"
+            return body, b, json_response(error(b.status, message), b.status)
+        if b.cut is not None and not body.get("stream"):
+            abort_connection(request)
+        return body, b, None
+
+    async def stream(request: Any, events: list[bytes], b: Behaviour) -> Any:
+        resp = web.StreamResponse(headers=SSE_HEADERS)
+        await resp.prepare(request)
+        for i, event in enumerate(events):
+            if b.cut is not None and i >= b.cut:
+                abort_connection(request)
+            if b.chunk_delay_ms and i:
+                await asyncio.sleep(b.chunk_delay_ms / 1000)
+            await resp.write(event)
+        await resp.write_eof()
+        return resp
+
+    async def chat_completions(request: Any) -> Any:
+        body, b, failure = await prelude(request, openai_error)
+        if failure is not None:
+            return failure
+        model, usage = body.get("model", "fake-model"), usage_for(b, body)
+        if body.get("stream"):
+            return await stream(request, chat_events(body, b.reply, usage), b)
+        return json_response(chat_body(model, b.reply, usage))
+
+    async def messages(request: Any) -> Any:
+        body, b, failure = await prelude(request, anthropic_error)
+        if failure is not None:
+            return failure
+        model, usage = body.get("model", "fake-model"), usage_for(b, body)
+        if body.get("stream"):
+            return await stream(request, anthropic_events(model, b.reply, usage), b)
+        content = [{"type": "text", "text": b.reply}]
+        return json_response(dumps(anthropic_message(model, content, usage, "end_turn")))
+
+    async def embeddings(request: Any) -> Any:
+        body = await read_json(request)
+        if body is None or "input" not in body:
+            return json_response(openai_error(400, "'input' is required"), 400)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if inputs and isinstance(inputs[0], int):  # one list of token ids
+            inputs = [inputs]
+        b64 = body.get("encoding_format") == "base64"
+        tokens = sum(len(str(x)) for x in inputs) // 4 + 1
+        return json_response(dumps({
+            "object": "list", "model": body.get("model", "fake-model"),
+            "data": [{"object": "embedding", "index": i, "embedding": embed(str(x), b64)}
+                     for i, x in enumerate(inputs)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+
+    async def models(request: Any) -> Any:
+        state.record(request)
+        return json_response(MODELS_BODY)
+
+    async def control_script(request: Any) -> Any:
+        payload = loads(await request.read() or b"{}")
+        items = payload.get("responses", []) if isinstance(payload, dict) else []
+        state.script.extend(i for i in items if isinstance(i, dict))
+        return json_response(dumps({"queued": len(state.script)}))
+
+    async def control_reset(request: Any) -> Any:
+        state.reset()
+        return json_response(b'{"ok":true}')
+
+    async def control_stats(request: Any) -> Any:
+        return json_response(dumps(state.stats()))
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.add_routes([web.post("/v1/chat/completions", chat_completions), web.post("/v1/messages", messages),
+                    web.post("/v1/embeddings", embeddings), web.get("/v1/models", models),
+                    web.post("/_control/script", control_script), web.post("/_control/reset", control_reset),
+                    web.get("/_control/stats", control_stats)])
+    return app
+
+
+async def serve(host: str, port: int) -> None:
+    from aiohttp import web
+
+    runner = web.AppRunner(build_app(), access_log=None)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    await web.SockSite(runner, sock, backlog=4096).start()
+    shown = f"[{host}]" if ":" in host else host
+    print(f"READY http://{shown}:{sock.getsockname()[1]}", flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Fake OpenAI/Anthropic upstream for tests.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    args = parser.parse_args(argv)
+    try:
+        import uvloop
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(args.host, args.port))
+
+
+# ----------------------------------------------------------------------------- test helper
+
+class UpstreamProcess:
+    """Runs the fake upstream in a subprocess for the duration of a `with` block.
+
+        with UpstreamProcess() as up:
+            up.control("script", {"responses": [{"status": 503}, {"status": 200}]})
+            client = OpenAI(base_url=up.base_url, api_key="test")
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, timeout: float = 15.0) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self.url = ""
+        self.process: subprocess.Popen | None = None
+        self._stderr: Any = None
+        self._stderr_text = ""
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def __enter__(self) -> UpstreamProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        # stderr goes to a file so that a chatty server never blocks on a full pipe
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--host", self.host, "--port", str(self.port)]
+        self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=self._stderr, text=True)
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, args=(self.process.stdout, lines), daemon=True).start()
+        try:
+            line = lines.get(timeout=self.timeout)
+        except queue.Empty:
+            line = ""
+        if not line.startswith("READY "):
+            self.stop()
+            raise RuntimeError(f"fake upstream did not start (stdout {line!r}); stderr:\n{self.stderr()}")
+        self.url = line.split()[1]
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    @staticmethod
+    def _pump(stream: Any, lines: queue.Queue) -> None:
+        with stream:
+            for line in stream:
+                lines.put(line.strip())
+        lines.put("")  # EOF: the process has exited
+
+    def stderr(self) -> str:
+        """Everything the server wrote to stderr so far."""
+        if self._stderr is None or self._stderr.closed:
+            return self._stderr_text
+        fd = self._stderr.fileno()  # pread: the child shares the file offset
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._stderr is not None and not self._stderr.closed:
+            self._stderr_text = self.stderr()
+            self._stderr.close()
+
+    def control(self, path: str, payload: Any = None) -> Any:
+        """Calls the control API ("script", "reset", "stats" or "/_control/..."); returns its JSON.
+
+        GET for "stats" without a payload, POST otherwise."""
+        name = path.strip("/").removeprefix("_control/")
+        get = name == "stats" and payload is None
+        data = None if get else json.dumps(payload if payload is not None else {}).encode()
+        url = f"{self.url}/_control/{name}"
+        req = urllib.request.Request(url, data=data, method="GET" if get else "POST")
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def script(self, *responses: dict) -> Any:
+        return self.control("script", {"responses": list(responses)})
+
+    def reset(self) -> Any:
+        return self.control("reset")
+
+    def stats(self) -> dict:
+        return self.control("stats")
+
+
+if __name__ == "__main__":
+    main()
