@@ -22,22 +22,23 @@ import base64
 import hashlib
 import itertools
 import json
-import os
-import queue
 import re
 import signal
 import socket
 import struct
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 import urllib.request
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+try:
+    from tests.fakes.process import ServerProcess
+except ImportError:  # run as a script: tests/ is not a package root then
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.fakes.process import ServerProcess
 
 try:
     from orjson import dumps, loads
@@ -387,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
 
 # ----------------------------------------------------------------------------- test helper
 
-class UpstreamProcess:
+class UpstreamProcess(ServerProcess):
     """Runs the fake upstream in a subprocess for the duration of a `with` block.
 
         with UpstreamProcess() as up:
@@ -395,67 +396,15 @@ class UpstreamProcess:
             client = OpenAI(base_url=up.base_url, api_key="test")
     """
 
+    name = "fake upstream"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0, timeout: float = 15.0) -> None:
-        self.host, self.port, self.timeout = host, port, timeout
-        self.url = ""
-        self.process: subprocess.Popen | None = None
-        self._stderr: Any = None
-        self._stderr_text = ""
+        super().__init__(timeout=timeout)
+        self.host, self.port = host, port
 
-    @property
-    def base_url(self) -> str:
-        return self.url + "/v1"
-
-    def __enter__(self) -> UpstreamProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        # stderr goes to a file so that a chatty server never blocks on a full pipe
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--host", self.host, "--port", str(self.port)]
-        self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=self._stderr, text=True)
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, args=(self.process.stdout, lines), daemon=True).start()
-        try:
-            line = lines.get(timeout=self.timeout)
-        except queue.Empty:
-            line = ""
-        if not line.startswith("READY "):
-            self.stop()
-            raise RuntimeError(f"fake upstream did not start (stdout {line!r}); stderr:\n{self.stderr()}")
-        self.url = line.split()[1]
-        self.port = int(self.url.rsplit(":", 1)[1])
-
-    @staticmethod
-    def _pump(stream: Any, lines: queue.Queue) -> None:
-        with stream:
-            for line in stream:
-                lines.put(line.strip())
-        lines.put("")  # EOF: the process has exited
-
-    def stderr(self) -> str:
-        """Everything the server wrote to stderr so far."""
-        if self._stderr is None or self._stderr.closed:
-            return self._stderr_text
-        fd = self._stderr.fileno()  # pread: the child shares the file offset
-        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self._stderr is not None and not self._stderr.closed:
-            self._stderr_text = self.stderr()
-            self._stderr.close()
+    def command(self) -> list[str]:
+        return [sys.executable, str(Path(__file__).resolve()), "--host", self.host,
+                "--port", str(self.port)]
 
     def control(self, path: str, payload: Any = None) -> Any:
         """Calls the control API ("script", "reset", "stats" or "/_control/..."); returns its JSON.
