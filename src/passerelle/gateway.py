@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from passerelle.config.load import Loaded
 from passerelle.config.schema import Config, KeyConfig
+from passerelle.economics.revenue import RevenueBook
+from passerelle.limits.counters import Counters, LocalCounters
+from passerelle.limits.periods import period_start
+from passerelle.limits.rules import BudgetRule, Limits, build_limits, to_nano
 from passerelle.pipeline.auth import Auth
-from passerelle.pipeline.chain import Next, build_chain
+from passerelle.pipeline.budget import Budget
+from passerelle.pipeline.chain import Next, Stage, build_chain
 from passerelle.pipeline.dispatch import Dispatch
+from passerelle.pipeline.idempotency import Idempotency
+from passerelle.pipeline.margin import MarginFloor, tracking_rule
 from passerelle.pipeline.meter import Meter
 from passerelle.pipeline.parse import Parse
 from passerelle.pipeline.resolve import Pricer, Resolve, Route, Target
@@ -23,6 +31,7 @@ from passerelle.providers.base import Provider
 from passerelle.providers.factory import build_provider
 from passerelle.providers.resilience import CircuitBreaker
 from passerelle.store.base import Ledger, open_ledger
+from passerelle.store.idempotency import IdempotencyStore, LocalIdempotency, RedisIdempotency
 from passerelle.tenancy import KeyRing
 
 log = logging.getLogger("passerelle")
@@ -37,16 +46,36 @@ class Gateway:
     providers: dict[str, Provider]
     routes: dict[str, Route]
     pricer: Pricer
+    limits: Limits
+    counters: Counters
+    idempotency: IdempotencyStore
+    revenue: RevenueBook
     chain: Next = field(init=False)
 
     def __post_init__(self) -> None:
-        self.chain = build_chain([
+        self.chain = build_chain(self.stages())
+
+    def stages(self) -> list[Stage]:
+        """The request path, in order (see pipeline/chain.py for why this order)."""
+        stages: list[Stage] = [
             Auth(self.keys),
             Parse(),
             Resolve(self.routes),
             Meter(self.ledger, self.pricer),
-            Dispatch(),
-        ])
+            Idempotency(self.idempotency),
+        ]
+        if self.floor_tenants():
+            plans = {p.name: p for p in self.config.plans}
+            stages.append(MarginFloor(plans, self.revenue, self.counters, self.routes))
+        if self.limits.any or self.floor_tenants():
+            stages.append(Budget(self.limits, self.counters, self.pricer,
+                                 self.config.server.default_max_tokens_ceiling))
+        stages.append(Dispatch())
+        return stages
+
+    def floor_tenants(self) -> list[str]:
+        floors = {p.name for p in self.config.plans if p.margin_floor is not None}
+        return [t.name for t in self.config.tenants if t.plan in floors]
 
     @classmethod
     def from_config(cls, loaded: Loaded, *, ledger: Ledger | None = None) -> Gateway:
@@ -62,13 +91,40 @@ class Gateway:
                 keys.add_secret(secret, tenant.name, name)
         providers = {p.name: build_provider(p, loaded.secrets) for p in config.providers}
         routes = build_routes(config, providers)
+        limits = build_limits(config, dict(loaded.secrets.values))
+        counters: Counters
+        idempotency: IdempotencyStore
+        if config.redis:
+            from passerelle.limits.redis_counters import RedisCounters
+
+            counters, idempotency = RedisCounters(config.redis), RedisIdempotency(config.redis)
+        else:
+            counters, idempotency = LocalCounters(), LocalIdempotency()
         return cls(
             config=config, admin_token=loaded.secrets.get(config.admin_token), ledger=ledger,
             keys=keys, providers=providers, routes=routes, pricer=Pricer(Catalogue.shipped()),
+            limits=limits, counters=counters, idempotency=idempotency,
+            revenue=RevenueBook(config),
         )
+
+    async def seed(self, rule: BudgetRule, at: float) -> int:
+        """What the ledger says a budget's scope has spent so far in its period."""
+        since = period_start(rule.period, at)
+        kind, _, rest = rule.scope.partition(":")
+        rows = await self.ledger.usage(["tenant", "key", "feature"], since)
+        total = Decimal(0)
+        for r in rows:
+            g = r.group
+            if (kind == "tenant" and g["tenant"] == rest) or (kind == "key" and g["key"] == rest) or (
+                kind == "feature" and f"{g['tenant']}:{g['feature']}" == rest
+            ):
+                total += r.cost_usd
+        return to_nano(total)
 
     async def start(self) -> None:
         await self.ledger.start()
+        rules = self.limits.all_budgets() + [tracking_rule(t) for t in self.floor_tenants()]
+        await self.counters.start(rules, self.seed)
         for provider in self.providers.values():
             load = getattr(provider, "load", None)
             if load is not None:
@@ -77,6 +133,8 @@ class Gateway:
     async def close(self) -> None:
         for provider in self.providers.values():
             await provider.aclose()
+        await self.counters.close()
+        await self.idempotency.close()
         await self.ledger.close()
 
 

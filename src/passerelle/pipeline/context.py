@@ -2,8 +2,8 @@
 
 Stages read and fill it in order; none keeps per-request state of its own. Work that must happen
 when the answer is complete (metering, settling a reservation) is registered with ``defer`` and
-run by ``finish``, once, after the last content byte and before the response is closed: a
-response the client received whole is already in the ledger.
+run by ``finish``, once, in registration order, after the last content byte and before the
+response is closed: a response the client received whole is already in the ledger.
 """
 
 from __future__ import annotations
@@ -85,17 +85,31 @@ class Call:
     def defer(self, fn: Deferred) -> None:
         self._deferred.append(fn)
 
+    def annotate(self, decision: str) -> None:
+        """Note a policy decision (soft budget, degradation...); the ledger keeps it."""
+        seen = self.annotations.get("decision")
+        self.annotations["decision"] = decision if not seen else f"{seen}; {decision}"
+
     def fail(self, error: APIError) -> None:
         self.status = "error"
         self.error = error
 
     async def finish(self) -> None:
-        """Run the deferred work, last registered first; once only."""
+        """Run the deferred work once, in the order it was registered (the meter, which prices
+        the call, runs before the budget settles it). Every piece runs even if one fails; the
+        first failure is raised afterwards."""
         if self._finished:
             return
         self._finished = True
-        while self._deferred:
-            await self._deferred.pop()(self)
+        first: BaseException | None = None
+        for fn in self._deferred:
+            try:
+                await fn(self)
+            except Exception as exc:
+                first = first or exc
+        self._deferred.clear()
+        if first is not None:
+            raise first
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0

@@ -23,3 +23,11 @@ def cost_usd(
 def worst_case_usd(price: Price, *, input_tokens: int, max_output_tokens: int) -> Decimal:
     """The most a call can cost: every input token uncached, every allowed output token used."""
     return (input_tokens * price.input + max_output_tokens * price.output) / MILLION
+
+
+def format_usd(cost: Decimal) -> str:
+    """A cost as a plain decimal string, no exponent, no trailing zeros (``0.000435``)."""
+    text = format(cost, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"

@@ -9,7 +9,6 @@ target answered; ``x-passerelle-cost-usd`` on non-streamed answers with a known 
 from __future__ import annotations
 
 import logging
-from decimal import Decimal
 
 import orjson
 from aiohttp import web
@@ -18,6 +17,7 @@ from passerelle.errors import APIError, ServiceUnavailableError, StoreError
 from passerelle.gateway import Gateway
 from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.context import Call, ChunkStream
+from passerelle.pricing.cost import format_usd
 from passerelle.server.errors import error_response
 from passerelle.server.sse import write_stream
 
@@ -25,15 +25,8 @@ log = logging.getLogger("passerelle.server")
 GATEWAY = web.AppKey("gateway", Gateway)
 
 
-def format_usd(cost: Decimal) -> str:
-    text = format(cost, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
-
-
 def call_headers(call: Call) -> dict[str, str]:
-    headers = {"x-request-id": call.request_id}
+    headers = {"x-request-id": call.request_id, **call.response_headers}
     if call.target is not None:
         headers["x-passerelle-target"] = call.target.label
     return headers
@@ -74,10 +67,11 @@ async def run_call(request: web.Request, endpoint: str) -> web.StreamResponse:
         await _finish(call)
     except APIError as exc:
         return error_response(exc, call.request_id)
-    if call.cost_usd is None:
-        headers["x-passerelle-unpriced"] = "true"
-    else:
-        headers["x-passerelle-cost-usd"] = format_usd(call.cost_usd)
+    if "x-passerelle-idempotent-replay" not in headers:
+        if call.cost_usd is None:
+            headers["x-passerelle-unpriced"] = "true"
+        else:
+            headers["x-passerelle-cost-usd"] = format_usd(call.cost_usd)
     assert call.result is not None and not isinstance(call.result, ChunkStream)
     return web.Response(body=call.result.body, content_type="application/json", headers=headers)
 

@@ -1,0 +1,100 @@
+"""What each tenant pays: plans, recorded revenue, and the revenue that counts for a month.
+
+Revenue comes from the configuration (``plans``, ``revenue``), from the admin API and from
+``passerelle revenue import`` (a billing export). Recorded revenue for a month wins over the plan's
+list price. The book lives in memory and is refreshed from the store in the background, so the
+margin floor never waits on a database.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from passerelle.config.schema import Config
+from passerelle.errors import InvalidRequestError
+
+
+@dataclass(frozen=True, slots=True)
+class RevenueEntry:
+    tenant: str
+    period: str  # YYYY-MM
+    amount: Decimal
+    currency: str = "USD"
+    source: str = "config"
+
+
+class RevenueBook:
+    def __init__(self, config: Config) -> None:
+        self._plan_of = {t.name: t.plan for t in config.tenants}
+        self._plans = {p.name: p for p in config.plans}
+        self._configured = {(r.tenant, r.period): r.amount for r in config.revenue}
+        self._recorded: dict[tuple[str, str], Decimal] = {}
+
+    def replace_recorded(self, entries: list[RevenueEntry]) -> None:
+        self._recorded = {(e.tenant, e.period): e.amount for e in entries}
+
+    def record(self, entry: RevenueEntry) -> None:
+        self._recorded[(entry.tenant, entry.period)] = entry.amount
+
+    def plan(self, tenant: str) -> str | None:
+        return self._plan_of.get(tenant)
+
+    def actual(self, tenant: str, period: str) -> Decimal | None:
+        """Revenue recorded for the month (store first, then configuration), if any."""
+        found = self._recorded.get((tenant, period))
+        return found if found is not None else self._configured.get((tenant, period))
+
+    def revenue(self, tenant: str, period: str) -> tuple[Decimal | None, str]:
+        """The revenue that counts for a month, and where it came from."""
+        actual = self.actual(tenant, period)
+        if actual is not None:
+            return actual, "recorded"
+        plan = self._plans.get(self._plan_of.get(tenant) or "")
+        if plan is not None:
+            return plan.monthly_usd, f"plan {plan.name}"
+        return None, "unknown"
+
+    def tenants(self) -> set[str]:
+        return set(self._plan_of) | {t for t, _ in self._recorded} | {t for t, _ in self._configured}
+
+
+def parse_revenue_csv(text: str, source: str) -> list[RevenueEntry]:
+    """A billing export: columns tenant, period (YYYY-MM), amount, currency (USD)."""
+    reader = csv.DictReader(io.StringIO(text))
+    need = {"tenant", "period", "amount"}
+    if reader.fieldnames is None or not need <= {f.strip() for f in reader.fieldnames}:
+        raise InvalidRequestError(
+            f"{source}: the header must name the columns tenant, period, amount (and currency)"
+        )
+    entries = []
+    for n, row in enumerate(reader, start=2):
+        row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+        entries.append(revenue_entry(row, f"{source}:{n}"))
+    return entries
+
+
+def revenue_entry(row: dict[str, str], where: str) -> RevenueEntry:
+    import re
+
+    tenant, period = row.get("tenant", ""), row.get("period", "")
+    currency = (row.get("currency") or "USD").upper()
+    if not tenant:
+        raise InvalidRequestError(f"{where}: tenant is empty", param="tenant")
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
+        raise InvalidRequestError(f"{where}: period must be YYYY-MM, got {period!r}",
+                                  param="period")
+    if currency != "USD":
+        raise InvalidRequestError(f"{where}: only USD is supported, got {currency}",
+                                  param="currency")
+    try:
+        amount = Decimal(str(row.get("amount", "")))
+    except InvalidOperation:
+        raise InvalidRequestError(f"{where}: amount is not a number", param="amount") from None
+    if not amount.is_finite() or amount < 0:
+        raise InvalidRequestError(f"{where}: amount must be a non-negative number",
+                                  param="amount")
+    return RevenueEntry(tenant=tenant, period=period, amount=amount, currency=currency,
+                        source=where.split(":")[0])

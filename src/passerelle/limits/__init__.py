@@ -1,0 +1,1 @@
+"""Budgets and rate limits: what a call may spend, held exactly, in one process or across many."""

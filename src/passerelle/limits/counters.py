@@ -1,0 +1,163 @@
+"""The counters behind budgets and rate limits, and the embedded (one-process) implementation.
+
+Admission checks every rule of a call and reserves its worst-case cost in one atomic step; in one
+process that is a plain function with no ``await`` inside, so no other request can interleave.
+Settlement replaces the reservation with the real cost. Rate limits are sliding windows of one
+minute, exact: a request is counted at admission, its tokens corrected at settlement.
+``RedisCounters`` (``limits/redis_counters.py``) keeps the same contract across replicas.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from passerelle.limits.rules import BudgetRule, RateRule
+
+WINDOW_S = 60.0
+
+# seeds a budget counter from the ledger: (rule, at) -> nano-dollars spent so far in its period
+Seed = Callable[[BudgetRule, float], Awaitable[int]]
+
+
+@dataclass(slots=True)
+class Admission:
+    reservation_id: str
+    at: float
+    amount_nano: int
+    budgets: list[BudgetRule]
+    rates: list[RateRule]
+    tokens: int
+
+
+@dataclass(slots=True)
+class Refusal:
+    rule: BudgetRule | RateRule
+    used: int  # nano-dollars spent + reserved, or requests / tokens in the window
+    retry_after_s: int
+
+
+@dataclass(slots=True)
+class Reservation:
+    admission: Admission
+    soft_exceeded: list[BudgetRule] = field(default_factory=list)
+    settled: bool = False
+
+
+class Counters(Protocol):
+    async def start(self, rules: list[BudgetRule], seed: Seed) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def admit(self, admission: Admission) -> Reservation | Refusal: ...
+
+    async def settle(self, reservation: Reservation, actual_nano: int, tokens: int) -> None: ...
+
+    async def spent_nano(self, rule: BudgetRule, at: float) -> int: ...
+
+
+def dedupe(rules: list[BudgetRule], at: float) -> list[BudgetRule]:
+    """One rule per counter: two rules on the same scope and period keep the stricter."""
+    by_counter: dict[str, BudgetRule] = {}
+    for r in rules:
+        seen = by_counter.get(r.counter(at))
+        if seen is None or (r.hard, -r.usd) > (seen.hard, -seen.usd):
+            by_counter[r.counter(at)] = r
+    return list(by_counter.values())
+
+
+class LocalCounters:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._spent: dict[str, int] = {}
+        self._reserved: dict[str, int] = {}
+        self._windows: dict[str, deque[list[object]]] = {}
+        self._window_tokens: dict[str, int] = {}
+        self._seed: Seed | None = None
+        self._clock = clock
+
+    async def start(self, rules: list[BudgetRule], seed: Seed) -> None:
+        self._seed = seed
+        now = self._clock()
+        for rule in rules:
+            counter = rule.counter(now)
+            if counter not in self._spent:
+                self._spent[counter] = await seed(rule, now)
+
+    async def close(self) -> None:
+        return None
+
+    async def _ensure_seeded(self, rules: list[BudgetRule], at: float) -> None:
+        # a period that began since start-up (or a scope not seeded yet) starts from the ledger
+        for rule in rules:
+            counter = rule.counter(at)
+            if counter not in self._spent:
+                self._spent[counter] = await self._seed(rule, at) if self._seed else 0
+
+    async def admit(self, admission: Admission) -> Reservation | Refusal:
+        at = admission.at
+        budgets = dedupe(admission.budgets, at)
+        await self._ensure_seeded(budgets, at)
+        # from here to the end: no await, so the check and the reservation are one step
+        soft = []
+        for rule in budgets:
+            counter = rule.counter(at)
+            used = self._spent.get(counter, 0) + self._reserved.get(counter, 0)
+            if used + admission.amount_nano > rule.limit_nano:
+                if rule.hard:
+                    return Refusal(rule, used, rule.ttl(at) - 86400)
+                soft.append(rule)
+        for rate in admission.rates:
+            refusal = self._check_rate(rate, admission, at)
+            if refusal is not None:
+                return refusal
+        for rule in budgets:
+            counter = rule.counter(at)
+            self._reserved[counter] = self._reserved.get(counter, 0) + admission.amount_nano
+        for rate in admission.rates:
+            amount = 1 if rate.kind == "rpm" else admission.tokens
+            self._windows.setdefault(rate.counter, deque()).append(
+                [at, amount, admission.reservation_id]
+            )
+            self._window_tokens[rate.counter] = self._window_tokens.get(rate.counter, 0) + amount
+        admission.budgets = budgets
+        return Reservation(admission=admission, soft_exceeded=soft)
+
+    def _check_rate(self, rate: RateRule, admission: Admission, at: float) -> Refusal | None:
+        window = self._windows.setdefault(rate.counter, deque())
+        total = self._window_tokens.get(rate.counter, 0)
+        while window and window[0][0] <= at - WINDOW_S:  # type: ignore[operator]
+            total -= window.popleft()[1]  # type: ignore[operator]
+        self._window_tokens[rate.counter] = total
+        amount = 1 if rate.kind == "rpm" else admission.tokens
+        if total + amount > rate.limit:
+            retry = int(window[0][0] + WINDOW_S - at) + 1 if window else 1  # type: ignore[operator]
+            return Refusal(rate, total, retry)
+        return None
+
+    async def settle(self, reservation: Reservation, actual_nano: int, tokens: int) -> None:
+        if reservation.settled:
+            return
+        reservation.settled = True
+        a = reservation.admission
+        for rule in a.budgets:
+            counter = rule.counter(a.at)
+            self._reserved[counter] = self._reserved.get(counter, 0) - a.amount_nano
+            self._spent[counter] = self._spent.get(counter, 0) + actual_nano
+        for rate in a.rates:
+            if rate.kind != "tpm":
+                continue
+            for entry in self._windows.get(rate.counter, ()):
+                if entry[2] == a.reservation_id:
+                    delta = tokens - entry[1]  # type: ignore[operator]
+                    entry[1] = tokens
+                    self._window_tokens[rate.counter] = (
+                        self._window_tokens.get(rate.counter, 0) + delta
+                    )
+                    break
+
+    async def spent_nano(self, rule: BudgetRule, at: float) -> int:
+        await self._ensure_seeded([rule], at)
+        return self._spent.get(rule.counter(at), 0)

@@ -1,0 +1,214 @@
+"""Budgets and rate limits shared by every replica, in Redis, one atomic script per step.
+
+Admission is one Lua script: it drops expired reservations (a crashed replica's holds go back to
+the pool after ``RESERVATION_TTL_S``), checks every budget and rate limit of the call, and only if
+all pass, reserves. Settlement is another: the reservation out, the real cost in. Budget counters
+are hashes ``{spent, reserved}`` per scope and period, seeded from the ledger at start (``HSETNX``:
+the first replica's figure stands). Redis unreachable means ``StoreError``: the budget stage turns
+that into a 503, never an unmetered pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from passerelle.errors import StoreError
+from passerelle.limits.counters import Admission, Refusal, Reservation, Seed, dedupe
+from passerelle.limits.rules import BudgetRule, RateRule
+
+PREFIX = "passerelle:"
+RESERVATION_TTL_S = 600
+WINDOW_MS = 60_000
+
+# KEYS: budget hash, budget reservations zset (pairs), then one zset per rate rule
+# ARGV: now_ms, reservation id, amount, reservation ttl ms, n_budgets, n_rates,
+#       then per budget: limit, hard, expire_s; then per rate: limit, amount (1 or tokens)
+ADMIT = """
+local now = tonumber(ARGV[1])
+local rid = ARGV[2]
+local amount = tonumber(ARGV[3])
+local rttl = tonumber(ARGV[4])
+local nb = tonumber(ARGV[5])
+local nr = tonumber(ARGV[6])
+local soft = {}
+for i = 1, nb do
+  local h, z = KEYS[2*i-1], KEYS[2*i]
+  local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now)
+  for _, m in ipairs(expired) do
+    local amt = tonumber(string.match(m, ':(%d+)$'))
+    redis.call('HINCRBY', h, 'reserved', -amt)
+  end
+  if #expired > 0 then redis.call('ZREMRANGEBYSCORE', z, '-inf', now) end
+  local limit = tonumber(ARGV[6 + 3*i - 2])
+  local hard = ARGV[6 + 3*i - 1] == '1'
+  local used = tonumber(redis.call('HGET', h, 'spent') or '0')
+             + tonumber(redis.call('HGET', h, 'reserved') or '0')
+  if used + amount > limit then
+    if hard then return {0, i, used} end
+    table.insert(soft, i)
+  end
+end
+local base = 6 + 3*nb
+for j = 1, nr do
+  local z = KEYS[2*nb + j]
+  local limit = tonumber(ARGV[base + 2*j - 1])
+  local amt = tonumber(ARGV[base + 2*j])
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', now - 60000)
+  local total = 0
+  local oldest = nil
+  for k, m in ipairs(redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')) do
+    if k % 2 == 1 then total = total + tonumber(string.match(m, ':(%d+)$'))
+    elseif oldest == nil then oldest = tonumber(m) end
+  end
+  if total + amt > limit then
+    local retry = 1000
+    if oldest then retry = oldest + 60000 - now end
+    return {0, nb + j, total, retry}
+  end
+end
+for i = 1, nb do
+  local h, z = KEYS[2*i-1], KEYS[2*i]
+  redis.call('HINCRBY', h, 'reserved', amount)
+  redis.call('ZADD', z, now + rttl, rid .. ':' .. amount)
+  local ex = tonumber(ARGV[6 + 3*i])
+  redis.call('EXPIRE', h, ex)
+  redis.call('EXPIRE', z, ex)
+end
+for j = 1, nr do
+  local z = KEYS[2*nb + j]
+  redis.call('ZADD', z, now, rid .. ':' .. ARGV[base + 2*j])
+  redis.call('PEXPIRE', z, 61000)
+end
+local out = {1}
+for _, i in ipairs(soft) do table.insert(out, i) end
+return out
+"""
+
+# KEYS: budget hash + zset pairs, then tpm zsets. ARGV: rid, reserved amount, actual, n_budgets,
+# reserved tokens, actual tokens
+SETTLE = """
+local rid, amount, actual = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local nb = tonumber(ARGV[4])
+for i = 1, nb do
+  local h, z = KEYS[2*i-1], KEYS[2*i]
+  if redis.call('ZREM', z, rid .. ':' .. amount) == 1 then
+    redis.call('HINCRBY', h, 'reserved', -tonumber(amount))
+  end
+  redis.call('HINCRBY', h, 'spent', actual)
+end
+for j = 2*nb + 1, #KEYS do
+  local score = redis.call('ZSCORE', KEYS[j], rid .. ':' .. ARGV[5])
+  if score then
+    redis.call('ZREM', KEYS[j], rid .. ':' .. ARGV[5])
+    redis.call('ZADD', KEYS[j], score, rid .. ':' .. ARGV[6])
+  end
+end
+return 1
+"""
+
+
+def _budget_keys(rule: BudgetRule, at: float) -> tuple[str, str]:
+    base = PREFIX + "budget:" + rule.counter(at)
+    return base, base + ":holds"
+
+
+def _rate_key(rule: RateRule) -> str:
+    return PREFIX + "rate:" + rule.counter
+
+
+class RedisCounters:
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._redis: Any = None
+        self._admit: Any = None
+        self._settle: Any = None
+        self._seed: Seed | None = None
+        self._seeded: set[str] = set()
+
+    async def start(self, rules: list[BudgetRule], seed: Seed) -> None:
+        self._redis = aioredis.from_url(
+            self._url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=30
+        )
+        self._admit = self._redis.register_script(ADMIT)
+        self._settle = self._redis.register_script(SETTLE)
+        self._seed = seed
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis at {self._url} is unreachable: {exc}") from exc
+        import time
+
+        await self._ensure_seeded(rules, time.time())
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def _ensure_seeded(self, rules: list[BudgetRule], at: float) -> None:
+        for rule in rules:
+            key, _ = _budget_keys(rule, at)
+            if key in self._seeded:
+                continue
+            try:
+                if not await self._redis.hexists(key, "spent"):
+                    spent = await self._seed(rule, at) if self._seed else 0
+                    await self._redis.hsetnx(key, "spent", spent)
+                    await self._redis.expire(key, rule.ttl(at))
+            except (RedisError, OSError) as exc:
+                raise StoreError(f"redis is unreachable: {exc}") from exc
+            self._seeded.add(key)
+
+    async def admit(self, admission: Admission) -> Reservation | Refusal:
+        at = admission.at
+        budgets = dedupe(admission.budgets, at)
+        await self._ensure_seeded(budgets, at)
+        keys: list[str] = []
+        args: list[Any] = [int(at * 1000), admission.reservation_id, admission.amount_nano,
+                           RESERVATION_TTL_S * 1000, len(budgets), len(admission.rates)]
+        for rule in budgets:
+            keys.extend(_budget_keys(rule, at))
+            args.extend([rule.limit_nano, 1 if rule.hard else 0, rule.ttl(at)])
+        for rate in admission.rates:
+            keys.append(_rate_key(rate))
+            args.extend([rate.limit, 1 if rate.kind == "rpm" else admission.tokens])
+        try:
+            out = await self._admit(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis is unreachable: {exc}") from exc
+        admission.budgets = budgets
+        if int(out[0]) == 1:
+            return Reservation(admission, soft_exceeded=[budgets[int(i) - 1] for i in out[1:]])
+        index, used = int(out[1]), int(out[2])
+        if index <= len(budgets):
+            rule = budgets[index - 1]
+            return Refusal(rule, used, rule.ttl(at) - 86400)
+        retry_ms = int(out[3]) if len(out) > 3 else 1000
+        return Refusal(admission.rates[index - len(budgets) - 1], used, max(1, retry_ms // 1000 + 1))
+
+    async def settle(self, reservation: Reservation, actual_nano: int, tokens: int) -> None:
+        if reservation.settled:
+            return
+        reservation.settled = True
+        a = reservation.admission
+        keys: list[str] = []
+        for rule in a.budgets:
+            keys.extend(_budget_keys(rule, a.at))
+        keys.extend(_rate_key(r) for r in a.rates if r.kind == "tpm")
+        try:
+            await self._settle(keys=keys, args=[
+                a.reservation_id, a.amount_nano, actual_nano, len(a.budgets), a.tokens, tokens,
+            ])
+        except (RedisError, OSError) as exc:
+            # the hold expires on its own; the ledger keeps the real cost
+            raise StoreError(f"redis is unreachable at settlement: {exc}") from exc
+
+    async def spent_nano(self, rule: BudgetRule, at: float) -> int:
+        await self._ensure_seeded([rule], at)
+        try:
+            value = await self._redis.hget(_budget_keys(rule, at)[0], "spent")
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis is unreachable: {exc}") from exc
+        return int(value or 0)

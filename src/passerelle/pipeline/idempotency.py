@@ -1,0 +1,107 @@
+"""Idempotency: a retried request with the same ``Idempotency-Key`` and body gets the first answer.
+
+No second upstream call, no second charge: the replay is metered at cost 0 with status
+``replayed``. The same key with another body is a 409, as is a key whose first request is still
+running. The key is scoped to the tenant, so two tenants can never see each other's answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+
+from passerelle.errors import (
+    ConflictError,
+    InvalidRequestError,
+    ServiceUnavailableError,
+    StoreError,
+)
+from passerelle.pipeline.chain import Next
+from passerelle.pipeline.context import Call, ChunkStream
+from passerelle.pricing.cost import format_usd
+from passerelle.providers.base import Completion, StreamChunk, Usage
+from passerelle.store.idempotency import IdempotencyStore, StoredAnswer
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADERS = ("x-passerelle-cost-usd", "x-passerelle-target", "x-request-id",
+                    "x-passerelle-unpriced")
+
+
+async def _replay_rest(chunks: list[bytes]) -> AsyncIterator[StreamChunk]:
+    for data in chunks:
+        yield StreamChunk(data=data)
+
+
+async def _capture(rest: AsyncIterator[StreamChunk], into: list[bytes]) -> AsyncIterator[StreamChunk]:
+    async for chunk in rest:
+        if chunk.forward:
+            into.append(chunk.data)
+        yield chunk
+
+
+class Idempotency:
+    def __init__(self, store: IdempotencyStore) -> None:
+        self._store = store
+
+    async def __call__(self, call: Call, next: Next) -> None:
+        key = call.headers.get(HEADER)
+        if key is None:
+            await next(call)
+            return
+        if not 1 <= len(key) <= 255:
+            raise InvalidRequestError("Idempotency-Key must be 1-255 characters",
+                                      param="Idempotency-Key")
+        scoped = f"{call.tenant}:{key}"
+        digest = hashlib.sha256(call.endpoint.encode() + b"\0" + call.raw_body).hexdigest()
+        try:
+            claim = await self._store.begin(scoped, digest)
+        except StoreError as exc:
+            raise ServiceUnavailableError("idempotency state is unreachable",
+                                          code="idempotency_store_unavailable") from exc
+        if claim.state == "conflict":
+            raise ConflictError("this Idempotency-Key was used with a different request body",
+                                param="Idempotency-Key", code="idempotency_key_reused")
+        if claim.state == "pending":
+            raise ConflictError("a request with this Idempotency-Key is still in progress",
+                                param="Idempotency-Key", code="idempotency_key_in_progress")
+        if claim.state == "replay" and claim.answer is not None:
+            self._replay(call, claim.answer)
+            return
+        captured: list[bytes] = []
+        call.defer(lambda c: self._store_answer(c, scoped, digest, captured))
+        await next(call)
+        if isinstance(call.result, ChunkStream):
+            if call.result.first.forward:
+                captured.append(call.result.first.data)
+            call.result.rest = _capture(call.result.rest, captured)
+
+    def _replay(self, call: Call, answer: StoredAnswer) -> None:
+        call.status = "replayed"
+        call.usage = Usage()
+        original = answer.headers.get("x-request-id")
+        call.response_headers.update(
+            {k: v for k, v in answer.headers.items() if k != "x-request-id"}
+        )
+        call.response_headers["x-passerelle-idempotent-replay"] = original or "true"
+        if answer.chunks is not None:
+            call.stream = True
+            call.result = ChunkStream(first=StreamChunk(data=answer.chunks[0]),
+                                      rest=_replay_rest(answer.chunks[1:]))
+        else:
+            assert answer.body is not None
+            call.result = Completion(body=answer.body, usage=Usage(), upstream_model="")
+
+    async def _store_answer(self, call: Call, key: str, digest: str, captured: list[bytes]) -> None:
+        if call.status != "ok" or call.result is None:
+            await self._store.abandon(key, digest)
+            return
+        headers = {"x-request-id": call.request_id}
+        if call.target is not None:
+            headers["x-passerelle-target"] = call.target.label
+        if call.cost_usd is not None:
+            headers["x-passerelle-cost-usd"] = format_usd(call.cost_usd)
+        if isinstance(call.result, ChunkStream):
+            answer = StoredAnswer(headers=headers, body=None, chunks=captured)
+        else:
+            answer = StoredAnswer(headers=headers, body=call.result.body, chunks=None)
+        await self._store.complete(key, digest, answer)
