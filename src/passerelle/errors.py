@@ -165,6 +165,12 @@ class ProviderError(PasserelleError):
                 f"provider {self.provider} is at capacity; try again shortly",
                 code="model_overloaded",
             )
+        if self.status == 429:
+            # retries are spent and the provider still says slow down: the client should too,
+            # and OpenAI's SDKs only back off (RateLimitError) on a 429
+            return RateLimitError(
+                f"provider {self.provider} is rate limiting requests; try again shortly"
+            )
         if self.timeout:
             return UpstreamTimeoutError(f"provider {self.provider} timed out")
         return UpstreamError(f"provider {self.provider} failed: {self.message}")

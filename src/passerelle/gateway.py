@@ -7,6 +7,7 @@ routing table, and the request chain in its order. Nothing here is global; the s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -14,6 +15,7 @@ from decimal import Decimal
 from passerelle.config.load import Loaded
 from passerelle.config.schema import Config, KeyConfig
 from passerelle.economics.revenue import RevenueBook
+from passerelle.errors import StoreError
 from passerelle.limits.counters import Counters, LocalCounters
 from passerelle.limits.periods import period_start
 from passerelle.limits.rules import BudgetRule, Limits, build_limits, to_nano
@@ -35,6 +37,7 @@ from passerelle.store.idempotency import IdempotencyStore, LocalIdempotency, Red
 from passerelle.tenancy import KeyRing
 
 log = logging.getLogger("passerelle")
+REVENUE_REFRESH_S = 30.0
 
 
 @dataclass
@@ -51,6 +54,7 @@ class Gateway:
     idempotency: IdempotencyStore
     revenue: RevenueBook
     chain: Next = field(init=False)
+    _refresher: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.chain = build_chain(self.stages())
@@ -123,6 +127,8 @@ class Gateway:
 
     async def start(self) -> None:
         await self.ledger.start()
+        self.revenue.replace_recorded(await self.ledger.list_revenue())
+        self._refresher = asyncio.create_task(self._refresh_revenue(), name="revenue-refresh")
         rules = self.limits.all_budgets() + [tracking_rule(t) for t in self.floor_tenants()]
         await self.counters.start(rules, self.seed)
         for provider in self.providers.values():
@@ -130,7 +136,18 @@ class Gateway:
             if load is not None:
                 await load()
 
+    async def _refresh_revenue(self) -> None:
+        """Revenue imported by the CLI or another replica reaches this one within a minute."""
+        while True:
+            await asyncio.sleep(REVENUE_REFRESH_S)
+            try:
+                self.revenue.replace_recorded(await self.ledger.list_revenue())
+            except StoreError as exc:
+                log.warning("revenue refresh failed: %s", exc)
+
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
         for provider in self.providers.values():
             await provider.aclose()
         await self.counters.close()

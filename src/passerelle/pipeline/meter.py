@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 
-from passerelle.errors import APIError
+from passerelle.errors import APIError, ServiceUnavailableError
 from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import Call
 from passerelle.pipeline.resolve import Pricer
@@ -42,6 +42,12 @@ class Meter:
         self._pricer = pricer
 
     async def __call__(self, call: Call, next: Next) -> None:
+        if not getattr(self._ledger, "healthy", True):
+            # never serve what cannot be recorded
+            raise ServiceUnavailableError(
+                "the ledger is unreachable; requests are refused until it is back",
+                code="ledger_unavailable",
+            )
         call.defer(self._record)
         try:
             await next(call)
@@ -80,6 +86,6 @@ class Meter:
             cost_usd=cost, price_version=version, latency_ms=round(call.elapsed_ms(), 3),
             ttft_ms=None if call.ttft_ms() is None else round(call.ttft_ms() or 0.0, 3),
             status=call.status, error_code=call.error.code if call.error else None,
-            stream=call.stream,
+            stream=call.stream, decision=call.annotations.get("decision"),
         )
         await self._ledger.record(record)

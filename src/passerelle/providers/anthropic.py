@@ -497,5 +497,6 @@ class AnthropicProvider:
     def _http_error(self, status: int, raw: bytes) -> ProviderError:
         return ProviderError(
             error_message(status, raw), provider=self.name, status=status,
-            retryable=status in (408, 429) or status >= 500,  # 529: Anthropic is overloaded
+            retryable=status in (408, 429) or status >= 500,
+            overloaded=status == 529,  # Anthropic is at capacity: a 503, not a broken gateway
         )

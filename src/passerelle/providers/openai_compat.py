@@ -91,9 +91,15 @@ class OpenAICompatProvider:
         body = dict(request.body)
         body["model"] = request.upstream_model
         raw = await self._post("/embeddings", orjson.dumps(body))
-        doc = orjson.loads(raw)
-        u = doc.get("usage") or {}
-        usage = Usage(input_tokens=int(u.get("prompt_tokens") or 0), output_tokens=0)
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ProviderError("answer is not JSON", provider=self.name, retryable=True) from exc
+        if not isinstance(doc, dict):
+            raise ProviderError("answer is not a JSON object", provider=self.name, retryable=True)
+        u = doc.get("usage")
+        tokens = u.get("prompt_tokens") if isinstance(u, dict) else None
+        usage = Usage(input_tokens=int(tokens or 0), output_tokens=0)
         return Embeddings(body=raw, usage=usage, upstream_model=request.upstream_model)
 
     async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:

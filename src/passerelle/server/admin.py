@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hmac
 import re
-from decimal import Decimal
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import orjson
 from aiohttp import web
 
+from passerelle.economics.margins import margins
+from passerelle.economics.revenue import revenue_entry
 from passerelle.errors import AuthenticationError, InvalidRequestError, PermissionDeniedError
 from passerelle.pipeline.auth import bearer
 from passerelle.server.routes import GATEWAY
@@ -41,8 +43,12 @@ def parse_when(value: str | None, param: str) -> datetime | None:
     m = RELATIVE.match(value)
     if m:
         n, unit = int(m.group(1)), m.group(2)
-        delta = {"h": timedelta(hours=n), "d": timedelta(days=n), "m": timedelta(minutes=n)}[unit]
-        return datetime.now(UTC) - delta
+        try:
+            delta = {"h": timedelta(hours=n), "d": timedelta(days=n),
+                     "m": timedelta(minutes=n)}[unit]
+            return datetime.now(UTC) - delta
+        except OverflowError:  # a span reaching before year 1
+            raise InvalidRequestError(f"{param} reaches too far back", param=param) from None
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
@@ -94,10 +100,13 @@ async def create_key(request: web.Request) -> web.Response:
     tenant = body.get("tenant") if isinstance(body, dict) else None
     if not isinstance(tenant, str) or not tenant:
         raise InvalidRequestError("tenant is required", param="tenant")
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidRequestError("name must be a string", param="name", code="invalid_type")
     gateway = request.app[GATEWAY]
     secret = new_key()
     digest = key_digest(secret)
-    key = ApiKey(key_id=key_id_for(digest), tenant=tenant, digest=digest, name=body.get("name"))
+    key = ApiKey(key_id=key_id_for(digest), tenant=tenant, digest=digest, name=name)
     await gateway.ledger.create_key(key)
     gateway.keys.add(key)
     return web.json_response(
@@ -113,7 +122,49 @@ async def list_keys(request: web.Request) -> web.Response:
     ]})
 
 
+async def get_margins(request: web.Request) -> web.Response:
+    require_admin(request)
+    gateway = request.app[GATEWAY]
+    period = request.query.get("period") or datetime.now(UTC).strftime("%Y-%m")
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
+        raise InvalidRequestError("period must be YYYY-MM", param="period")
+    rows = await margins(gateway.ledger, gateway.revenue, period)
+    return web.Response(body=orjson.dumps({"object": "margins", "period": period,
+                                           "data": [r.as_json() for r in rows]}),
+                        content_type="application/json")
+
+
+async def post_revenue(request: web.Request) -> web.Response:
+    require_admin(request)
+    try:
+        body = orjson.loads(await request.read() or b"null")
+    except orjson.JSONDecodeError:
+        raise InvalidRequestError("request body is not valid JSON", code="invalid_json") from None
+    items = body if isinstance(body, list) else [body]
+    if not items or not all(isinstance(i, dict) for i in items):
+        raise InvalidRequestError("send an object {tenant, period, amount, currency} or a list")
+    entries = [revenue_entry({k: str(v) for k, v in i.items() if v is not None}, f"item {n}")
+               for n, i in enumerate(items)]
+    gateway = request.app[GATEWAY]
+    await gateway.ledger.set_revenue(entries)
+    for e in entries:
+        gateway.revenue.record(e)
+    return web.json_response({"object": "list", "recorded": len(entries)}, status=201)
+
+
+async def get_revenue(request: web.Request) -> web.Response:
+    require_admin(request)
+    entries = await request.app[GATEWAY].ledger.list_revenue()
+    return web.Response(body=orjson.dumps({"object": "list", "data": [
+        {"tenant": e.tenant, "period": e.period, "amount": str(e.amount),
+         "currency": e.currency, "source": e.source} for e in entries]}),
+        content_type="application/json")
+
+
 def add_admin_routes(app: web.Application) -> None:
+    app.router.add_get("/admin/margins", get_margins)
+    app.router.add_get("/admin/revenue", get_revenue)
+    app.router.add_post("/admin/revenue", post_revenue)
     app.router.add_get("/admin/usage", usage)
     app.router.add_post("/admin/keys", create_key)
     app.router.add_get("/admin/keys", list_keys)

@@ -36,7 +36,9 @@ def from_http_exception(exc: web.HTTPException, request: web.Request) -> APIErro
         return NotFoundError(f"no route for {request.method} {request.path}",
                              code="unknown_route")
     if isinstance(exc, web.HTTPMethodNotAllowed):
-        return MethodNotAllowedError(f"method {request.method} is not allowed on {request.path}")
+        allow = exc.headers.get("Allow")  # RFC 9110: a 405 lists the methods that are allowed
+        return MethodNotAllowedError(f"method {request.method} is not allowed on {request.path}",
+                                     headers={"Allow": allow} if allow else None)
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return RequestTooLargeError("request body is too large")
     err = APIError(exc.reason or "error")

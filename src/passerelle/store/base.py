@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from passerelle.economics.revenue import RevenueEntry
 from passerelle.store.records import UsageRecord, UsageRow
 from passerelle.tenancy import ApiKey
 
@@ -33,6 +34,10 @@ class Ledger(Protocol):
     async def list_keys(self, tenant: str | None = None) -> list[ApiKey]: ...
 
     async def records(self, request_id: str) -> list[UsageRecord]: ...
+
+    async def set_revenue(self, entries: Sequence[RevenueEntry]) -> None: ...
+
+    async def list_revenue(self) -> list[RevenueEntry]: ...
 
 
 def open_ledger(url: str) -> Ledger:

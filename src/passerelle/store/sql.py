@@ -6,9 +6,19 @@ never charge twice. Reports aggregate in SQL over indexed columns; money is summ
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from typing import Any
 
-from passerelle.store.records import COLUMNS, GROUP_COLUMNS
+from passerelle.economics.revenue import RevenueEntry
+from passerelle.store.records import (
+    COLUMNS,
+    GROUP_COLUMNS,
+    UsageRecord,
+    UsageRow,
+    from_pico,
+    to_pico,
+)
 
 SCHEMA = [
     """
@@ -36,6 +46,7 @@ SCHEMA = [
         status TEXT NOT NULL,
         error_code TEXT,
         stream INTEGER NOT NULL,
+        decision TEXT,
         PRIMARY KEY (request_id, attempt)
     )
     """,
@@ -50,14 +61,49 @@ SCHEMA = [
         created_at DOUBLE PRECISION NOT NULL
     )
     """,
+    """
+    CREATE TABLE IF NOT EXISTS revenue (
+        tenant TEXT NOT NULL,
+        period TEXT NOT NULL,
+        amount_pusd BIGINT NOT NULL,
+        currency TEXT NOT NULL,
+        source TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (tenant, period)
+    )
+    """,
 ]
+
+REVENUE_COLUMNS = ("tenant", "period", "amount_pusd", "currency", "source", "updated_at")
+SELECT_REVENUE = "SELECT tenant, period, amount_pusd, currency, source FROM revenue ORDER BY period, tenant"
+
+
+def upsert_revenue_sql(placeholder: str) -> str:
+    marks = ", ".join(_mark(placeholder, i + 1) for i in range(len(REVENUE_COLUMNS)))
+    return (
+        f"INSERT INTO revenue ({', '.join(REVENUE_COLUMNS)}) VALUES ({marks}) "
+        "ON CONFLICT (tenant, period) DO UPDATE SET amount_pusd = excluded.amount_pusd, "
+        "currency = excluded.currency, source = excluded.source, updated_at = excluded.updated_at"
+    )
+
+
+def revenue_row(entry: RevenueEntry) -> tuple[object, ...]:
+    return (entry.tenant, entry.period, to_pico(entry.amount), entry.currency, entry.source,
+            time.time())
+
+
+def revenue_of(r: Sequence[Any]) -> RevenueEntry:
+    return RevenueEntry(tenant=r[0], period=r[1], amount=from_pico(int(r[2])), currency=r[3],
+                        source=r[4])
+
+
+def _mark(placeholder: str, n: int) -> str:
+    """The n-th (1-based) parameter: ``"?"`` stays ``?``; ``"${i}"`` becomes ``$1``, ``$2``..."""
+    return placeholder.format(i=n) if "{i}" in placeholder else placeholder
 
 
 def insert_sql(placeholder: str) -> str:
-    marks = ", ".join(
-        placeholder.format(i=i + 1) if "{i}" in placeholder else placeholder
-        for i in range(len(COLUMNS))
-    )
+    marks = ", ".join(_mark(placeholder, i + 1) for i in range(len(COLUMNS)))
     return (
         f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({marks}) "
         "ON CONFLICT (request_id, attempt) DO NOTHING"
@@ -74,9 +120,9 @@ def usage_sql(group_by: Sequence[str], placeholder: str, has_since: bool, has_un
     for present, op in ((has_since, ">="), (has_until, "<")):
         if present:
             n += 1
-            where.append(f"ts {op} " + placeholder.format(i=n) if "{i}" in placeholder
-                         else f"ts {op} {placeholder}")
-    select = ", ".join(cols + [
+            where.append(f"ts {op} {_mark(placeholder, n)}")
+    select = ", ".join([
+        *cols,
         "COUNT(*)",
         "COALESCE(SUM(input_tokens), 0)",
         "COALESCE(SUM(output_tokens), 0)",
@@ -91,3 +137,35 @@ def usage_sql(group_by: Sequence[str], placeholder: str, has_since: bool, has_un
     if cols:
         sql += " GROUP BY " + ", ".join(cols) + " ORDER BY " + ", ".join(cols)
     return sql
+
+
+def usage_rows(group_by: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[UsageRow]:
+    """Report rows from ``usage_sql`` results, in one order on every engine.
+
+    Groups sort with NULL first, then by code point (SQLite's order; PostgreSQL would put NULL
+    last and use its locale). An empty ledger's single all-zero row is dropped. Sums arrive as
+    ``int`` (SQLite) or ``Decimal`` (PostgreSQL ``SUM(bigint)``); both become ``int``.
+    """
+    n = len(group_by)
+    out = [
+        UsageRow(
+            group={g: r[i] for i, g in enumerate(group_by)},
+            requests=int(r[n]), input_tokens=int(r[n + 1]), output_tokens=int(r[n + 2]),
+            cached_tokens=int(r[n + 3]), cost_usd=from_pico(int(r[n + 4])),
+            unpriced_requests=int(r[n + 5] or 0), errors=int(r[n + 6] or 0),
+        )
+        for r in rows if r[n]
+    ]
+    out.sort(key=lambda u: [(v is not None, v or "") for v in u.group.values()])
+    return out
+
+
+def record_of(r: Sequence[Any]) -> UsageRecord:
+    """The ``UsageRecord`` a row of ``COLUMNS`` holds (the inverse of ``records.row_of``)."""
+    d = dict(zip(COLUMNS, r, strict=True))
+    d.pop("day")
+    pusd = d.pop("cost_pusd")
+    return UsageRecord(
+        **{**d, "usage_reported": bool(d["usage_reported"]), "stream": bool(d["stream"])},
+        cost_usd=None if pusd is None else from_pico(int(pusd)),
+    )

@@ -21,9 +21,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from passerelle.economics.revenue import RevenueEntry
 from passerelle.errors import StoreError
-from passerelle.store.records import COLUMNS, UsageRecord, UsageRow, from_pico, row_of
-from passerelle.store.sql import SCHEMA, insert_sql, usage_sql
+from passerelle.store.records import COLUMNS, UsageRecord, UsageRow, row_of
+from passerelle.store.sql import (
+    SCHEMA,
+    SELECT_REVENUE,
+    insert_sql,
+    record_of,
+    revenue_of,
+    revenue_row,
+    upsert_revenue_sql,
+    usage_rows,
+    usage_sql,
+)
 from passerelle.tenancy import ApiKey
 
 log = logging.getLogger("passerelle.store")
@@ -39,6 +50,7 @@ class SQLiteLedger:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_SIZE)
         self._thread: threading.Thread | None = None
         self._insert = insert_sql("?")
+        self.commits = 0  # batches committed in one transaction each (batching is observable)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -107,23 +119,28 @@ class SQLiteLedger:
         conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[tuple[Any, Future[None]]]) -> None:
+        # Exception, not only sqlite3.Error: an int out of range raises OverflowError, an odd
+        # type raises TypeError, and either must not kill the writer (every later record would
+        # wait forever).
         try:
             conn.execute("BEGIN")
             conn.executemany(self._insert, [row for row, _ in batch])
             conn.execute("COMMIT")
-        except sqlite3.Error:
+        except Exception:
             conn.execute("ROLLBACK") if conn.in_transaction else None
             for row, fut in batch:
                 try:
                     conn.execute(self._insert, row)
-                except sqlite3.Error as exc:
+                except Exception as exc:
                     log.error("ledger row %s rejected: %s", row[0], exc)
-                    fut.set_exception(StoreError(f"ledger rejected record: {exc}"))
+                    _settle(fut, StoreError(f"ledger rejected record: {exc}"))
                 else:
-                    fut.set_result(None)
+                    self.commits += 1
+                    _settle(fut)
             return
+        self.commits += 1
         for _, fut in batch:
-            fut.set_result(None)
+            _settle(fut)
 
     # reads ---------------------------------------------------------------------------------
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -147,7 +164,10 @@ class SQLiteLedger:
             finally:
                 conn.close()
 
-        await asyncio.to_thread(run)
+        try:
+            await asyncio.to_thread(run)
+        except sqlite3.Error as exc:
+            raise StoreError(f"ledger write failed: {exc}") from exc
 
     async def usage(
         self, group_by: Sequence[str], since: datetime | None = None,
@@ -155,12 +175,12 @@ class SQLiteLedger:
     ) -> list[UsageRow]:
         sql = usage_sql(group_by, "?", since is not None, until is not None)
         params = [d.timestamp() for d in (since, until) if d is not None]
-        rows = await self._read(sql, params)
-        return [_usage_row(group_by, r) for r in rows if r[len(group_by)]]
+        return usage_rows(group_by, await self._read(sql, params))
 
     async def create_key(self, key: ApiKey) -> None:
         await self._write(
-            "INSERT INTO api_keys (digest, key_id, tenant, name, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (digest, key_id, tenant, name, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
             (key.digest, key.key_id, key.tenant, key.name, time.time()),
         )
 
@@ -185,22 +205,31 @@ class SQLiteLedger:
         )
         return [record_of(r) for r in rows]
 
+    async def set_revenue(self, entries: Sequence[RevenueEntry]) -> None:
+        def run() -> None:
+            conn = self._connect()
+            try:
+                with conn:
+                    conn.execute("BEGIN")
+                    conn.executemany(upsert_revenue_sql("?"), [revenue_row(e) for e in entries])
+            finally:
+                conn.close()
 
-def _usage_row(group_by: Sequence[str], r: Sequence[Any]) -> UsageRow:
-    n = len(group_by)
-    return UsageRow(
-        group={g: r[i] for i, g in enumerate(group_by)},
-        requests=int(r[n]), input_tokens=int(r[n + 1]), output_tokens=int(r[n + 2]),
-        cached_tokens=int(r[n + 3]), cost_usd=from_pico(int(r[n + 4])),
-        unpriced_requests=int(r[n + 5] or 0), errors=int(r[n + 6] or 0),
-    )
+        try:
+            await asyncio.to_thread(run)
+        except sqlite3.Error as exc:
+            raise StoreError(f"ledger write failed: {exc}") from exc
+
+    async def list_revenue(self) -> list[RevenueEntry]:
+        return [revenue_of(r) for r in await self._read(SELECT_REVENUE)]
 
 
-def record_of(r: Sequence[Any]) -> UsageRecord:
-    d = dict(zip(COLUMNS, r, strict=True))
-    d.pop("day")
-    pusd = d.pop("cost_pusd")
-    return UsageRecord(
-        **{**d, "usage_reported": bool(d["usage_reported"]), "stream": bool(d["stream"])},
-        cost_usd=None if pusd is None else from_pico(int(pusd)),
-    )
+
+def _settle(fut: Future[None], exc: BaseException | None = None) -> None:
+    """Answer a waiting ``record``; one whose caller was cancelled (client gone) is skipped."""
+    if not fut.set_running_or_notify_cancel():
+        return  # the row is committed all the same; nobody is waiting for the answer
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)

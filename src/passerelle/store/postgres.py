@@ -1,0 +1,293 @@
+"""The scale-out ledger: PostgreSQL through an asyncpg pool, written by one task in batches.
+
+It keeps the embedded ledger's promise with a server that every replica shares. Requests hand
+their record to a bounded queue and wait for their batch's commit, so nobody waits on an insert of
+their own and nobody is answered before their row is durable (``synchronous_commit=on``, the
+server's default: a start-up warning says when the server was set to less). A batch is one
+transaction; when it fails, its rows are retried one by one, so one bad row never drops its
+neighbours. ``close`` drains the queue before it closes the pool. Reads share the pool and use
+``$n`` parameters only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from passerelle.economics.revenue import RevenueEntry
+from passerelle.errors import StoreError
+from passerelle.store.records import COLUMNS, UsageRecord, UsageRow, row_of
+from passerelle.store.sql import (
+    SCHEMA,
+    SELECT_REVENUE,
+    insert_sql,
+    record_of,
+    revenue_of,
+    revenue_row,
+    upsert_revenue_sql,
+    usage_rows,
+    usage_sql,
+)
+from passerelle.tenancy import ApiKey
+
+log = logging.getLogger("passerelle.store")
+
+MAX_BATCH = 512
+QUEUE_SIZE = 10_000
+CONNECT_TIMEOUT_S = 10.0
+MIGRATION_LOCK = 0x70617373  # pg_advisory_xact_lock key: replicas starting together migrate once
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# What the database (or asyncpg, before sending) may raise; anything else is a bug and propagates.
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+_Pending = tuple[tuple[object, ...], "asyncio.Future[None]"]
+
+
+class PostgresLedger:
+    def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 10) -> None:
+        """``schema``: a schema to create and use instead of the search path's (tests, tenants
+        of a shared server); it must be a plain identifier."""
+        if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(f"invalid PostgreSQL schema name: {schema!r}")
+        self.url = url
+        self.schema = schema
+        self.commits = 0  # transactions that wrote rows (batching is observable)
+        self.healthy = True  # False while the server is unreachable: calls are refused (503)
+        self._probing: asyncio.Task[None] | None = None
+        self._pool_size = pool_size
+        self._pool: Any = None  # asyncpg.Pool (asyncpg ships no type information)
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._insert = insert_sql("${i}")
+
+    async def start(self) -> None:
+        if self._writer is not None:
+            return
+        settings = {"application_name": "passerelle"}
+        if self.schema is not None:
+            settings["search_path"] = self.schema
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=CONNECT_TIMEOUT_S,
+                server_settings=settings,
+            )
+            await self._migrate()
+        except (*_DB_ERRORS, ValueError) as exc:  # ValueError: a malformed URL
+            if self._pool is not None:
+                self._pool.terminate()
+                self._pool = None
+            raise StoreError(
+                f"cannot open the PostgreSQL ledger at {redact(self.url)}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        self._closing = False
+        self._queue = asyncio.Queue(maxsize=QUEUE_SIZE)
+        self._writer = asyncio.create_task(self._write_batches(), name="ledger-writer")
+
+    async def _migrate(self) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            if self.schema is not None:
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            for stmt in SCHEMA:
+                await conn.execute(stmt)
+            mode = await conn.fetchval("SHOW synchronous_commit")
+        if mode in ("off", "local"):
+            log.warning(
+                "PostgreSQL synchronous_commit=%s: a server crash can lose records "
+                "already acknowledged to clients",
+                mode,
+            )
+
+    async def close(self) -> None:
+        if self._writer is None:
+            return
+        self._closing = True  # new records are refused; queued ones are written
+        await self._queue.put(None)
+        await self._writer
+        self._writer = None
+        await self._pool.close()
+        self._pool = None
+
+    async def record(self, record: UsageRecord) -> None:
+        writer = self._writer
+        if writer is None or self._closing:
+            raise StoreError("ledger is not started")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put((row_of(record), fut))  # waits while the queue is full
+        if writer.done() and not fut.done():
+            # queued behind close()'s last look at the queue (it waited for room meanwhile)
+            raise StoreError("ledger closed before the record was written")
+        await fut
+
+    # the writer task -------------------------------------------------------------------------
+    async def _write_batches(self) -> None:
+        stopping = False
+        while not (stopping and self._queue.empty()):
+            item = await self._queue.get()
+            batch: list[_Pending] = []
+            while True:
+                if item is None:
+                    stopping = True
+                else:
+                    batch.append(item)
+                if len(batch) >= MAX_BATCH or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if batch:
+                await self._commit(batch)
+
+    # Exception, not only database errors, in the two methods below: whatever a row does, the
+    # writer must live on, or every later record() would wait forever.
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.executemany(self._insert, [row for row, _ in batch])
+        except Exception as exc:
+            log.warning(
+                "ledger batch of %d failed (%s); writing its rows one by one",
+                len(batch),
+                type(exc).__name__,
+            )
+            await self._commit_each(batch)
+            return
+        self.commits += 1
+        for _, fut in batch:
+            _settle(fut)
+
+    async def _commit_each(self, batch: list[_Pending]) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                for row, fut in batch:
+                    try:
+                        await conn.execute(self._insert, *row)
+                    except Exception as exc:
+                        log.error("ledger row %s rejected: %s", row[0], exc)
+                        _settle(fut, StoreError(f"ledger rejected record: {exc}"))
+                    else:
+                        self.commits += 1
+                        _settle(fut)
+        except Exception as exc:  # no connection at all: every row left is lost, and says so
+            self._unreachable()
+            for _, fut in batch:
+                _settle(fut, StoreError(f"ledger unreachable: {type(exc).__name__}: {exc}"))
+
+    # reads -------------------------------------------------------------------------------------
+    async def _fetch(self, sql: str, *args: object) -> list[Sequence[Any]]:
+        if self._pool is None:
+            raise StoreError("ledger is not started")
+        try:
+            rows: list[Sequence[Any]] = await self._pool.fetch(sql, *args)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"ledger read failed: {type(exc).__name__}: {exc}") from exc
+        return rows
+
+    async def usage(
+        self,
+        group_by: Sequence[str],
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[UsageRow]:
+        sql = usage_sql(group_by, "${i}", since is not None, until is not None)
+        params = [d.timestamp() for d in (since, until) if d is not None]
+        return usage_rows(group_by, await self._fetch(sql, *params))
+
+    async def create_key(self, key: ApiKey) -> None:
+        if self._pool is None:
+            raise StoreError("ledger is not started")
+        try:
+            await self._pool.execute(
+                "INSERT INTO api_keys (digest, key_id, tenant, name, created_at) "
+                "VALUES ($1, $2, $3, $4, $5)",
+                key.digest,
+                key.key_id,
+                key.tenant,
+                key.name,
+                time.time(),
+            )
+        except _DB_ERRORS as exc:
+            raise StoreError(f"ledger write failed: {type(exc).__name__}: {exc}") from exc
+
+    async def find_key(self, digest: str) -> ApiKey | None:
+        rows = await self._fetch(
+            "SELECT key_id, tenant, digest, name FROM api_keys WHERE digest = $1", digest
+        )
+        return ApiKey(*rows[0]) if rows else None
+
+    async def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
+        sql = "SELECT key_id, tenant, digest, name FROM api_keys"
+        args: tuple[str, ...] = ()
+        if tenant is not None:
+            sql += " WHERE tenant = $1"
+            args = (tenant,)
+        return [ApiKey(*r) for r in await self._fetch(sql + " ORDER BY created_at", *args)]
+
+    async def records(self, request_id: str) -> list[UsageRecord]:
+        rows = await self._fetch(
+            f"SELECT {', '.join(COLUMNS)} FROM usage WHERE request_id = $1 ORDER BY attempt",
+            request_id,
+        )
+        return [record_of(r) for r in rows]
+
+    async def set_revenue(self, entries: Sequence[RevenueEntry]) -> None:
+        if self._pool is None:
+            raise StoreError("ledger is not started")
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.executemany(upsert_revenue_sql("${i}"),
+                                       [revenue_row(e) for e in entries])
+        except _DB_ERRORS as exc:
+            raise StoreError(f"ledger write failed: {type(exc).__name__}: {exc}") from exc
+
+    async def list_revenue(self) -> list[RevenueEntry]:
+        return [revenue_of(r) for r in await self._fetch(SELECT_REVENUE)]
+
+    async def _probe(self) -> None:
+        """While the server is unreachable, try it every second; healthy again on success."""
+        while not self.healthy and self._pool is not None:
+            await asyncio.sleep(1.0)
+            try:
+                async with self._pool.acquire(timeout=2.0) as conn:
+                    await conn.fetchval("SELECT 1")
+            except Exception:
+                continue
+            self.healthy = True
+            log.warning("PostgreSQL ledger reachable again")
+
+    def _unreachable(self) -> None:
+        if self.healthy:
+            log.error("PostgreSQL ledger unreachable: refusing requests until it is back")
+            self.healthy = False
+            self._probing = asyncio.create_task(self._probe(), name="ledger-probe")
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None = None) -> None:
+    """Answer a waiting ``record``; one whose caller was cancelled (client gone) is skipped."""
+    if fut.done():
+        return  # the row is committed (or refused) all the same; nobody is waiting
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
+
+
+def redact(url: str) -> str:
+    """The URL without its password (in the user part or the query), fit for a message."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
