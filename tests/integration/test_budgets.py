@@ -6,8 +6,8 @@ import asyncio
 import uuid
 from decimal import Decimal
 
-from openai import OpenAI, RateLimitError
 import pytest
+from openai import OpenAI, RateLimitError
 
 from tests.fakes.gateway import GatewayProcess
 from tests.integration.budget_helpers import WORST_CASE, budget_config, race, spend

@@ -10,14 +10,18 @@ that into a 503, never an unmetered pass.
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from passerelle.errors import StoreError
 from passerelle.limits.counters import Admission, Refusal, Reservation, Seed, dedupe
 from passerelle.limits.rules import BudgetRule, RateRule
+from passerelle.store.redis import connect
+
+log = logging.getLogger("passerelle.budget")
 
 PREFIX = "passerelle:"
 RESERVATION_TTL_S = 600
@@ -129,19 +133,16 @@ class RedisCounters:
         self._seeded: set[str] = set()
 
     async def start(self, rules: list[BudgetRule], seed: Seed) -> None:
-        self._redis = aioredis.from_url(
-            self._url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=30
-        )
+        self._redis = connect(self._url)
         self._admit = self._redis.register_script(ADMIT)
         self._settle = self._redis.register_script(SETTLE)
         self._seed = seed
         try:
             await self._redis.ping()
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis at {self._url} is unreachable: {exc}") from exc
-        import time
-
-        await self._ensure_seeded(rules, time.time())
+            await self._ensure_seeded(rules, time.time())
+        except (RedisError, OSError, StoreError) as exc:
+            # start anyway: calls under a budget or limit are refused (503) until it is back
+            log.error("redis is unreachable (%s): calls under budgets or limits get 503", exc)
 
     async def close(self) -> None:
         if self._redis is not None:

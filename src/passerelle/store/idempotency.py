@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from passerelle.errors import StoreError
+from passerelle.store.redis import connect
 
 TTL_S = 24 * 3600
 PENDING_TTL_S = 600
@@ -117,7 +117,7 @@ return 1
 
 class RedisIdempotency:
     def __init__(self, url: str) -> None:
-        self._redis: Any = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._redis: Any = connect(url)
         self._begin = self._redis.register_script(BEGIN)
         self._abandon = self._redis.register_script(ABANDON)
 

@@ -1,0 +1,64 @@
+"""Two gateway processes sharing PostgreSQL and Redis: budgets and rate limits hold across both."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from tests.fakes.gateway import GatewayProcess
+from tests.integration.budget_helpers import WORST_CASE, budget_config, race, spend
+
+
+@pytest.fixture
+def replicas(tmp_path, fresh_upstream, postgres_url, redis_url):  # type: ignore[no-untyped-def]
+    def start(tenant_extra: dict, n: int = 2):  # type: ignore[no-untyped-def]
+        tenant = "t" + uuid.uuid4().hex[:10]
+        key = "sk-race-" + uuid.uuid4().hex
+        config = budget_config(fresh_upstream.url, tenant, tenant_extra, store=postgres_url,
+                               redis=redis_url)
+        gws = [GatewayProcess(tmp_path / f"gw{i}", config, env={"RACE_KEY": key})
+               for i in range(n)]
+        for gw in gws:
+            gw.start()
+        started.extend(gws)
+        return tenant, key, gws
+
+    started: list[GatewayProcess] = []
+    yield start
+    for gw in started:
+        gw.stop()
+
+
+def test_a_thousand_requests_over_two_replicas_never_overspend(replicas, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
+    budget = Decimal("0.01")
+    tenant, key, gws = replicas({"budgets": [{"usd": 0.01, "period": "day"}]})
+    results = asyncio.run(race([g.url for g in gws], key, 1000))
+    ok = sum(1 for s, _ in results if s == 200)
+    refused = [b for s, b in results if s == 429]
+    other = collections.Counter((s, b.get("error", {}).get("code")) for s, b in results if s not in (200, 429))
+    assert ok + len(refused) == 1000 and ok > 0 and refused, other
+    assert all(b["error"]["code"] == "insufficient_quota" for b in refused)
+    served, cost = spend(gws[0].url, tenant)
+    assert served == ok == fresh_upstream.stats()["requests"]
+    assert cost <= budget + WORST_CASE
+
+
+def test_rate_limit_is_shared_by_both_replicas(replicas) -> None:  # type: ignore[no-untyped-def]
+    _, key, gws = replicas({"rate_limits": {"rpm": 50}})
+    results = asyncio.run(race([g.url for g in gws], key, 200))
+    assert [s for s, _ in results].count(200) == 50
+
+
+def test_a_restarted_replica_rebuilds_spend_from_the_ledger(replicas, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    tenant, key, gws = replicas({"budgets": [{"usd": 0.01, "period": "month"}]}, n=1)
+    asyncio.run(race([gws[0].url], key, 20))
+    _, cost_before = spend(gws[0].url, tenant)
+    assert cost_before > 0
+    gws[0].stop()
+    gws[0].start()
+    served, cost_after = spend(gws[0].url, tenant)
+    assert cost_after == cost_before and served == 20
