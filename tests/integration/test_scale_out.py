@@ -62,3 +62,36 @@ def test_a_restarted_replica_rebuilds_spend_from_the_ledger(replicas, tmp_path) 
     gws[0].start()
     served, cost_after = spend(gws[0].url, tenant)
     assert cost_after == cost_before and served == 20
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_workers_share_one_port_and_one_budget(tmp_path, fresh_upstream, postgres_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+    tenant = "t" + uuid.uuid4().hex[:10]
+    key = "sk-race-" + uuid.uuid4().hex
+    config = budget_config(fresh_upstream.url, tenant, {"budgets": [{"usd": 0.005, "period": "day"}]},
+                           store=postgres_url, redis=redis_url)
+    gw = GatewayProcess(tmp_path / "gw", config, env={"RACE_KEY": key},
+                        args=["--workers", "2", "--port", str(free_port())])
+    with gw:
+        assert "(2 workers)" in "\n".join(gw.banner)
+        results = asyncio.run(race([gw.url], key, 400))
+        ok = sum(1 for s, _ in results if s == 200)
+        assert 0 < ok < 400
+        _, cost = spend(gw.url, tenant)
+    assert cost <= Decimal("0.005") + WORST_CASE
+
+
+def test_workers_without_redis_refuse_to_count_budgets_apart(tmp_path, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
+    config = budget_config(fresh_upstream.url, "solo", {"budgets": [{"usd": 1, "period": "day"}]})
+    gw = GatewayProcess(tmp_path / "gw", config, env={"RACE_KEY": "sk-x"},
+                        args=["--workers", "2", "--port", str(free_port())])
+    with pytest.raises(RuntimeError) as exc:
+        gw.start()
+    assert "needs `redis:`" in str(exc.value)

@@ -36,11 +36,13 @@ def create_app(gateway: Gateway) -> web.Application:
     return app
 
 
-async def serve(gateway: Gateway, host: str, port: int, on_ready=None) -> None:  # type: ignore[no-untyped-def]
+async def serve(gateway: Gateway, host: str, port: int, on_ready=None,  # type: ignore[no-untyped-def]
+                reuse_port: bool = False) -> None:
     app = create_app(gateway)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
+    site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True,
+                       reuse_port=reuse_port or None)
     await site.start()
     if on_ready is not None:
         bound = runner.addresses[0] if runner.addresses else (host, port)
