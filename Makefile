@@ -33,6 +33,7 @@ bench: $(STAMP)  ## the overhead benchmark (prints a table)
 
 docs: $(STAMP)  ## regenerate the configuration reference
 	$(BIN)/passerelle config reference > docs/configuration.md
+	$(BIN)/python -m passerelle.cli.reference > docs/cli.md
 
 clean:
 	rm -rf $(VENV) passerelle-data .pytest_cache

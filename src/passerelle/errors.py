@@ -173,4 +173,6 @@ class ProviderError(PasserelleError):
             )
         if self.timeout:
             return UpstreamTimeoutError(f"provider {self.provider} timed out")
-        return UpstreamError(f"provider {self.provider} failed: {self.message}")
+        # an upstream's own error text may quote the prompt: only its status goes to the client
+        detail = f"HTTP {self.status}" if self.status is not None else self.message
+        return UpstreamError(f"provider {self.provider} failed: {detail}")

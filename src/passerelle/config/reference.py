@@ -20,16 +20,21 @@ that this file matches. Unknown keys are rejected. Secrets are references: `env:
 
 
 def _models_of(annotation: Any) -> list[type[BaseModel]]:
-    found = []
-    for arg in typing.get_args(annotation) or (annotation,):
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            found.append(arg)
-        else:
-            found.extend(m for m in _models_of(arg) if m not in found)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        found.extend(m for m in _models_of(arg) if m not in found)
     return found
 
 
 def _type_name(annotation: Any) -> str:
+    if "env:NAME" in str(annotation):  # the SecretRef alias, however it is wrapped
+        text = "SecretRef"
+        if "Optional" in str(annotation) or "None" in str(annotation).split("]")[-1]:
+            text += " | None"
+        return text.replace("SecretRef", "list[SecretRef | KeyConfig]") if str(
+            annotation).startswith("list") else text
     text = str(annotation).replace("typing.", "").replace("decimal.", "")
     for mod in ("passerelle.config.schema.",):
         text = text.replace(mod, "")
@@ -41,10 +46,10 @@ def _section(model: type[BaseModel], path: str, seen: set[type[BaseModel]]) -> l
     nested: list[tuple[type[BaseModel], str]] = []
     for name, field in model.model_fields.items():
         default = field.default
-        if default is PydanticUndefined:
-            shown = "required"
-        elif field.default_factory is not None:
+        if field.default_factory is not None:
             shown = "—"
+        elif default is PydanticUndefined:
+            shown = "required"
         else:
             shown = f"`{default}`"
         desc = (field.description or "").replace("|", "\\|")

@@ -134,8 +134,8 @@ class RateLimitConfig(Strict):
 class KeyConfig(Strict):
     key: SecretRef = Field(description="The key, by reference.")
     name: str | None = Field(default=None, description="A label for reports.")
-    budgets: list[BudgetConfig] = Field(default_factory=list)
-    rate_limits: RateLimitConfig | None = None
+    budgets: list[BudgetConfig] = Field(default_factory=list, description="Limits of this key.")
+    rate_limits: RateLimitConfig | None = Field(default=None, description="Limits of this key.")
 
 
 class TenantConfig(Strict):
@@ -144,8 +144,12 @@ class TenantConfig(Strict):
         default_factory=list, description="API keys of this tenant, by reference."
     )
     plan: str | None = Field(default=None, description="Name of a plan under `plans`.")
-    budgets: list[BudgetConfig] = Field(default_factory=list)
-    rate_limits: RateLimitConfig | None = None
+    budgets: list[BudgetConfig] = Field(
+        default_factory=list, description="Spending limits of the tenant or of one feature."
+    )
+    rate_limits: RateLimitConfig | None = Field(
+        default=None, description="Requests and tokens per minute, for all its keys together."
+    )
 
 
 class MarginFloorConfig(Strict):
@@ -156,16 +160,18 @@ class MarginFloorConfig(Strict):
 
 
 class PlanConfig(Strict):
-    name: str
+    name: str = Field(description="Plan name, referenced by tenants.")
     monthly_usd: Decimal = Field(ge=0, description="What a tenant on this plan pays per month.")
-    margin_floor: MarginFloorConfig | None = None
+    margin_floor: MarginFloorConfig | None = Field(
+        default=None, description="Degrade or refuse once LLM cost passes a share of revenue."
+    )
 
 
 class RevenueConfig(Strict):
-    tenant: str
+    tenant: str = Field(description="Tenant name.")
     period: str = Field(pattern=r"^\d{4}-\d{2}$", description="Month, `YYYY-MM`.")
-    amount: Decimal = Field(ge=0)
-    currency: Literal["USD"] = "USD"
+    amount: Decimal = Field(ge=0, description="What the tenant paid that month.")
+    currency: Literal["USD"] = Field(default="USD", description="Only USD for now.")
 
 
 class ServerConfig(Strict):
@@ -192,12 +198,20 @@ class Config(Strict):
     redis: str | None = Field(
         default=None, description="`redis://...` for counters shared across replicas."
     )
-    server: ServerConfig = Field(default_factory=ServerConfig)
-    providers: list[ProviderConfig] = Field(default_factory=list)
-    models: list[ModelConfig] = Field(default_factory=list)
-    tenants: list[TenantConfig] = Field(default_factory=list)
-    plans: list[PlanConfig] = Field(default_factory=list)
-    revenue: list[RevenueConfig] = Field(default_factory=list)
+    server: ServerConfig = Field(default_factory=ServerConfig, description="Listening and limits.")
+    providers: list[ProviderConfig] = Field(
+        default_factory=list, description="Upstreams: APIs and self-hosted engines."
+    )
+    models: list[ModelConfig] = Field(
+        default_factory=list, description="The model names clients ask for, and their targets."
+    )
+    tenants: list[TenantConfig] = Field(
+        default_factory=list, description="Customers: their keys, budgets, limits and plan."
+    )
+    plans: list[PlanConfig] = Field(default_factory=list, description="What tenants pay.")
+    revenue: list[RevenueConfig] = Field(
+        default_factory=list, description="Recorded revenue per tenant and month."
+    )
 
     @field_validator("store")
     @classmethod

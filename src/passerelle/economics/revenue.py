@@ -70,9 +70,10 @@ def parse_revenue_csv(text: str, source: str) -> list[RevenueEntry]:
             f"{source}: the header must name the columns tenant, period, amount (and currency)"
         )
     entries = []
-    for n, row in enumerate(reader, start=2):
+    for row in reader:
         row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-        entries.append(revenue_entry(row, f"{source}:{n}"))
+        # the file's line, not the row's index: blank lines and quoted newlines count
+        entries.append(revenue_entry(row, f"{source}:{reader.line_num}"))
     return entries
 
 

@@ -55,31 +55,44 @@ async def _attempt(call: Call, target: Target) -> None:
         call.result = completion
 
 
+async def _try_target(call: Call, target: Target) -> ProviderError | None:
+    """Attempts on one target, with its retries. None when it answered; else the last failure."""
+    last: ProviderError | None = None
+    for retry in range(target.max_retries + 1):
+        if retry:
+            await asyncio.sleep(backoff_delay(retry, target.retry_backoff_s))
+        call.attempts += 1
+        call.target = target
+        try:
+            await _attempt(call, target)
+        except ProviderError as exc:
+            last = exc
+            if exc.status in CLIENT_ERRORS:
+                target.breaker.success()  # the provider is healthy; the request is not
+                raise exc.to_api_error() from exc
+            target.breaker.failure()
+            if not exc.retryable or not target.breaker.allow():
+                return exc
+            continue
+        except BaseException:
+            target.breaker.abandon()  # cancelled mid-attempt: no verdict on the provider
+            raise
+        target.breaker.success()
+        return None
+    return last
+
+
 class Dispatch:
     async def __call__(self, call: Call, next: Next) -> None:
         last: ProviderError | None = None
         for target in call.route.targets:
             if not target.breaker.allow():
                 continue
-            for retry in range(target.max_retries + 1):
-                if retry:
-                    await asyncio.sleep(backoff_delay(retry, target.retry_backoff_s))
-                call.attempts += 1
-                call.target = target
-                try:
-                    await _attempt(call, target)
-                except ProviderError as exc:
-                    last = exc
-                    if exc.status in CLIENT_ERRORS:
-                        target.breaker.success()  # the provider is healthy; the request is not
-                        raise exc.to_api_error() from exc
-                    target.breaker.failure()
-                    if not exc.retryable or not target.breaker.allow():
-                        break
-                    continue
-                target.breaker.success()
+            failure = await _try_target(call, target)
+            if failure is None:
                 await next(call)
                 return
+            last = failure
         if last is None:
             raise UpstreamError(
                 f"no provider available for model '{call.model}': every circuit breaker is open",

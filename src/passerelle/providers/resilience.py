@@ -42,6 +42,10 @@ class CircuitBreaker:
         self._consecutive = 0
         self._trial_in_flight = False
 
+    def abandon(self) -> None:
+        """An attempt ended without a verdict (cancelled, or our own bug): free the trial."""
+        self._trial_in_flight = False
+
     def failure(self) -> None:
         self._consecutive += 1
         self._trial_in_flight = False

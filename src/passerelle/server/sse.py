@@ -13,7 +13,7 @@ import logging
 
 from aiohttp import web
 
-from passerelle.errors import APIError, ProviderError, StoreError
+from passerelle.errors import APIError, ProviderError
 from passerelle.pipeline.context import Call, ChunkStream
 
 log = logging.getLogger("passerelle.server")
@@ -50,11 +50,15 @@ async def write_stream(
         error = exc.to_api_error()
         call.status = "upstream_cut"
         call.error = error
+    except Exception:  # our own bug: still metered, still answered in the stream's own terms
+        log.exception("stream of %s failed", call.request_id)
+        error = APIError("internal error; see the gateway's log")
+        call.fail(error)
     finally:
         await stream.aclose()
     try:
         await call.finish()
-    except StoreError:
+    except Exception:
         log.error("usage of %s could not be recorded", call.request_id)
         error = error or APIError("usage could not be recorded; the answer is incomplete")
     if connected:

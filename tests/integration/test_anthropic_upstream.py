@@ -1,0 +1,178 @@
+"""An Anthropic upstream behind the gateway, used through the openai SDK.
+
+The fake upstream serves the Messages API at ``/v1/messages``; its ``#usage:P,C,K`` directive
+reports ``input_tokens=P`` (uncached, Anthropic's meaning), ``output_tokens=C`` and
+``cache_read_input_tokens=K``. The gateway normalises that the OpenAI way: prompt tokens
+``P + K`` of which ``K`` cached, and meters exactly that.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.fakes.gateway import TENANT_KEYS, GatewayProcess, fake_upstream_config
+from tests.fakes.upstream import UpstreamProcess
+
+MODEL = "claude-test"
+REPLY = "Hello from fake upstream."
+
+
+@pytest.fixture(scope="module")
+def gw(upstream: UpstreamProcess,
+       tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    config = fake_upstream_config(
+        upstream.url,
+        providers=[{
+            "name": "claude", "kind": "anthropic", "base_url": upstream.url,
+            "api_key": "env:FAKE_UPSTREAM_KEY", "max_retries": 2, "retry_backoff_s": 0.01,
+            "breaker_failures": 1000, "timeout_s": 10,
+        }],
+        models=[{"name": MODEL, "targets": [{
+            "provider": "claude", "upstream_model": "claude-haiku-test",
+            "price": {"input": 3, "output": 15, "cached_input": 0.3},
+        }]}],
+    )
+    with GatewayProcess(tmp_path_factory.mktemp("anthropic"), config) as g:
+        yield g
+
+
+@pytest.fixture
+def up(upstream: UpstreamProcess) -> UpstreamProcess:
+    upstream.reset()
+    return upstream
+
+
+@pytest.fixture
+def client(gw: GatewayProcess) -> Iterator[OpenAI]:
+    with OpenAI(base_url=gw.base_url, api_key=TENANT_KEYS["acme"], max_retries=0) as c:
+        yield c
+
+
+def ledger_row(workdir: Path, request_id: str) -> dict[str, Any]:
+    conn = sqlite3.connect(workdir / "passerelle-data" / "ledger.db")
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute("SELECT * FROM usage WHERE request_id = ?", (request_id,)).fetchall()
+    finally:
+        conn.close()
+    assert len(rows) == 1
+    return dict(rows[0])
+
+
+def ask(text: str) -> list[Any]:
+    return [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]
+
+
+def test_plain_answer_is_translated_and_metered(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=ask("hi #usage:1000,500,200"), max_tokens=64)
+    answer = raw.parse()
+    assert answer.object == "chat.completion"
+    assert answer.choices[0].message.content == REPLY
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.usage is not None
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (1200, 500)
+    assert answer.usage.prompt_tokens_details.cached_tokens == 200  # type: ignore[union-attr]
+    # 1000 uncached × 3 + 200 cached × 0.3 + 500 × 15, per million
+    assert Decimal(raw.headers["x-passerelle-cost-usd"]) == Decimal("0.01056")
+    assert raw.headers["x-passerelle-target"] == "claude/claude-haiku-test"
+
+    row = ledger_row(gw.workdir, raw.headers["x-request-id"])
+    assert (row["input_tokens"], row["output_tokens"], row["cached_tokens"]) == (1200, 500, 200)
+    assert (row["provider"], row["status"], row["usage_reported"]) == ("claude", "ok", 1)
+
+    stats = up.stats()
+    assert stats["by_path"] == {"/v1/messages": 1}
+    sent = stats["last_request"]
+    assert sent["model"] == "claude-haiku-test" and sent["max_tokens"] == 64
+    assert sent["system"] == "Be brief."
+    assert stats["last_headers"]["x-api-key"] == "sk-upstream-secret"
+    assert "anthropic-version" in stats["last_headers"]
+    assert "authorization" not in stats["last_headers"]
+
+
+def test_streamed_answer_is_translated_and_metered(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=ask("hi #usage:300,6,100"), stream=True,
+        stream_options={"include_usage": True})
+    chunks = list(raw.parse())
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == ["stop"]
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens) == (400, 6)
+    assert usage.prompt_tokens_details.cached_tokens == 100  # type: ignore[union-attr]
+
+    row = ledger_row(gw.workdir, raw.headers["x-request-id"])
+    assert (row["input_tokens"], row["output_tokens"], row["cached_tokens"]) == (400, 6, 100)
+    assert (row["status"], row["stream"], row["usage_reported"]) == ("ok", 1, 1)
+    assert up.stats()["last_request"]["stream"] is True
+
+
+def test_stream_without_include_usage_hides_usage_but_meters_it(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=ask("hi #usage:300,6,0"), stream=True)
+    chunks = list(raw.parse())
+    assert all(c.choices for c in chunks)
+    row = ledger_row(gw.workdir, raw.headers["x-request-id"])
+    assert (row["input_tokens"], row["output_tokens"]) == (300, 6)
+
+
+def test_overloaded_529_is_retried(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+    up.script({"status": 529}, {"status": 529}, {})
+    raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=ask("hi"))
+    assert raw.parse().choices[0].message.content == REPLY
+    assert up.stats()["requests"] == 3
+    assert ledger_row(gw.workdir, raw.headers["x-request-id"])["attempt"] == 3
+
+
+def test_streamed_529_is_retried_before_the_first_byte(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+    up.script({"status": 529}, {})
+    chunks = list(client.chat.completions.create(model=MODEL, messages=ask("hi"), stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
+    assert up.stats()["requests"] == 2
+
+
+def test_overloaded_529_after_retries_is_503_model_overloaded(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model=MODEL, messages=ask("hi #status:529"))
+    assert info.value.status_code == 503
+    assert info.value.code == "model_overloaded"
+    assert up.stats()["requests"] == 3
+
+
+def test_rate_limited_after_retries_is_429(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model=MODEL, messages=ask("hi #status:429"))
+    assert up.stats()["requests"] == 3
+
+
+def test_client_error_is_passed_through_without_retry(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=ask("hi #status:400"))
+    assert info.value.code == "upstream_rejected"
+    assert up.stats()["requests"] == 1
+
+
+def test_stream_cut_mid_way_is_metered_as_an_estimate(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=ask("hi #cut:4 #usage:300,6,0"), stream=True)
+    seen = []
+    with pytest.raises(openai.APIError):
+        for chunk in raw.parse():
+            seen.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
+    assert "".join(seen) == "Hello from"  # message_start, block start, two deltas
+    row = ledger_row(gw.workdir, raw.headers["x-request-id"])
+    assert (row["status"], row["usage_reported"]) == ("upstream_cut", 0)
+    assert row["output_tokens"] > 0
+    assert up.stats()["requests"] == 1

@@ -1,0 +1,195 @@
+"""Streams through a real gateway: cut by the upstream, abandoned by the client, usage on and off.
+
+Whatever happens to a stream, the ledger gets exactly one row for it: usage as the upstream
+reported it when it did (a client that leaves does not stop a remote provider from billing the
+whole answer, so the gateway drains it), an estimate marked ``usage_reported = false`` when it
+did not.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.fakes.gateway import TENANT_KEYS, GatewayProcess, fake_upstream_config
+from tests.fakes.upstream import UpstreamProcess
+
+KEY = TENANT_KEYS["acme"]
+REPLY = "Hello from fake upstream."
+
+
+@pytest.fixture(scope="module")
+def gw(upstream: UpstreamProcess,
+       tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    with GatewayProcess(tmp_path_factory.mktemp("streams"),
+                        fake_upstream_config(upstream.url)) as g:
+        yield g
+
+
+@pytest.fixture
+def up(upstream: UpstreamProcess) -> UpstreamProcess:
+    upstream.reset()
+    return upstream
+
+
+@pytest.fixture
+def client(gw: GatewayProcess) -> Iterator[OpenAI]:
+    with OpenAI(base_url=gw.base_url, api_key=KEY, max_retries=0) as c:
+        yield c
+
+
+def ledger_rows(workdir: Path, request_id: str) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(workdir / "passerelle-data" / "ledger.db")
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute("SELECT * FROM usage WHERE request_id = ?", (request_id,)).fetchall()
+        return [dict(r) for r in rows]
+    finally:
+        conn.close()
+
+
+def wait_for_row(workdir: Path, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = ledger_rows(workdir, request_id)
+        if rows or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def stream_body(content: str, **fields: Any) -> bytes:
+    return json.dumps({"model": "gpt-4o-mini", "stream": True,
+                       "messages": [{"role": "user", "content": content}], **fields}).encode()
+
+
+def sse_data(raw: bytes) -> list[bytes]:
+    """The ``data:`` payloads of an SSE body, in order."""
+    return [event[len(b"data: "):] for event in raw.split(b"\n\n") if event.startswith(b"data: ")]
+
+
+def post_raw(gw: GatewayProcess, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(gw.base_url + "/chat/completions", data=body, headers={
+        "Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=15) as resp:
+        return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+
+
+def test_stream_cut_by_upstream_ends_with_an_error_event_and_an_estimated_row(gw, up) -> None:  # type: ignore[no-untyped-def]
+    status, headers, raw = post_raw(gw, stream_body("hi #cut:3 #usage:50,7,0"))
+    assert status == 200  # the status was sent with the first byte; it cannot change after
+    events = sse_data(raw)
+    assert b"[DONE]" not in events
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "Hello from"
+    last = json.loads(events[-1])
+    assert list(last) == ["error"]
+    assert sorted(last["error"]) == ["code", "message", "param", "type"]
+    assert last["error"]["type"] == "upstream_error" and last["error"]["message"]
+    assert up.stats()["requests"] == 1  # bytes were sent: no retry
+
+    row = wait_for_row(gw.workdir, headers["x-request-id"])
+    assert row["status"] == "upstream_cut"
+    assert row["output_tokens"] > 0 and row["input_tokens"] > 0
+    assert row["usage_reported"] == 0
+    assert row["stream"] == 1
+    assert row["cost_pusd"] is not None and row["cost_pusd"] > 0  # estimated, never free
+
+
+def test_stream_cut_by_upstream_raises_in_the_sdk(client, up) -> None:  # type: ignore[no-untyped-def]
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi #cut:3"}], stream=True)
+    seen = []
+    with pytest.raises(openai.APIError) as info:
+        for chunk in stream:
+            seen.append(chunk.choices[0].delta.content or "")
+    assert "".join(seen) == "Hello from"
+    assert info.value.type == "upstream_error"
+
+
+def test_client_that_disconnects_is_metered_with_the_upstream_usage(gw, up) -> None:  # type: ignore[no-untyped-def]
+    body = stream_body("hi #chunk_delay:50 #words:40 #usage:20,40,0")
+    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    try:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer " + KEY.encode() + b"\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+        received = b""
+        while b"data: " not in received:
+            data = sock.recv(65536)
+            assert data, "the gateway closed the connection before the first event"
+            received += data
+    finally:
+        sock.close()  # gone after the first chunk; 39 words are still to come
+    head = received.split(b"\r\n\r\n", 1)[0].decode()
+    assert head.startswith("HTTP/1.1 200")
+    request_id = next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
+                      if line.lower().startswith("x-request-id:"))
+
+    row = wait_for_row(gw.workdir, request_id)
+    assert row["status"] == "client_disconnected"
+    assert (row["input_tokens"], row["output_tokens"]) == (20, 40)
+    assert row["usage_reported"] == 1
+    stats = up.stats()
+    assert stats["requests"] == 1
+
+
+def test_stream_with_include_usage_ends_with_the_usage_chunk(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi #usage:10,4,0"}],
+        stream=True, stream_options={"include_usage": True})
+    chunks = list(raw.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (10, 4)
+    row = wait_for_row(gw.workdir, raw.headers["x-request-id"])
+    assert (row["status"], row["input_tokens"], row["output_tokens"]) == ("ok", 10, 4)
+    assert row["usage_reported"] == 1
+
+
+def test_stream_without_include_usage_hides_usage_but_meters_it(gw, up) -> None:  # type: ignore[no-untyped-def]
+    status, headers, raw = post_raw(gw, stream_body("hi #usage:10,4,0"))
+    assert status == 200
+    events = sse_data(raw)
+    assert events[-1] == b"[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["choices"] for c in chunks)
+    assert not any(c.get("usage") for c in chunks)
+    assert b"completion_tokens" not in raw
+    assert up.stats()["last_request"]["stream_options"] == {"include_usage": True}
+    row = wait_for_row(gw.workdir, headers["x-request-id"])
+    assert (row["status"], row["input_tokens"], row["output_tokens"]) == ("ok", 10, 4)
+    assert row["usage_reported"] == 1
+
+
+def test_stream_failing_before_the_first_byte_is_retried(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+    up.script({"status": 503}, {})
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
+    chunks = list(raw.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
+    assert up.stats()["requests"] == 2
+    row = wait_for_row(gw.workdir, raw.headers["x-request-id"])
+    assert (row["attempt"], row["status"], row["stream"]) == (2, "ok", 1)
+
+
+def test_stream_cut_before_any_event_is_retried(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+    up.script({"cut": 0}, {})
+    chunks = list(client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
+    assert up.stats()["requests"] == 2
