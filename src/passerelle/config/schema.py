@@ -235,9 +235,9 @@ class Config(Strict):
                     raise ValueError(f"model {m.name!r}: unknown provider {t.provider!r}")
             if m.degrade_to is not None and m.degrade_to not in models:
                 raise ValueError(f"model {m.name!r}: degrade_to names unknown model")
-        for t in self.tenants:
-            if t.plan is not None and t.plan not in plans:
-                raise ValueError(f"tenant {t.name!r}: unknown plan {t.plan!r}")
+        for tenant in self.tenants:
+            if tenant.plan is not None and tenant.plan not in plans:
+                raise ValueError(f"tenant {tenant.name!r}: unknown plan {tenant.plan!r}")
         return self
 
 

@@ -55,5 +55,5 @@ class CircuitBreaker:
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float = 5.0) -> float:
     """Delay before retry number ``attempt`` (1-based): exponential, full jitter in its top half."""
-    top = min(cap_s, base_s * (2 ** (attempt - 1)))
+    top = min(cap_s, base_s * 2.0 ** (attempt - 1))
     return top / 2 + random.random() * top / 2
