@@ -96,6 +96,12 @@ class Gateway:
         providers = {p.name: build_provider(p, loaded.secrets) for p in config.providers}
         routes = build_routes(config, providers)
         limits = build_limits(config, dict(loaded.secrets.values))
+        floors = {p.name for p in config.plans if p.margin_floor is not None}
+        for t in config.tenants:
+            if t.plan in floors:
+                # the margin floor reads the month's cost from this counter; only budgets settle
+                # counters, so a tenant with a floor and no budget still needs it among its budgets
+                limits.tenant_budgets.setdefault(t.name, []).append((tracking_rule(t.name), None))
         counters: Counters
         idempotency: IdempotencyStore
         if config.redis:

@@ -111,7 +111,7 @@ async def margins(ledger: Ledger, book: RevenueBook, period: str, months: int = 
     start, end = month_bounds(period)
     rows = await ledger.usage(["tenant", "feature"], start, end)
     tenants: dict[str, TenantMargin] = {}
-    for name in book.tenants():
+    for name in sorted(book.tenants()):  # ties in the report keep one order everywhere
         revenue, source = book.revenue(name, period)
         tenants[name] = TenantMargin(name, period, revenue, source, 0, Decimal(0))
     for r in rows:

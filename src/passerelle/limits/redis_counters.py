@@ -39,6 +39,11 @@ local nb = tonumber(ARGV[5])
 local nr = tonumber(ARGV[6])
 local soft = {}
 for i = 1, nb do
+  -- a counter without 'spent' was never seeded, or Redis lost it (restarted empty, evicted):
+  -- counting from 0 would hand out the budget again, so the caller seeds it from the ledger first
+  if redis.call('HEXISTS', KEYS[2*i-1], 'spent') == 0 then return {2, i} end
+end
+for i = 1, nb do
   local h, z = KEYS[2*i-1], KEYS[2*i]
   local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now)
   for _, m in ipairs(expired) do
@@ -101,7 +106,8 @@ for i = 1, nb do
   if redis.call('ZREM', z, rid .. ':' .. amount) == 1 then
     redis.call('HINCRBY', h, 'reserved', -tonumber(amount))
   end
-  redis.call('HINCRBY', h, 'spent', actual)
+  -- a lost counter is reseeded from the ledger, which already holds this call
+  if redis.call('HEXISTS', h, 'spent') == 1 then redis.call('HINCRBY', h, 'spent', actual) end
 end
 for j = 2*nb + 1, #KEYS do
   local score = redis.call('ZSCORE', KEYS[j], rid .. ':' .. ARGV[5])
@@ -175,10 +181,20 @@ class RedisCounters:
         for rate in admission.rates:
             keys.append(_rate_key(rate))
             args.extend([rate.limit, 1 if rate.kind == "rpm" else admission.tokens])
-        try:
-            out = await self._admit(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis is unreachable: {exc}") from exc
+        for _ in range(len(budgets) + 2):
+            try:
+                out = await self._admit(keys=keys, args=args)
+            except (RedisError, OSError) as exc:
+                raise StoreError(f"redis is unreachable: {exc}") from exc
+            if int(out[0]) != 2:
+                break
+            lost = budgets[int(out[1]) - 1]
+            log.warning("budget counter %s was missing in redis: reseeding it from the ledger",
+                        lost.counter(at))
+            self._seeded.discard(_budget_keys(lost, at)[0])
+            await self._ensure_seeded([lost], at)
+        else:
+            raise StoreError("redis keeps losing the budget counters")
         admission.budgets = budgets
         if int(out[0]) == 1:
             return Reservation(admission, soft_exceeded=[budgets[int(i) - 1] for i in out[1:]])
@@ -207,9 +223,15 @@ class RedisCounters:
             raise StoreError(f"redis is unreachable at settlement: {exc}") from exc
 
     async def spent_nano(self, rule: BudgetRule, at: float) -> int:
-        await self._ensure_seeded([rule], at)
-        try:
-            value = await self._redis.hget(_budget_keys(rule, at)[0], "spent")
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis is unreachable: {exc}") from exc
+        key = _budget_keys(rule, at)[0]
+        value = None
+        for _ in range(2):
+            await self._ensure_seeded([rule], at)
+            try:
+                value = await self._redis.hget(key, "spent")
+            except (RedisError, OSError) as exc:
+                raise StoreError(f"redis is unreachable: {exc}") from exc
+            if value is not None:
+                break
+            self._seeded.discard(key)  # lost (Redis restarted empty): seed it again
         return int(value or 0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from passerelle.errors import AuthenticationError
+from passerelle.errors import AuthenticationError, ServiceUnavailableError, StoreError
 from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import Call
 from passerelle.tenancy import KeyRing
@@ -28,7 +28,13 @@ class Auth:
             raise AuthenticationError(
                 "missing API key: send it as 'Authorization: Bearer sk-...'"
             )
-        key = await self._keys.authenticate(token)
+        try:
+            key = await self._keys.authenticate(token)
+        except StoreError as exc:  # a key not seen yet is looked up in the ledger
+            raise ServiceUnavailableError(
+                "the ledger is unreachable, so this key cannot be checked; try again shortly",
+                code="ledger_unavailable",
+            ) from exc
         if key is None:
             raise AuthenticationError("invalid API key")
         call.key = key

@@ -16,6 +16,8 @@ from passerelle.errors import (
     MethodNotAllowedError,
     NotFoundError,
     RequestTooLargeError,
+    ServiceUnavailableError,
+    StoreError,
 )
 
 log = logging.getLogger("passerelle.server")
@@ -57,6 +59,10 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
         if exc.status < 400:
             raise
         return error_response(from_http_exception(exc, request))
+    except StoreError as exc:  # the admin API reads and writes the ledger
+        log.error("%s %s: %s", request.method, request.path, exc)
+        return error_response(ServiceUnavailableError(
+            "the ledger is unreachable; try again shortly", code="ledger_unavailable"))
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(APIError("internal error; see the gateway's log"))

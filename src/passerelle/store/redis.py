@@ -19,4 +19,5 @@ def connect(url: str) -> Any:
         url, max_connections=MAX_CONNECTIONS, timeout=WAIT_S, socket_timeout=2.0,
         socket_connect_timeout=2.0,
     )
-    return aioredis.Redis(connection_pool=pool)
+    # the client owns its pool: closing the client disconnects the pool's connections too
+    return aioredis.Redis.from_pool(pool)

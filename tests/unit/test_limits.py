@@ -1,0 +1,349 @@
+"""Budgets and rate limits in one process: admission, settlement, windows and periods, exactly.
+
+Every moment is given explicitly (``Admission.at``, an injected clock for ``start``): nothing
+here sleeps or reads the wall clock.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from passerelle.limits.counters import Admission, LocalCounters, Refusal, Reservation, dedupe
+from passerelle.limits.periods import (
+    FAR,
+    period_end,
+    period_id,
+    period_start,
+    seconds_left,
+)
+from passerelle.limits.rules import BudgetRule, RateRule, from_nano, to_nano
+
+# 2024-05-10 12:00:00 UTC
+NOON = datetime(2024, 5, 10, 12, tzinfo=UTC).timestamp()
+NANO = 10**9
+
+
+def ts(*args: int) -> float:
+    return datetime(*args, tzinfo=UTC).timestamp()  # type: ignore[misc]
+
+
+def budget(usd: str, period: str = "day", *, hard: bool = True,
+           scope: str = "tenant:acme") -> BudgetRule:
+    return BudgetRule(scope=scope, label=scope.replace(":", " "), usd=Decimal(usd),
+                      period=period, hard=hard)
+
+
+def admission(rid: str, at: float, usd: str = "0", *, budgets: list[BudgetRule] | None = None,
+              rates: list[RateRule] | None = None, tokens: int = 0) -> Admission:
+    return Admission(reservation_id=rid, at=at, amount_nano=to_nano(Decimal(usd)),
+                     budgets=list(budgets or []), rates=list(rates or []), tokens=tokens)
+
+
+async def zero(rule: BudgetRule, at: float) -> int:
+    return 0
+
+
+async def started(seed=zero) -> LocalCounters:  # type: ignore[no-untyped-def]
+    counters = LocalCounters(clock=lambda: NOON)
+    await counters.start([], seed)
+    return counters
+
+
+# --- admission and settlement ------------------------------------------------------------------
+
+async def test_admission_reserves_the_worst_case_until_settled() -> None:
+    rule = budget("1.00")
+    counters = await started()
+    first = await counters.admit(admission("r1", NOON, "0.60", budgets=[rule]))
+    assert isinstance(first, Reservation)
+    # 0.60 held: another 0.60 would pass the dollar
+    refused = await counters.admit(admission("r2", NOON, "0.60", budgets=[rule]))
+    assert isinstance(refused, Refusal)
+    assert refused.rule == rule and refused.used == 600_000_000
+    assert await counters.spent_nano(rule, NOON) == 0  # held is not spent
+
+
+async def test_settlement_replaces_the_reservation_with_the_real_cost() -> None:
+    rule = budget("1.00")
+    counters = await started()
+    held = await counters.admit(admission("r1", NOON, "0.60", budgets=[rule]))
+    assert isinstance(held, Reservation)
+    await counters.settle(held, to_nano(Decimal("0.10")), tokens=0)
+    assert await counters.spent_nano(rule, NOON) == 100_000_000
+    # 0.10 spent, nothing held: 0.90 fits exactly, a nano-dollar more does not
+    exact = await counters.admit(admission("r2", NOON, "0.90", budgets=[rule]))
+    assert isinstance(exact, Reservation)
+    over = await counters.admit(admission("r3", NOON, "0.000000001", budgets=[rule]))
+    assert isinstance(over, Refusal) and over.used == NANO
+
+
+async def test_settling_twice_counts_once() -> None:
+    rule = budget("1.00")
+    counters = await started()
+    held = await counters.admit(admission("r1", NOON, "0.50", budgets=[rule]))
+    assert isinstance(held, Reservation)
+    await counters.settle(held, to_nano(Decimal("0.20")), tokens=0)
+    await counters.settle(held, to_nano(Decimal("0.20")), tokens=0)
+    assert held.settled
+    assert await counters.spent_nano(rule, NOON) == 200_000_000
+    again = await counters.admit(admission("r2", NOON, "0.80", budgets=[rule]))
+    assert isinstance(again, Reservation)  # the 0.50 hold went back exactly once
+
+
+async def test_a_refused_admission_reserves_nothing() -> None:
+    rule = budget("1.00")
+    counters = await started()
+    assert isinstance(await counters.admit(admission("r1", NOON, "2", budgets=[rule])), Refusal)
+    assert isinstance(await counters.admit(admission("r2", NOON, "1", budgets=[rule])), Reservation)
+
+
+async def test_hard_refusal_retries_after_the_period_resets() -> None:
+    counters = await started()
+    rule = budget("0.01", "day")
+    refusal = await counters.admit(admission("r1", NOON, "1", budgets=[rule]))
+    assert isinstance(refusal, Refusal)
+    assert refusal.retry_after_s == 12 * 3600  # noon to midnight UTC
+
+
+async def test_soft_budget_admits_and_reports_what_it_passed() -> None:
+    soft = budget("0.01", hard=False)
+    counters = await started()
+    out = await counters.admit(admission("r1", NOON, "1", budgets=[soft]))
+    assert isinstance(out, Reservation)
+    assert out.soft_exceeded == [soft]
+
+
+async def test_one_hard_refusal_refuses_the_call_under_every_budget() -> None:
+    tenant = budget("10")
+    feature = budget("0.01", scope="feature:acme:chat")
+    counters = await started()
+    out = await counters.admit(admission("r1", NOON, "1", budgets=[tenant, feature]))
+    assert isinstance(out, Refusal) and out.rule == feature
+    # the tenant budget was not charged by the refused call
+    ok = await counters.admit(admission("r2", NOON, "10", budgets=[tenant]))
+    assert isinstance(ok, Reservation)
+
+
+async def test_counters_start_from_what_the_ledger_says_was_spent() -> None:
+    rule = budget("1.00", "month")
+    seen: list[tuple[BudgetRule, float]] = []
+
+    async def seed(r: BudgetRule, at: float) -> int:
+        seen.append((r, at))
+        return to_nano(Decimal("0.75"))
+
+    counters = LocalCounters(clock=lambda: NOON)
+    await counters.start([rule], seed)
+    assert seen == [(rule, NOON)]
+    assert await counters.spent_nano(rule, NOON) == 750_000_000
+    refused = await counters.admit(admission("r1", NOON, "0.30", budgets=[rule]))
+    assert isinstance(refused, Refusal) and refused.used == 750_000_000
+
+
+async def test_a_new_period_is_seeded_afresh() -> None:
+    rule = budget("1.00", "day")
+    calls: list[float] = []
+
+    async def seed(r: BudgetRule, at: float) -> int:
+        calls.append(at)
+        return 0
+
+    counters = LocalCounters(clock=lambda: NOON)
+    await counters.start([rule], seed)
+    held = await counters.admit(admission("r1", NOON, "0.9", budgets=[rule]))
+    assert isinstance(held, Reservation)
+    await counters.settle(held, to_nano(Decimal("0.9")), tokens=0)
+    tomorrow = NOON + 86400
+    fresh = await counters.admit(admission("r2", tomorrow, "0.9", budgets=[rule]))
+    assert isinstance(fresh, Reservation)
+    assert calls == [NOON, tomorrow]
+    assert await counters.spent_nano(rule, NOON) == 900_000_000
+
+
+# --- rate limits: a sliding minute ----------------------------------------------------------------
+
+async def test_requests_per_minute_slide_with_the_window() -> None:
+    rpm = RateRule(scope="tenant:acme", label="tenant acme", kind="rpm", limit=2)
+    counters = await started()
+    assert isinstance(await counters.admit(admission("a", NOON, rates=[rpm])), Reservation)
+    assert isinstance(await counters.admit(admission("b", NOON + 30, rates=[rpm])), Reservation)
+    refused = await counters.admit(admission("c", NOON + 31, rates=[rpm]))
+    assert isinstance(refused, Refusal)
+    assert refused.used == 2
+    assert refused.retry_after_s == 30  # the first request leaves the window at NOON + 60
+    still = await counters.admit(admission("d", NOON + 59.999, rates=[rpm]))
+    assert isinstance(still, Refusal)
+    # one minute after the first request, it is out of the window: one place frees up
+    assert isinstance(await counters.admit(admission("e", NOON + 60, rates=[rpm])), Reservation)
+    assert isinstance(await counters.admit(admission("f", NOON + 60, rates=[rpm])), Refusal)
+
+
+async def test_a_rate_refusal_is_not_counted_in_the_window() -> None:
+    rpm = RateRule(scope="tenant:acme", label="tenant acme", kind="rpm", limit=1)
+    counters = await started()
+    assert isinstance(await counters.admit(admission("a", NOON, rates=[rpm])), Reservation)
+    for i in range(5):
+        assert isinstance(await counters.admit(admission(f"x{i}", NOON + 1, rates=[rpm])), Refusal)
+    assert isinstance(await counters.admit(admission("b", NOON + 60, rates=[rpm])), Reservation)
+
+
+async def test_tokens_per_minute_are_corrected_at_settlement() -> None:
+    tpm = RateRule(scope="tenant:acme", label="tenant acme", kind="tpm", limit=1000)
+    counters = await started()
+    big = await counters.admit(admission("a", NOON, rates=[tpm], tokens=900))
+    assert isinstance(big, Reservation)
+    assert isinstance(await counters.admit(admission("b", NOON, rates=[tpm], tokens=200)), Refusal)
+    await counters.settle(big, 0, tokens=100)  # it really used 100 tokens
+    assert isinstance(await counters.admit(admission("c", NOON, rates=[tpm], tokens=900)),
+                      Reservation)
+    assert isinstance(await counters.admit(admission("d", NOON, rates=[tpm], tokens=1)), Refusal)
+
+
+async def test_a_budget_refusal_counts_no_request_against_the_rate() -> None:
+    rule = budget("0.01")
+    rpm = RateRule(scope="tenant:acme", label="tenant acme", kind="rpm", limit=1)
+    counters = await started()
+    refused = await counters.admit(admission("a", NOON, "1", budgets=[rule], rates=[rpm]))
+    assert isinstance(refused, Refusal) and refused.rule == rule
+    assert isinstance(await counters.admit(admission("b", NOON, rates=[rpm])), Reservation)
+
+
+# --- dedupe ------------------------------------------------------------------------------------
+
+def test_dedupe_keeps_the_stricter_of_two_rules_on_one_counter() -> None:
+    loose, tight = budget("10"), budget("1")
+    assert dedupe([loose, tight], NOON) == [tight]
+    assert dedupe([tight, loose], NOON) == [tight]
+
+
+def test_dedupe_prefers_hard_over_soft_whatever_the_amounts() -> None:
+    soft, hard = budget("1", hard=False), budget("100", hard=True)
+    assert dedupe([soft, hard], NOON) == [hard]
+    assert dedupe([hard, soft], NOON) == [hard]
+
+
+def test_dedupe_keeps_rules_on_different_counters() -> None:
+    day, month = budget("1", "day"), budget("1", "month")
+    other = budget("1", "day", scope="tenant:globex")
+    assert dedupe([day, month, other], NOON) == [day, month, other]
+
+
+# --- periods -----------------------------------------------------------------------------------
+
+def test_period_ids_are_utc_day_month_or_total() -> None:
+    late = ts(2024, 5, 31, 23, 59, 59)
+    assert period_id("day", late) == "2024-05-31"
+    assert period_id("month", late) == "2024-05"
+    assert period_id("total", late) == "total"
+    assert period_id("day", late + 1) == "2024-06-01"
+    assert period_id("month", late + 1) == "2024-06"
+
+
+@pytest.mark.parametrize(("at", "period", "start", "end"), [
+    (ts(2024, 5, 10, 12), "day", datetime(2024, 5, 10, tzinfo=UTC), datetime(2024, 5, 11, tzinfo=UTC)),
+    (ts(2024, 12, 31, 23, 59), "day", datetime(2024, 12, 31, tzinfo=UTC),
+     datetime(2025, 1, 1, tzinfo=UTC)),
+    (ts(2024, 12, 15), "month", datetime(2024, 12, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC)),
+    (ts(2024, 1, 31, 23), "month", datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC)),
+    (ts(2024, 2, 29, 12), "month", datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC)),
+    (ts(2023, 2, 1), "month", datetime(2023, 2, 1, tzinfo=UTC), datetime(2023, 3, 1, tzinfo=UTC)),
+])
+def test_periods_start_and_end_on_utc_boundaries(at: float, period: str, start: datetime,
+                                                  end: datetime) -> None:
+    assert period_start(period, at) == start
+    assert period_end(period, at) == end
+
+
+def test_december_resets_on_the_first_of_january() -> None:
+    new_year_eve = ts(2024, 12, 31, 23, 59, 59)
+    assert seconds_left("month", new_year_eve) == 1
+    assert seconds_left("day", new_year_eve) == 1
+    assert period_id("month", new_year_eve + 1) == "2025-01"
+
+
+def test_a_total_budget_never_resets() -> None:
+    assert period_start("total", NOON) is None
+    assert period_end("total", NOON) is None
+    assert seconds_left("total", NOON) == FAR
+
+
+def test_seconds_left_is_never_zero() -> None:
+    assert seconds_left("day", ts(2024, 5, 11) - 0.25) == 1
+
+
+def test_budget_counters_are_named_by_scope_period_and_its_id() -> None:
+    assert budget("1", "month").counter(NOON) == "tenant:acme:month:2024-05"
+    assert budget("1", "day").counter(NOON) == "tenant:acme:day:2024-05-10"
+    assert budget("1", "total").counter(NOON) == "tenant:acme:total:total"
+    assert budget("1", "day").ttl(NOON) == 12 * 3600 + 86400
+
+
+# --- nano-dollars --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("usd", "nearest", "up"), [
+    ("0", 0, 0),
+    ("1", 1_000_000_000, 1_000_000_000),
+    ("0.000000001", 1, 1),
+    ("0.0000000014", 1, 2),
+    ("0.0000000015", 2, 2),
+    ("0.0000000005", 1, 1),
+    ("0.0000000004", 0, 1),
+    ("0.0000625", 62_500, 62_500),
+    ("9000000", 9 * 10**15, 9 * 10**15),
+])
+def test_nano_dollars_round_half_up_or_up(usd: str, nearest: int, up: int) -> None:
+    assert to_nano(Decimal(usd)) == nearest
+    assert to_nano(Decimal(usd), up=True) == up
+
+
+def test_nano_dollars_round_trip_exactly() -> None:
+    assert from_nano(1) == Decimal("0.000000001")
+    assert from_nano(to_nano(Decimal("123.456789012"))) == Decimal("123.456789012")
+    assert budget("0.01").limit_nano == 10_000_000
+
+
+# --- Redis: a counter that vanished is seeded again, never restarted from zero ---------------------
+
+async def test_a_redis_counter_that_vanished_is_reseeded_from_the_ledger(redis_url: str) -> None:
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    from passerelle.limits.redis_counters import RedisCounters
+
+    rule = budget("1.00", "month", scope=f"tenant:unit-{uuid.uuid4().hex}")
+    seeds: list[float] = []
+
+    async def seed(r: BudgetRule, at: float) -> int:
+        seeds.append(at)
+        return to_nano(Decimal("0.75"))  # what the ledger says was spent before
+
+    counters = RedisCounters(redis_url)
+    raw = aioredis.from_url(redis_url)
+    try:
+        await counters.start([rule], seed)
+        held = await counters.admit(admission("r1", NOON, "0.10", budgets=[rule]))
+        assert isinstance(held, Reservation)
+        await counters.settle(held, to_nano(Decimal("0.10")), tokens=0)
+        assert await counters.spent_nano(rule, NOON) == 850_000_000
+        # Redis restarted empty (or evicted the key): the ledger now holds 0.85
+        await raw.delete("passerelle:budget:" + rule.counter(NOON))
+        seeds.clear()
+
+        async def seed_after(r: BudgetRule, at: float) -> int:
+            seeds.append(at)
+            return to_nano(Decimal("0.85"))
+
+        counters._seed = seed_after
+        refused = await counters.admit(admission("r2", NOON, "0.20", budgets=[rule]))
+        assert isinstance(refused, Refusal) and refused.used == 850_000_000
+        assert seeds == [NOON]
+        assert await counters.spent_nano(rule, NOON) == 850_000_000
+    finally:
+        await raw.delete("passerelle:budget:" + rule.counter(NOON),
+                         "passerelle:budget:" + rule.counter(NOON) + ":holds")
+        await raw.aclose()
+        await counters.close()
