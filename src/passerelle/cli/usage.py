@@ -9,6 +9,7 @@ import click
 
 from passerelle.cli.common import config_option, load
 from passerelle.errors import APIError
+from passerelle.pricing.cost import usd_report
 from passerelle.server.admin import parse_group_by, parse_when
 from passerelle.store.base import open_ledger
 from passerelle.store.records import UsageRow
@@ -19,10 +20,10 @@ def render_table(group_by: list[str], rows: list[UsageRow]) -> str:
     body = [
         [*(str(r.group[g]) if r.group[g] is not None else "-" for g in group_by),
          str(r.requests), str(r.input_tokens), str(r.output_tokens), str(r.cached_tokens),
-         f"{r.cost_usd.quantize(Decimal('0.000001'))}", str(r.unpriced_requests)]
+         usd_report(r.cost_usd), str(r.unpriced_requests)]
         for r in rows
     ]
-    total_cost = sum((r.cost_usd for r in rows), Decimal(0)).quantize(Decimal("0.000001"))
+    total_cost = usd_report(sum((r.cost_usd for r in rows), Decimal(0)))
     total = ["TOTAL", *([""] * (len(group_by) - 1))] if group_by else []
     body.append([*total, str(sum(r.requests for r in rows)),
                  str(sum(r.input_tokens for r in rows)), str(sum(r.output_tokens for r in rows)),

@@ -8,6 +8,7 @@ running. The key is scoped to the tenant, so two tenants can never see each othe
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 
 from passerelle.errors import (
@@ -23,8 +24,9 @@ from passerelle.providers.base import Completion, StreamChunk, Usage
 from passerelle.store.idempotency import IdempotencyStore, StoredAnswer
 
 HEADER = "Idempotency-Key"
-REPLAYED_HEADERS = ("x-passerelle-cost-usd", "x-passerelle-target", "x-request-id",
-                    "x-passerelle-unpriced")
+log = logging.getLogger("passerelle.idempotency")
+# what a replay repeats of the first answer; its cost is its own (0)
+REPLAYED_HEADERS = ("x-passerelle-target",)
 
 
 async def _replay_rest(chunks: list[bytes]) -> AsyncIterator[StreamChunk]:
@@ -80,7 +82,7 @@ class Idempotency:
         call.usage = Usage()
         original = answer.headers.get("x-request-id")
         call.response_headers.update(
-            {k: v for k, v in answer.headers.items() if k != "x-request-id"}
+            {k: v for k, v in answer.headers.items() if k in REPLAYED_HEADERS}
         )
         call.response_headers["x-passerelle-idempotent-replay"] = original or "true"
         if answer.chunks is not None:
@@ -104,4 +106,7 @@ class Idempotency:
             answer = StoredAnswer(headers=headers, body=None, chunks=captured)
         else:
             answer = StoredAnswer(headers=headers, body=call.result.body, chunks=None)
-        await self._store.complete(key, digest, answer)
+        try:
+            await self._store.complete(key, digest, answer)
+        except StoreError as exc:  # the answer is served; a retry will run again, not replay
+            log.error("%s: idempotent answer not stored: %s", call.request_id, exc)

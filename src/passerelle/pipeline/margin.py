@@ -57,19 +57,23 @@ class MarginFloor:
         share_limit = floor.max_cost_share
         over = cost > 0 and (not revenue or cost / revenue > share_limit)
         if over:
-            pct = f"{share_limit * 100:.0f}%"
-            if floor.action == "refuse" or call.route.degrade_to is None:
-                if floor.action == "refuse":
-                    call.annotate(f"refused: margin floor ({pct} of revenue)")
-                    err = RateLimitError(
-                        f"margin floor reached for tenant {tenant}: LLM cost this month is over "
-                        f"{pct} of its revenue", code="margin_floor",
-                    )
-                    err.type = "insufficient_quota"
-                    raise err
-            else:
-                original = call.route.model
-                call.route = self._routes[call.route.degrade_to]
-                call.annotate(f"degraded: margin floor {original} -> {call.route.model}")
-                call.response_headers["x-passerelle-degraded"] = "margin-floor"
+            self._apply(call, tenant, floor.action, f"{share_limit * 100:.0f}%")
         await next(call)
+
+    def _apply(self, call: Call, tenant: str, action: str, pct: str) -> None:
+        if action == "refuse":
+            call.annotate(f"refused: margin floor ({pct} of revenue)")
+            err = RateLimitError(
+                f"margin floor reached for tenant {tenant}: LLM cost this month is over {pct} "
+                "of its revenue", code="margin_floor",
+            )
+            err.type = "insufficient_quota"
+            raise err
+        cheaper = call.route.degrade_to
+        if cheaper is None:
+            call.annotate(f"margin floor ({pct}) passed; {call.route.model} has no cheaper model")
+            return
+        original = call.route.model
+        call.route = self._routes[cheaper]
+        call.annotate(f"degraded: margin floor {original} -> {call.route.model}")
+        call.response_headers["x-passerelle-degraded"] = "margin-floor"

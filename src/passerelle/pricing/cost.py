@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from passerelle.pricing.catalogue import Price
 
 MILLION = Decimal(1_000_000)
+MICRO = Decimal("0.000001")
 
 
 def cost_usd(
@@ -23,6 +24,11 @@ def cost_usd(
 def worst_case_usd(price: Price, *, input_tokens: int, max_output_tokens: int) -> Decimal:
     """The most a call can cost: every input token uncached, every allowed output token used."""
     return (input_tokens * price.input + max_output_tokens * price.output) / MILLION
+
+
+def usd_report(amount: Decimal, quantum: Decimal = MICRO) -> str:
+    """An amount for reports: fixed decimals, rounded half up like every other money figure."""
+    return str(amount.quantize(quantum, rounding=ROUND_HALF_UP))
 
 
 def format_usd(cost: Decimal) -> str:

@@ -18,6 +18,7 @@ from passerelle.economics.margins import margins
 from passerelle.economics.revenue import revenue_entry
 from passerelle.errors import AuthenticationError, InvalidRequestError, PermissionDeniedError
 from passerelle.pipeline.auth import bearer
+from passerelle.pricing.cost import format_usd, usd_report
 from passerelle.server.routes import GATEWAY
 from passerelle.store.records import GROUP_COLUMNS
 from passerelle.tenancy import ApiKey, key_digest, key_id_for, new_key
@@ -82,7 +83,7 @@ async def usage(request: web.Request) -> web.Response:
         "requests": sum(r.requests for r in rows),
         "input_tokens": sum(r.input_tokens for r in rows),
         "output_tokens": sum(r.output_tokens for r in rows),
-        "cost_usd": str(sum((r.cost_usd for r in rows), Decimal(0)).quantize(MICRO)),
+        "cost_usd": usd_report(sum((r.cost_usd for r in rows), Decimal(0))),
         "unpriced_requests": sum(r.unpriced_requests for r in rows),
     }
     body = {"object": "usage", "group_by": group_by,
@@ -156,7 +157,7 @@ async def get_revenue(request: web.Request) -> web.Response:
     require_admin(request)
     entries = await request.app[GATEWAY].ledger.list_revenue()
     return web.Response(body=orjson.dumps({"object": "list", "data": [
-        {"tenant": e.tenant, "period": e.period, "amount": str(e.amount),
+        {"tenant": e.tenant, "period": e.period, "amount": format_usd(e.amount),
          "currency": e.currency, "source": e.source} for e in entries]}),
         content_type="application/json")
 

@@ -67,11 +67,10 @@ async def run_call(request: web.Request, endpoint: str) -> web.StreamResponse:
         await _finish(call)
     except APIError as exc:
         return error_response(exc, call.request_id)
-    if "x-passerelle-idempotent-replay" not in headers:
-        if call.cost_usd is None:
-            headers["x-passerelle-unpriced"] = "true"
-        else:
-            headers["x-passerelle-cost-usd"] = format_usd(call.cost_usd)
+    if call.cost_usd is None:
+        headers["x-passerelle-unpriced"] = "true"
+    else:
+        headers["x-passerelle-cost-usd"] = format_usd(call.cost_usd)
     assert call.result is not None and not isinstance(call.result, ChunkStream)
     return web.Response(body=call.result.body, content_type="application/json", headers=headers)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
+from passerelle.pricing.cost import usd_report
+
 PICO = Decimal("1e12")
 
 GROUP_COLUMNS = {
@@ -104,7 +106,7 @@ class UsageRow:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cached_tokens": self.cached_tokens,
-            "cost_usd": str(self.cost_usd.quantize(Decimal("0.000001"))),
+            "cost_usd": usd_report(self.cost_usd),
             "unpriced_requests": self.unpriced_requests,
             "errors": self.errors,
         }
