@@ -90,6 +90,8 @@ def test_same_key_and_body_replays_the_first_answer_with_one_upstream_call_and_o
     assert second.headers["x-request-id"] != first.headers["x-request-id"]
     assert second.content == first.content
     assert second.headers["x-passerelle-target"] == first.headers["x-passerelle-target"]
+    assert Decimal(first.headers["x-passerelle-cost-usd"]) == ONE_CALL
+    assert second.headers["x-passerelle-cost-usd"] == "0"  # the replay itself is free
     assert fresh_upstream.stats()["requests"] == 1
 
     rows = ledger(gw, tenant)
