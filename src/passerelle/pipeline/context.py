@@ -8,8 +8,8 @@ response is closed: a response the client received whole is already in the ledge
 
 from __future__ import annotations
 
+import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -20,6 +20,11 @@ from passerelle.providers.base import Completion, Embeddings, StreamChunk, Usage
 from passerelle.tenancy import ApiKey
 
 Deferred = Callable[["Call"], Awaitable[None]]
+
+
+def new_request_id() -> str:
+    """Time-ordered (ledger inserts land at the end of the key's index), unique in practice."""
+    return f"req_{time.time_ns():016x}{random.getrandbits(64):016x}"
 
 
 @dataclass(slots=True)
@@ -46,7 +51,7 @@ class Call:
     endpoint: str  # "chat.completions" | "embeddings"
     headers: Mapping[str, str]
     raw_body: bytes
-    request_id: str = field(default_factory=lambda: "req_" + uuid.uuid4().hex)
+    request_id: str = field(default_factory=lambda: new_request_id())
     received_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
     # auth

@@ -60,6 +60,7 @@ class StreamChunk:
     usage: Usage | None = None  # set on the event that carries the final usage
     content_chars: int = 0  # characters of generated text, to estimate usage if the stream dies
     forward: bool = True  # False for usage-only events the client did not ask for
+    more: bool = False  # more events arrived with this one: the writer may hold it to batch
 
 
 @dataclass(slots=True)

@@ -41,6 +41,19 @@ def usage_from_openai(obj: Any) -> Usage | None:
     )
 
 
+def sse_payloads(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """The ``data:`` payloads of the complete events in ``buffer``, and the incomplete rest."""
+    if b"\r" in buffer:
+        buffer = buffer.replace(b"\r\n", b"\n")
+    *events, rest = buffer.split(b"\n\n")
+    payloads = []
+    for event in events:
+        for line in event.split(b"\n"):
+            if line.startswith(b"data:"):
+                payloads.append(line[5:].strip())
+    return payloads, rest
+
+
 def to_upstream_body(request: UpstreamRequest) -> bytes:
     body = dict(request.body)
     body["model"] = request.upstream_model
@@ -113,15 +126,21 @@ class OpenAICompatProvider:
                     status=resp.status, retryable=resp.status in RETRYABLE_STATUS,
                 )
             done = False
+            pending = b""
             try:
-                async for line in resp.content:
-                    if not line.startswith(b"data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == b"[DONE]":
-                        done = True
+                # whatever one read brings is parsed at once and marked `more` but for its last
+                # event, so the server writes it to the client in one system call
+                async for data in resp.content.iter_any():
+                    payloads, pending = sse_payloads(pending + data)
+                    for i, payload in enumerate(payloads):
+                        if payload == b"[DONE]":
+                            done = True
+                            break
+                        chunk = self._chunk(payload, request.include_usage)
+                        chunk.more = i < len(payloads) - 1
+                        yield chunk
+                    if done:
                         break
-                    yield self._chunk(payload, request.include_usage)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise ProviderError(
                     f"stream broke: {type(exc).__name__}", provider=self.name, retryable=True,

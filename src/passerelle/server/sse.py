@@ -31,16 +31,22 @@ async def write_stream(
     await response.prepare(request)
     connected = True
     error: APIError | None = None
+    out = bytearray()  # events that arrived together leave together: one write, one syscall
     try:
         async for chunk in stream:
             call.chunks += 1
             call.content_chars += chunk.content_chars
             if chunk.usage is not None:
                 call.usage = chunk.usage
-            if not connected or not chunk.forward:
+            if not connected:
+                continue
+            if chunk.forward:
+                out += b"data: " + chunk.data + b"\n\n"
+            if chunk.more or not out:
                 continue
             try:
-                await response.write(b"data: " + chunk.data + b"\n\n")
+                await response.write(bytes(out))
+                out.clear()
             except ConnectionError:
                 connected = False
                 call.status = "client_disconnected"
@@ -64,9 +70,10 @@ async def write_stream(
     if connected:
         try:
             if error is not None:
-                await response.write(b"data: " + error.to_json() + b"\n\n")
+                out += b"data: " + error.to_json() + b"\n\n"
             else:
-                await response.write(DONE)
+                out += DONE
+            await response.write(bytes(out))
             await response.write_eof()
         except ConnectionError:
             pass

@@ -49,6 +49,8 @@ class SQLiteLedger:
         self.path = Path(path)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_SIZE)
         self._thread: threading.Thread | None = None
+        self._checkpoints: threading.Thread | None = None
+        self._stopped = threading.Event()
         self._insert = insert_sql("?")
         self.commits = 0  # batches committed in one transaction each (batching is observable)
 
@@ -59,12 +61,29 @@ class SQLiteLedger:
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
+    def _checkpointer(self) -> None:
+        """Checkpoints the WAL every second from its own thread and connection, so that no
+        commit a request waits on pays for one (SQLite's auto-checkpoint runs inside commits)."""
+        conn = self._connect()
+        try:
+            while not self._stopped.wait(1.0):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.warning("ledger checkpoint failed: %s", exc)
+        finally:
+            conn.close()
+
     async def start(self) -> None:
         if self._thread is not None:
             return
         await asyncio.to_thread(self._migrate)
+        self._stopped.clear()
         self._thread = threading.Thread(target=self._writer, name="ledger-writer", daemon=True)
         self._thread.start()
+        self._checkpoints = threading.Thread(target=self._checkpointer, name="ledger-checkpoint",
+                                             daemon=True)
+        self._checkpoints.start()
 
     def _migrate(self) -> None:
         try:
@@ -83,6 +102,10 @@ class SQLiteLedger:
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         self._thread = None
+        self._stopped.set()
+        if self._checkpoints is not None:
+            await asyncio.to_thread(self._checkpoints.join)
+            self._checkpoints = None
 
     async def record(self, record: UsageRecord) -> None:
         if self._thread is None:
@@ -97,6 +120,7 @@ class SQLiteLedger:
     # the writer thread -------------------------------------------------------------------
     def _writer(self) -> None:
         conn = self._connect()
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpointer
         stopping = False
         while not stopping:
             item = self._queue.get()
