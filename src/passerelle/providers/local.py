@@ -12,37 +12,32 @@ at the next turn marker or blank line. Instruction-tuned GGUFs keep their own te
 ``chat_format: template`` (llama.cpp's ``create_chat_completion``; a GGUF without a template gets
 llama.cpp's fallback, Llama 2's ``[INST]`` format).
 
-Why this framing. ``bench/local_framing.py`` asks the 270M base model 16 short prompts (capitals,
-arithmetic, "name three colors", a translation, a one-sentence summary, a remembered name, and
-three system prompts: a pirate, one-word answers, answering in French) under each framing, once
-greedy and four times at temperature 0.7 (seeds 1-4), and checks each answer for the expected
-word. Correct answers (greedy /16, sampled /64); every framing listed stopped on its own almost
-always and never answered empty:
+Why this framing: ``bench/local_framing.py`` asks 16 short prompts with a checkable answer
+(capitals, arithmetic, three colors, a translation, a summary, a name given two turns earlier,
+and system prompts: a pirate, one-word answers, answering in French) through this provider,
+swapping only the framing. Correct answers, greedy (/16) and at t=0.7 with seeds 1-4 (/64); no
+framing answered empty and 94-100% stopped on their own:
 
-    framing                                                      greedy  t=0.7
-    User:/Assistant: lines, system first (the previous default)    6      16
-    same with a blank line between turns                           7      10*
-    preamble line ("a conversation between a user and a helpful    7      8*
-      assistant...") + User:/Assistant:
-    preamble + one example exchange                                9      28
-    preamble + two example exchanges                              11      21
-    Question:/Answer:                                             11      12*  (4 empty answers)
-    Question:/Answer: + one example exchange (chosen)             10      33
-    Question:/Answer: + two example exchanges                     11      33
+    User:/Assistant: lines, system first (the previous default)     6    15
+    the same after a preamble line and one example exchange         9    29
+    Question:/Answer:                                              10    28
+    Question:/Answer: after one example exchange (chosen)          10    33
 
-    * two seeds only (/32), from the first round.
+Earlier rounds on bare llama.cpp also tried a blank line between turns (7/16), a preamble line
+alone (7/16), two example exchanges (11/16 greedy, no better sampled, more prompt) and the system
+text next to the last question (no better); Gemma's own turn tokens send this base model into
+loops. The example teaches the form (a short answer, then a blank line) better than any
+instruction; ``Question:`` keeps the model on the question asked. System prompts are honoured as
+far as a 270M base model can: they open the prompt and sometimes show (a pirate, or a one-word
+answer, in about one sample in four), but "answer in French" never was, in any framing. The
+chosen framing at t=0 / 0.3 / 0.5 / 0.7 / 1.0: 10/16, 38, 35, 33, 30/64.
 
-The worked example teaches the format (short answer, then stop) more than any instruction does;
-``Question:/Answer:`` beats ``User:/Assistant:`` because the model keeps to the asked question
-(it remembers a name given earlier: 4/4 against 0-1/4). A second example adds little and costs
-prompt tokens. System prompts are honoured only as far as a 270M base model can: the system text
-opens the prompt, where it sometimes shows (a pirate says "I am a pirate" once in four samples;
-"answer in French" is never followed by any framing tried).
-
-An empty answer never comes back silently: the first sampled token may not be an end-of-text
-token or a blank one (a newline would start a stop sequence), so the model always says
-something. Only a client's own stop sequence can cut an answer to nothing; then the empty text
-comes back with ``finish_reason: "stop"`` as asked, and the gateway logs a warning.
+An empty answer never comes back silently: until the answer has printed something, the engine
+may not sample an end-of-text token or a newline (which starts every stop sequence), so the model
+always says something (without this rule, bare ``Question:/Answer:`` answered 4 of 16 prompts
+with nothing at t=0.7). Only a client's own stop sequence or a tiny ``max_tokens`` can still
+leave it empty; then the empty text comes back with its ``finish_reason`` and a warning is
+logged.
 """
 
 from __future__ import annotations
@@ -51,10 +46,11 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +77,7 @@ EXAMPLE = ("What is the capital of Italy?", "The capital of Italy is Rome.")
 TRANSCRIPT_STOPS = ("\nQuestion:", "\nAnswer:", "\n\n")
 DEFAULT_TEMPERATURE = 0.7
 _END = object()
+Piece = tuple[str, str | None]  # a piece of the answer's text, and the finish reason at the end
 
 
 def model_path(spec: str) -> Path:
@@ -219,22 +216,50 @@ def usage_chunk_body(model: str, rid: str, usage: Usage) -> bytes:
 # --- the engine -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Vocabulary:
+    """What the first-token rule needs to know of the model's tokens."""
+
+    blank: frozenset[int]  # print nothing but whitespace (spaces, newlines, control tokens)
+    enders: tuple[int, ...]  # would end a blank answer: end-of-text, control, a leading newline
+
+    @classmethod
+    def of(cls, llm: Any) -> Vocabulary:
+        blank, enders = set(), []
+        for token in range(llm.n_vocab()):
+            text = llm.detokenize([token])
+            if not text.strip():
+                blank.add(token)
+            if not text or text.lstrip(b" \t")[:1] in (b"\n", b"\r"):
+                enders.append(token)
+        return cls(blank=frozenset(blank), enders=tuple(enders))
+
+
+EMPTY_VOCABULARY = Vocabulary(blank=frozenset(), enders=())
+
+
 class _Tally:
     """One generation's token counts, kept by a logits processor on the engine thread.
 
-    It sees every sampling step: the first shows the whole prompt (exact in both chat formats),
-    and there it forbids the ``silent`` tokens, which would end the answer before it began.
+    It sees every sampling step: the first shows the whole prompt (exact in both chat formats).
+    Until the answer has printed something, it forbids the tokens that would end it (an
+    end-of-text token, or a newline that starts every turn marker). Spaces stay allowed: Gemma
+    writes " 5" as a space and a digit.
     """
 
     def __init__(self) -> None:
         self.prompt_tokens = 0
         self.sampled = 0
-        self.silent: list[int] = []
+        self.vocabulary = EMPTY_VOCABULARY
+        self._spoke = False
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         if self.sampled == 0:
             self.prompt_tokens = len(input_ids)
-            scores[self.silent] = float("-inf")
+        elif not self._spoke:
+            self._spoke = int(input_ids[-1]) not in self.vocabulary.blank
+        if not self._spoke:
+            scores[list(self.vocabulary.enders)] = float("-inf")
         self.sampled += 1
         return scores
 
@@ -242,9 +267,17 @@ class _Tally:
         return Usage(input_tokens=self.prompt_tokens, output_tokens=self.sampled)
 
 
-def silent_tokens(llm: Any) -> list[int]:
-    """Token ids that print nothing but whitespace: end-of-text, control and blank tokens."""
-    return [i for i in range(llm.n_vocab()) if not llm.detokenize([i]).strip()]
+def default_threads() -> int:
+    """Half the CPUs this process may use, at least one: the other half keeps the event loop
+    (and whatever else the machine runs) responsive. llama.cpp's threads work in lock-step, so
+    one preempted thread stalls them all: on 2 cores, 2 threads generated 25-28 tokens/s inside
+    a busy gateway against 48 with one (alone, 2 threads reach 60-70).
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // 2)
 
 
 def engine_error(provider: str, exc: Exception) -> ProviderError:
@@ -265,9 +298,10 @@ class LocalProvider:
         self._config = config
         self._path = model_path(config.model)
         self._llm: Any = None
-        self._silent: list[int] = []
+        self._vocabulary = EMPTY_VOCABULARY
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{self.name}")
         self._pending = 0  # admitted and not yet finished: one generating, the rest waiting
+        self._stops: set[threading.Event] = set()  # one per admitted request
         self._load_lock = threading.Lock()
 
     @property
@@ -279,10 +313,10 @@ class LocalProvider:
             if self._llm is None:
                 from llama_cpp import Llama
 
-                threads = self._config.n_threads or 1
+                threads = self._config.n_threads or default_threads()
                 llm = Llama(model_path=str(self._path), n_ctx=self._config.n_ctx,
                             n_threads=threads, n_threads_batch=threads, verbose=False)
-                self._silent = silent_tokens(llm)
+                self._vocabulary = Vocabulary.of(llm)
                 self._llm = llm
             return self._llm
 
@@ -297,10 +331,10 @@ class LocalProvider:
             )
         self._pending += 1
 
-    def _run(self, body: dict[str, Any], tally: _Tally) -> Iterator[tuple[str, str | None]]:
+    def _run(self, body: dict[str, Any], tally: _Tally) -> Generator[Piece, None, None]:
         """On the engine thread: yields (text piece, finish reason or None)."""
         llm = self._engine()
-        tally.silent = self._silent
+        tally.vocabulary = self._vocabulary
         params = sampling(body, self._config.default_max_tokens)
         messages = body.get("messages") or []
         if self._config.chat_format == "template":
@@ -339,7 +373,7 @@ class LocalProvider:
             post(_END)
 
     async def _generate(self, request: UpstreamRequest, tally: _Tally
-                        ) -> AsyncIterator[tuple[str, str | None]]:
+                        ) -> AsyncGenerator[Piece, None]:
         """Admit the request, run it on the engine thread, relay its pieces.
 
         The answer's leading whitespace (the space after ``Answer:``) is dropped. Closing this
@@ -349,6 +383,7 @@ class LocalProvider:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
+        self._stops.add(stop)
 
         def post(item: Any) -> None:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
@@ -361,8 +396,10 @@ class LocalProvider:
             started = False
             while (item := await queue.get()) is not _END:
                 if isinstance(item, Exception):
-                    log.error("local engine %s failed", self.name, exc_info=item)
-                    raise engine_error(self.name, item) from item
+                    error = engine_error(self.name, item)
+                    if error.status is None:  # not the request's fault: keep the trace
+                        log.error("local engine %s failed", self.name, exc_info=item)
+                    raise error from item
                 text, reason = item
                 if not started:
                     text = text.lstrip()
@@ -372,6 +409,7 @@ class LocalProvider:
             await future
         finally:
             stop.set()
+            self._stops.discard(stop)
             self._pending -= 1
 
     async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
@@ -425,4 +463,6 @@ class LocalProvider:
                             status=400)
 
     async def aclose(self) -> None:
+        for stop in list(self._stops):  # the running generation ends at its next token
+            stop.set()
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -7,12 +7,25 @@ chained to its cause, so providers only deal with HTTP statuses.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 
 import aiohttp
 
 from passerelle.errors import ProviderError
+
+
+@contextmanager
+def translated(provider: str) -> Iterator[None]:
+    """The one place where low-level failures become ``ProviderError``."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise ProviderError("timed out", provider=provider, retryable=True, timeout=True) from exc
+    except aiohttp.ClientError as exc:
+        raise ProviderError(
+            f"connection failed: {type(exc).__name__}", provider=provider, retryable=True
+        ) from exc
 
 
 class HttpTransport:
@@ -41,33 +54,21 @@ class HttpTransport:
     async def post(
         self, provider: str, url: str, body: bytes, headers: Mapping[str, str]
     ) -> tuple[int, bytes]:
-        try:
+        with translated(provider):
             async with self.session.post(
                 url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
                 return resp.status, await resp.read()
-        except TimeoutError as exc:
-            raise ProviderError("timed out", provider=provider, retryable=True, timeout=True) from exc
-        except aiohttp.ClientError as exc:
-            raise ProviderError(
-                f"connection failed: {type(exc).__name__}", provider=provider, retryable=True
-            ) from exc
 
     @asynccontextmanager
     async def stream(
         self, provider: str, url: str, body: bytes, headers: Mapping[str, str]
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        try:
+        with translated(provider):
             resp = await self.session.post(
                 url, data=body, headers=headers, timeout=self._stream_timeout,
                 allow_redirects=False,
             )
-        except TimeoutError as exc:
-            raise ProviderError("timed out", provider=provider, retryable=True, timeout=True) from exc
-        except aiohttp.ClientError as exc:
-            raise ProviderError(
-                f"connection failed: {type(exc).__name__}", provider=provider, retryable=True
-            ) from exc
         try:
             yield resp
         finally:

@@ -180,11 +180,15 @@ class SQLiteLedger:
         except sqlite3.Error as exc:
             raise StoreError(f"ledger read failed: {exc}") from exc
 
-    async def _write(self, sql: str, params: Sequence[Any]) -> None:
+    async def _write(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """``sql`` once per row, in one transaction."""
+
         def run() -> None:
             conn = self._connect()
             try:
-                conn.execute(sql, params)
+                conn.execute("BEGIN")
+                conn.executemany(sql, rows)
+                conn.execute("COMMIT")
             finally:
                 conn.close()
 
@@ -205,7 +209,7 @@ class SQLiteLedger:
         await self._write(
             "INSERT INTO api_keys (digest, key_id, tenant, name, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
-            (key.digest, key.key_id, key.tenant, key.name, time.time()),
+            [(key.digest, key.key_id, key.tenant, key.name, time.time())],
         )
 
     async def find_key(self, digest: str) -> ApiKey | None:
@@ -230,19 +234,7 @@ class SQLiteLedger:
         return [record_of(r) for r in rows]
 
     async def set_revenue(self, entries: Sequence[RevenueEntry]) -> None:
-        def run() -> None:
-            conn = self._connect()
-            try:
-                with conn:
-                    conn.execute("BEGIN")
-                    conn.executemany(upsert_revenue_sql("?"), [revenue_row(e) for e in entries])
-            finally:
-                conn.close()
-
-        try:
-            await asyncio.to_thread(run)
-        except sqlite3.Error as exc:
-            raise StoreError(f"ledger write failed: {exc}") from exc
+        await self._write(upsert_revenue_sql("?"), [revenue_row(e) for e in entries])
 
     async def list_revenue(self) -> list[RevenueEntry]:
         return [revenue_of(r) for r in await self._read(SELECT_REVENUE)]
