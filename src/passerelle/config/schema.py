@@ -75,11 +75,16 @@ class ProviderConfig(Strict):
     )
     chat_format: Literal["transcript", "template"] = Field(
         default="transcript",
-        description="`local`: `transcript` frames the chat as `User:`/`Assistant:` lines (base "
-        "models); `template` uses the GGUF's own chat template (instruction-tuned models).",
+        description="`local`: `transcript` frames the chat as `Question:`/`Answer:` turns after "
+        "one example exchange (base models such as the shipped Gemma 3 270M); `template` uses "
+        "the GGUF's own chat template (instruction-tuned models).",
     )
     n_ctx: int = Field(default=2048, ge=128, description="`local`: context window in tokens.")
-    n_threads: int | None = Field(default=None, ge=1, description="`local`: CPU threads.")
+    n_threads: int | None = Field(
+        default=None, ge=1,
+        description="`local`: CPU threads for generation; default half the usable CPUs, at "
+        "least 1 (the rest keeps the gateway responsive).",
+    )
     max_queue: int = Field(
         default=16, ge=0, description="`local`: requests that may wait for the engine; "
         "past that, 503."
