@@ -70,9 +70,8 @@ async def _try_target(call: Call, target: Target) -> ProviderError | None:
             if exc.status in CLIENT_ERRORS:
                 target.breaker.success()  # the provider is healthy; the request is not
                 raise exc.to_api_error() from exc
-            if exc.overloaded:
-                return exc  # busy, not broken: the breaker stays as it is; the next target tries
-            target.breaker.failure()
+            if not exc.overloaded:  # busy is not broken: an overloaded provider keeps its breaker
+                target.breaker.failure()
             if not exc.retryable or not target.breaker.allow():
                 return exc
             continue
