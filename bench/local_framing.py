@@ -26,7 +26,8 @@ import orjson
 from passerelle.config.schema import ProviderConfig
 from passerelle.providers import local
 from passerelle.providers.base import UpstreamRequest
-from passerelle.providers.local import Framing, LocalProvider, message_text
+from passerelle.providers.local import LocalProvider
+from passerelle.providers.local_framing import Framing, message_text
 
 Check = Callable[[str], bool]
 

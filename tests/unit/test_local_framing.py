@@ -17,11 +17,10 @@ import pytest
 from passerelle.config.schema import ProviderConfig
 from passerelle.errors import ProviderError
 from passerelle.providers.base import UpstreamRequest
-from passerelle.providers.local import (
+from passerelle.providers.local import LocalProvider, Vocabulary
+from passerelle.providers.local_framing import (
     DEFAULT_TEMPERATURE,
     TRANSCRIPT_STOPS,
-    LocalProvider,
-    Vocabulary,
     merge_stops,
     message_text,
     requested_stops,
