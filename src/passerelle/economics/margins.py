@@ -115,9 +115,10 @@ async def margins(ledger: Ledger, book: RevenueBook, period: str, months: int = 
         revenue, source = book.revenue(name, period)
         tenants[name] = TenantMargin(name, period, revenue, source, 0, Decimal(0))
     for r in rows:
-        name = r.group["tenant"]
-        if name is None:
+        tenant = r.group["tenant"]
+        if tenant is None:
             continue
+        name = tenant
         if name not in tenants:
             revenue, source = book.revenue(name, period)
             tenants[name] = TenantMargin(name, period, revenue, source, 0, Decimal(0))

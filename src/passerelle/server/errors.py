@@ -8,6 +8,7 @@ plain 500 that says nothing of the internals.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -50,7 +51,9 @@ def from_http_exception(exc: web.HTTPException, request: web.Request) -> APIErro
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     try:
         return await handler(request)
     except APIError as exc:
