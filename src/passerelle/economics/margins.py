@@ -118,11 +118,10 @@ async def margins(ledger: Ledger, book: RevenueBook, period: str, months: int = 
         tenant = r.group["tenant"]
         if tenant is None:
             continue
-        name = tenant
-        if name not in tenants:
-            revenue, source = book.revenue(name, period)
-            tenants[name] = TenantMargin(name, period, revenue, source, 0, Decimal(0))
-        t = tenants[name]
+        if tenant not in tenants:
+            revenue, source = book.revenue(tenant, period)
+            tenants[tenant] = TenantMargin(tenant, period, revenue, source, 0, Decimal(0))
+        t = tenants[tenant]
         t.requests += r.requests
         t.cost_usd += r.cost_usd
         t.features.append(FeatureMargin(r.group["feature"], r.requests, r.cost_usd, None))
