@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from openai import OpenAI
 
-from tests.fakes.gateway import ADMIN_TOKEN, TENANT_KEYS, GatewayProcess, fake_upstream_config
+from tests.fakes.gateway import ADMIN_TOKEN, TENANT_KEYS, GatewayProcess, Sdk, fake_upstream_config
 from tests.fakes.upstream import UpstreamProcess
 
 POSTGRES_URL = os.environ.get("PASSERELLE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -80,11 +81,25 @@ def fresh_upstream(upstream: UpstreamProcess) -> UpstreamProcess:
 
 
 @pytest.fixture
-def client(gateway: GatewayProcess):  # type: ignore[no-untyped-def]
-    from openai import OpenAI
+def sdk() -> Iterator[Sdk]:
+    """``sdk(gateway, key=acme's)``: an openai client of that gateway, closed at teardown.
 
-    with OpenAI(base_url=gateway.base_url, api_key=TENANT_KEYS["acme"], max_retries=0) as c:
-        yield c
+    It never retries (``max_retries=0``): every call is one request, so the tests count them.
+    """
+    clients: list[OpenAI] = []
+
+    def make(gateway: GatewayProcess, key: str = TENANT_KEYS["acme"]) -> OpenAI:
+        clients.append(OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0))
+        return clients[-1]
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+@pytest.fixture
+def client(gateway: GatewayProcess, sdk: Sdk) -> OpenAI:
+    return sdk(gateway)
 
 
 @pytest.fixture

@@ -100,12 +100,6 @@ def small_gw(upstream: UpstreamProcess,
         yield g
 
 
-@pytest.fixture
-def up(upstream: UpstreamProcess) -> UpstreamProcess:
-    upstream.reset()
-    return upstream
-
-
 def sdk(base_url: str, api_key: str = KEY) -> OpenAI:
     return OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=10)
 
@@ -263,7 +257,7 @@ def test_bad_admin_input_is_400(gw, method, path, body, param, code) -> None:  #
 # -- routing ---------------------------------------------------------------------------------
 
 
-def test_unknown_model_is_404_model_not_found(gw, up) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_model_is_404_model_not_found(gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     body = {"model": "gpt-9-ultra", "messages": MESSAGES}
     raw = http(gw.base_url + "/chat/completions", body)
     raw_err = assert_error(raw, 404, type="not_found_error", code="model_not_found",
@@ -271,7 +265,7 @@ def test_unknown_model_is_404_model_not_found(gw, up) -> None:  # type: ignore[n
     with pytest.raises(openai.NotFoundError) as info:
         sdk(gw.base_url).chat.completions.create(model="gpt-9-ultra", messages=MESSAGES)
     assert_sdk_error(info.value, raw_err, 404, request_id=True)
-    assert up.stats()["requests"] == 0
+    assert fresh_upstream.stats()["requests"] == 0
 
 
 def test_unknown_route_is_404(gw) -> None:  # type: ignore[no-untyped-def]
@@ -349,7 +343,7 @@ VALIDATION: list[tuple[str, str, bytes | dict[str, Any] | list[Any], str | None,
 
 @pytest.mark.parametrize(("endpoint", "body", "param", "code"),
                          [case[1:] for case in VALIDATION], ids=[case[0] for case in VALIDATION])
-def test_invalid_request_is_400_bad_request_naming_the_param(gw, up, endpoint, body, param,  # type: ignore[no-untyped-def]
+def test_invalid_request_is_400_bad_request_naming_the_param(gw, fresh_upstream, endpoint, body, param,  # type: ignore[no-untyped-def]
                                                              code) -> None:
     path = "/chat/completions" if endpoint == "chat" else "/embeddings"
     raw = http(gw.base_url + path, body)
@@ -360,7 +354,7 @@ def test_invalid_request_is_400_bad_request_naming_the_param(gw, up, endpoint, b
         sdk(gw.base_url).post(path, cast_to=object, content=content,
                               options={"headers": {"Content-Type": "application/json"}})
     assert_sdk_error(info.value, raw_err, 400, request_id=True)
-    assert up.stats()["requests"] == 0  # nothing invalid ever reaches the upstream
+    assert fresh_upstream.stats()["requests"] == 0  # nothing invalid ever reaches the upstream
 
 
 def test_sdk_typed_call_with_bad_role_names_the_param(gw) -> None:  # type: ignore[no-untyped-def]
@@ -371,7 +365,7 @@ def test_sdk_typed_call_with_bad_role_names_the_param(gw) -> None:  # type: igno
     assert info.value.param == "messages[0].role"
 
 
-def test_oversized_body_is_413(small_gw, up) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_body_is_413(small_gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     body = chat(messages=[{"role": "user", "content": PROMPT + "x" * 4096}])
     raw = http(small_gw.base_url + "/chat/completions", body)
     raw_err = assert_error(raw, 413, type="invalid_request_error", code="request_too_large",
@@ -380,10 +374,10 @@ def test_oversized_body_is_413(small_gw, up) -> None:  # type: ignore[no-untyped
         sdk(small_gw.base_url).chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": PROMPT + "x" * 4096}])
     assert_sdk_error(info.value, raw_err, 413)
-    assert up.stats()["requests"] == 0
+    assert fresh_upstream.stats()["requests"] == 0
 
 
-def test_body_under_the_limit_is_served(small_gw, up) -> None:  # type: ignore[no-untyped-def]
+def test_body_under_the_limit_is_served(small_gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     answer = sdk(small_gw.base_url).chat.completions.create(model=MODEL, messages=MESSAGES)
     assert answer.choices[0].message.content == "Hello from fake upstream."
 
@@ -395,38 +389,38 @@ def say(directive: str, **fields: Any) -> dict[str, Any]:
     return chat(messages=[{"role": "user", "content": f"{PROMPT} {directive}"}], **fields)
 
 
-def test_upstream_429_after_retries_is_429_rate_limit_error(gw, up) -> None:  # type: ignore[no-untyped-def]
+def test_upstream_429_after_retries_is_429_rate_limit_error(gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     raw = http(gw.base_url + "/chat/completions", say("#status:429"))
     raw_err = assert_error(raw, 429, type="rate_limit_error", code="rate_limit_exceeded",
                            param=None, request_id=True)
-    assert up.stats()["requests"] == 3  # the first attempt and max_retries=2
+    assert fresh_upstream.stats()["requests"] == 3  # the first attempt and max_retries=2
     with pytest.raises(openai.RateLimitError) as info:
         sdk(gw.base_url).chat.completions.create(**say("#status:429"))
     assert_sdk_error(info.value, raw_err, 429, request_id=True)
 
 
-def test_upstream_5xx_after_retries_is_502(gw, up) -> None:  # type: ignore[no-untyped-def]
+def test_upstream_5xx_after_retries_is_502(gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     raw = http(gw.base_url + "/chat/completions", say("#status:500"))
     raw_err = assert_error(raw, 502, type="upstream_error", code="upstream_error", param=None,
                            request_id=True)
-    assert up.stats()["requests"] == 3
+    assert fresh_upstream.stats()["requests"] == 3
     with pytest.raises(openai.InternalServerError) as info:
         sdk(gw.base_url).chat.completions.create(**say("#status:503"))
     assert_sdk_error(info.value, raw_err, 502, request_id=True)
 
 
-def test_upstream_400_is_passed_through_without_retry(gw, up) -> None:  # type: ignore[no-untyped-def]
+def test_upstream_400_is_passed_through_without_retry(gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     raw = http(gw.base_url + "/chat/completions", say("#status:400"))
     raw_err = assert_error(raw, 400, type="invalid_request_error", code="upstream_rejected",
                            request_id=True)
-    assert up.stats()["requests"] == 1
+    assert fresh_upstream.stats()["requests"] == 1
     with pytest.raises(openai.BadRequestError) as info:
         sdk(gw.base_url).chat.completions.create(**say("#status:400"))
     assert_sdk_error(info.value, raw_err, 400, request_id=True)
-    assert up.stats()["requests"] == 2
+    assert fresh_upstream.stats()["requests"] == 2
 
 
-def test_upstream_timeout_is_504(gw, up) -> None:  # type: ignore[no-untyped-def]
+def test_upstream_timeout_is_504(gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     raw = http(gw.base_url + "/chat/completions", say("#latency:1500", model="slow-model"))
     raw_err = assert_error(raw, 504, type="upstream_error", code="upstream_timeout",
                            request_id=True)
@@ -435,7 +429,7 @@ def test_upstream_timeout_is_504(gw, up) -> None:  # type: ignore[no-untyped-def
     assert_sdk_error(info.value, raw_err, 504, request_id=True)
 
 
-def test_stream_failing_before_any_byte_is_a_json_error_not_sse(gw, up) -> None:  # type: ignore[no-untyped-def]
+def test_stream_failing_before_any_byte_is_a_json_error_not_sse(gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     raw = http(gw.base_url + "/chat/completions", say("#status:503", stream=True))
     raw_err = assert_error(raw, 502, type="upstream_error", request_id=True)
     with pytest.raises(openai.InternalServerError) as info:
@@ -443,7 +437,7 @@ def test_stream_failing_before_any_byte_is_a_json_error_not_sse(gw, up) -> None:
     assert_sdk_error(info.value, raw_err, 502, request_id=True)
 
 
-def test_stream_rate_limited_upstream_is_429(gw, up) -> None:  # type: ignore[no-untyped-def]
+def test_stream_rate_limited_upstream_is_429(gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(openai.RateLimitError) as info:
         sdk(gw.base_url).chat.completions.create(**say("#status:429", stream=True))
     assert info.value.type == "rate_limit_error"
@@ -482,7 +476,7 @@ ODD_REQUESTS: list[tuple[str, str, bytes | None]] = [
 
 @pytest.mark.parametrize(("method", "path", "body"), ODD_REQUESTS,
                          ids=[f"{m} {p[:40]}" for m, p, _ in ODD_REQUESTS])
-def test_no_error_response_contains_a_traceback(gw, up, method, path, body) -> None:  # type: ignore[no-untyped-def]
+def test_no_error_response_contains_a_traceback(gw, fresh_upstream, method, path, body) -> None:  # type: ignore[no-untyped-def]
     key = ADMIN_TOKEN if path.startswith("/admin") else KEY
     raw = http(gw.url + path, body, method=method, key=key)
     assert raw.status >= 400

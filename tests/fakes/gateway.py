@@ -6,16 +6,23 @@ Tests talk to it over loopback like any client would; nothing of the gateway is 
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from tests.fakes.process import ServerProcess
 
+if TYPE_CHECKING:
+    from openai import OpenAI
+
 ADMIN_TOKEN = "adm-test-token"
 TENANT_KEYS = {"acme": "sk-test-acme", "globex": "sk-test-globex"}
+Sdk = Callable[..., "OpenAI"]  # the `sdk` fixture (tests/conftest.py): sdk(gateway, key) -> client
 
 
 def fake_upstream_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
@@ -89,3 +96,15 @@ class GatewayProcess(ServerProcess):
             cmd += ["--config", str(self.config_path)]
         return subprocess.run(cmd, cwd=self.workdir, env=self.environment(), capture_output=True,
                               text=True, timeout=60)
+
+    def ledger_rows(self, where: str = "1=1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """Rows of the ledger's ``usage`` table matching ``where``, as dicts, oldest first.
+
+        Read from the SQLite file ``fake_upstream_config``'s ``store`` names, so it works while the
+        gateway runs and after it is dead.
+        """
+        with closing(sqlite3.connect(self.workdir / "passerelle-data" / "ledger.db")) as conn:
+            conn.row_factory = sqlite3.Row
+            rows = conn.execute(f"SELECT * FROM usage WHERE {where} ORDER BY ts, attempt",
+                                params).fetchall()
+        return [dict(r) for r in rows]

@@ -8,17 +8,15 @@ reports ``input_tokens=P`` (uncached, Anthropic's meaning), ``output_tokens=C`` 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 from openai import OpenAI
 
-from tests.fakes.gateway import TENANT_KEYS, GatewayProcess, fake_upstream_config
+from tests.fakes.gateway import GatewayProcess, Sdk, fake_upstream_config
 from tests.fakes.upstream import UpstreamProcess
 
 MODEL = "claude-test"
@@ -45,33 +43,21 @@ def gw(upstream: UpstreamProcess,
 
 
 @pytest.fixture
-def up(upstream: UpstreamProcess) -> UpstreamProcess:
-    upstream.reset()
-    return upstream
+def client(gw: GatewayProcess, sdk: Sdk) -> OpenAI:
+    return sdk(gw)
 
 
-@pytest.fixture
-def client(gw: GatewayProcess) -> Iterator[OpenAI]:
-    with OpenAI(base_url=gw.base_url, api_key=TENANT_KEYS["acme"], max_retries=0) as c:
-        yield c
-
-
-def ledger_row(workdir: Path, request_id: str) -> dict[str, Any]:
-    conn = sqlite3.connect(workdir / "passerelle-data" / "ledger.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        rows = conn.execute("SELECT * FROM usage WHERE request_id = ?", (request_id,)).fetchall()
-    finally:
-        conn.close()
+def ledger_row(gw: GatewayProcess, request_id: str) -> dict[str, Any]:
+    rows = gw.ledger_rows("request_id = ?", (request_id,))
     assert len(rows) == 1
-    return dict(rows[0])
+    return rows[0]
 
 
 def ask(text: str) -> list[Any]:
     return [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]
 
 
-def test_plain_answer_is_translated_and_metered(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+def test_plain_answer_is_translated_and_metered(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     raw = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=ask("hi #usage:1000,500,200"), max_tokens=64)
     answer = raw.parse()
@@ -85,11 +71,11 @@ def test_plain_answer_is_translated_and_metered(gw, up, client) -> None:  # type
     assert Decimal(raw.headers["x-passerelle-cost-usd"]) == Decimal("0.01056")
     assert raw.headers["x-passerelle-target"] == "claude/claude-haiku-test"
 
-    row = ledger_row(gw.workdir, raw.headers["x-request-id"])
+    row = ledger_row(gw, raw.headers["x-request-id"])
     assert (row["input_tokens"], row["output_tokens"], row["cached_tokens"]) == (1200, 500, 200)
     assert (row["provider"], row["status"], row["usage_reported"]) == ("claude", "ok", 1)
 
-    stats = up.stats()
+    stats = fresh_upstream.stats()
     assert stats["by_path"] == {"/v1/messages": 1}
     sent = stats["last_request"]
     assert sent["model"] == "claude-haiku-test" and sent["max_tokens"] == 64
@@ -99,7 +85,7 @@ def test_plain_answer_is_translated_and_metered(gw, up, client) -> None:  # type
     assert "authorization" not in stats["last_headers"]
 
 
-def test_streamed_answer_is_translated_and_metered(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+def test_streamed_answer_is_translated_and_metered(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     raw = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=ask("hi #usage:300,6,100"), stream=True,
         stream_options={"include_usage": True})
@@ -113,58 +99,58 @@ def test_streamed_answer_is_translated_and_metered(gw, up, client) -> None:  # t
     assert (usage.prompt_tokens, usage.completion_tokens) == (400, 6)
     assert usage.prompt_tokens_details.cached_tokens == 100  # type: ignore[union-attr]
 
-    row = ledger_row(gw.workdir, raw.headers["x-request-id"])
+    row = ledger_row(gw, raw.headers["x-request-id"])
     assert (row["input_tokens"], row["output_tokens"], row["cached_tokens"]) == (400, 6, 100)
     assert (row["status"], row["stream"], row["usage_reported"]) == ("ok", 1, 1)
-    assert up.stats()["last_request"]["stream"] is True
+    assert fresh_upstream.stats()["last_request"]["stream"] is True
 
 
-def test_stream_without_include_usage_hides_usage_but_meters_it(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+def test_stream_without_include_usage_hides_usage_but_meters_it(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     raw = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=ask("hi #usage:300,6,0"), stream=True)
     chunks = list(raw.parse())
     assert all(c.choices for c in chunks)
-    row = ledger_row(gw.workdir, raw.headers["x-request-id"])
+    row = ledger_row(gw, raw.headers["x-request-id"])
     assert (row["input_tokens"], row["output_tokens"]) == (300, 6)
 
 
-def test_overloaded_529_is_retried(gw, up, client) -> None:  # type: ignore[no-untyped-def]
-    up.script({"status": 529}, {"status": 529}, {})
+def test_overloaded_529_is_retried(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
+    fresh_upstream.script({"status": 529}, {"status": 529}, {})
     raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=ask("hi"))
     assert raw.parse().choices[0].message.content == REPLY
-    assert up.stats()["requests"] == 3
-    assert ledger_row(gw.workdir, raw.headers["x-request-id"])["attempt"] == 3
+    assert fresh_upstream.stats()["requests"] == 3
+    assert ledger_row(gw, raw.headers["x-request-id"])["attempt"] == 3
 
 
-def test_streamed_529_is_retried_before_the_first_byte(gw, up, client) -> None:  # type: ignore[no-untyped-def]
-    up.script({"status": 529}, {})
+def test_streamed_529_is_retried_before_the_first_byte(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
+    fresh_upstream.script({"status": 529}, {})
     chunks = list(client.chat.completions.create(model=MODEL, messages=ask("hi"), stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
-    assert up.stats()["requests"] == 2
+    assert fresh_upstream.stats()["requests"] == 2
 
 
-def test_overloaded_529_after_retries_is_503_model_overloaded(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+def test_overloaded_529_after_retries_is_503_model_overloaded(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(openai.InternalServerError) as info:
         client.chat.completions.create(model=MODEL, messages=ask("hi #status:529"))
     assert info.value.status_code == 503
     assert info.value.code == "model_overloaded"
-    assert up.stats()["requests"] == 3
+    assert fresh_upstream.stats()["requests"] == 3
 
 
-def test_rate_limited_after_retries_is_429(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+def test_rate_limited_after_retries_is_429(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model=MODEL, messages=ask("hi #status:429"))
-    assert up.stats()["requests"] == 3
+    assert fresh_upstream.stats()["requests"] == 3
 
 
-def test_client_error_is_passed_through_without_retry(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+def test_client_error_is_passed_through_without_retry(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model=MODEL, messages=ask("hi #status:400"))
     assert info.value.code == "upstream_rejected"
-    assert up.stats()["requests"] == 1
+    assert fresh_upstream.stats()["requests"] == 1
 
 
-def test_stream_cut_mid_way_is_metered_as_an_estimate(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+def test_stream_cut_mid_way_is_metered_as_an_estimate(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     raw = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=ask("hi #cut:4 #usage:300,6,0"), stream=True)
     seen = []
@@ -172,7 +158,7 @@ def test_stream_cut_mid_way_is_metered_as_an_estimate(gw, up, client) -> None:  
         for chunk in raw.parse():
             seen.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
     assert "".join(seen) == "Hello from"  # message_start, block start, two deltas
-    row = ledger_row(gw.workdir, raw.headers["x-request-id"])
+    row = ledger_row(gw, raw.headers["x-request-id"])
     assert (row["status"], row["usage_reported"]) == ("upstream_cut", 0)
     assert row["output_tokens"] > 0
-    assert up.stats()["requests"] == 1
+    assert fresh_upstream.stats()["requests"] == 1

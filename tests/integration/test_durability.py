@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import sqlite3
 import threading
 import time
 import urllib.request
@@ -17,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from openai import OpenAI
 
 from tests.fakes.gateway import TENANT_KEYS, GatewayProcess, fake_upstream_config
 from tests.fakes.upstream import UpstreamProcess
@@ -33,40 +31,31 @@ def gw(upstream: UpstreamProcess, tmp_path: Path):  # type: ignore[no-untyped-de
         yield g
 
 
-def ledger_ids(workdir: Path) -> Counter[str]:
+def ledger_ids(gw: GatewayProcess) -> Counter[str]:
     """Request id -> rows, read after the gateway is dead."""
-    conn = sqlite3.connect(workdir / "passerelle-data" / "ledger.db")
-    try:
-        return Counter(r[0] for r in conn.execute("SELECT request_id FROM usage"))
-    finally:
-        conn.close()
+    return Counter(r["request_id"] for r in gw.ledger_rows())
 
 
-def test_plain_answer_is_in_the_ledger_after_sigkill(gw) -> None:  # type: ignore[no-untyped-def]
-    with OpenAI(base_url=gw.base_url, api_key=KEY, max_retries=0) as client:
+def test_plain_answer_is_in_the_ledger_after_sigkill(gw, sdk) -> None:  # type: ignore[no-untyped-def]
+    with sdk(gw) as client:
         raw = client.chat.completions.with_raw_response.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi #usage:12,5,0"}])
         raw.parse()
     gw.kill()
     request_id = raw.headers["x-request-id"]
-    assert ledger_ids(gw.workdir) == {request_id: 1}
-    conn = sqlite3.connect(gw.workdir / "passerelle-data" / "ledger.db")
-    try:
-        row = conn.execute("SELECT status, input_tokens, output_tokens FROM usage "
-                           "WHERE request_id = ?", (request_id,)).fetchone()
-    finally:
-        conn.close()
-    assert row == ("ok", 12, 5)
+    assert ledger_ids(gw) == {request_id: 1}
+    [row] = gw.ledger_rows("request_id = ?", (request_id,))
+    assert (row["status"], row["input_tokens"], row["output_tokens"]) == ("ok", 12, 5)
 
 
-def test_streamed_answer_is_in_the_ledger_after_sigkill(gw) -> None:  # type: ignore[no-untyped-def]
-    with OpenAI(base_url=gw.base_url, api_key=KEY, max_retries=0) as client:
+def test_streamed_answer_is_in_the_ledger_after_sigkill(gw, sdk) -> None:  # type: ignore[no-untyped-def]
+    with sdk(gw) as client:
         raw = client.chat.completions.with_raw_response.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
         chunks = list(raw.parse())  # read to data: [DONE]
     gw.kill()
     assert chunks
-    assert ledger_ids(gw.workdir) == {raw.headers["x-request-id"]: 1}
+    assert ledger_ids(gw) == {raw.headers["x-request-id"]: 1}
 
 
 def test_concurrent_answers_are_each_in_the_ledger_once_after_sigkill(gw) -> None:  # type: ignore[no-untyped-def]
@@ -105,7 +94,7 @@ def test_concurrent_answers_are_each_in_the_ledger_once_after_sigkill(gw) -> Non
             f.result()
 
     assert n // 2 <= len(completed) < n, "the kill should land mid-way through the requests"
-    rows = ledger_ids(gw.workdir)
+    rows = ledger_ids(gw)
     assert sum(rows.values()) <= n
     assert all(count == 1 for count in rows.values()), rows
     missing = [rid for rid in completed if rows[rid] != 1]

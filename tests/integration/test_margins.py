@@ -8,12 +8,10 @@ costs $100 per million tokens and degrades to ``cheap`` ($1 per million). One pr
 from __future__ import annotations
 
 import json
-import sqlite3
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import closing
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -61,10 +59,7 @@ class Floors:
                 model=model, messages=[{"role": "user", "content": DEAR}], extra_headers=headers)
 
     def rows(self, tenant: str) -> list[dict[str, Any]]:
-        with closing(sqlite3.connect(self.gw.workdir / "passerelle-data" / "ledger.db")) as conn:
-            conn.row_factory = sqlite3.Row
-            return [dict(r) for r in conn.execute(
-                "SELECT * FROM usage WHERE tenant = ? ORDER BY ts", (tenant,))]
+        return self.gw.ledger_rows("tenant = ?", (tenant,))
 
     def admin(self, path: str, body: Any = None) -> Any:
         req = urllib.request.Request(

@@ -7,17 +7,15 @@ of what it recorded.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 from openai import OpenAI
 
-from tests.fakes.gateway import TENANT_KEYS, GatewayProcess, fake_upstream_config
+from tests.fakes.gateway import TENANT_KEYS, GatewayProcess, Sdk, fake_upstream_config
 from tests.fakes.upstream import UpstreamProcess
 
 COOLDOWN_S = 0.5
@@ -60,70 +58,53 @@ def gw(upstream: UpstreamProcess,
 
 
 @pytest.fixture
-def up(upstream: UpstreamProcess) -> UpstreamProcess:
-    upstream.reset()
-    return upstream
+def client(gw: GatewayProcess, sdk: Sdk) -> OpenAI:
+    return sdk(gw)
 
 
-@pytest.fixture
-def client(gw: GatewayProcess) -> Iterator[OpenAI]:
-    with OpenAI(base_url=gw.base_url, api_key=TENANT_KEYS["acme"], max_retries=0) as c:
-        yield c
-
-
-def ledger_rows(workdir: Path, request_id: str) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(workdir / "passerelle-data" / "ledger.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        rows = conn.execute("SELECT * FROM usage WHERE request_id = ?", (request_id,)).fetchall()
-        return [dict(r) for r in rows]
-    finally:
-        conn.close()
-
-
-def test_retries_with_backoff_until_the_upstream_recovers(gw, up, client) -> None:  # type: ignore[no-untyped-def]
-    up.script({"status": 503}, {"status": 503}, {})
+def test_retries_with_backoff_until_the_upstream_recovers(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
+    fresh_upstream.script({"status": 503}, {"status": 503}, {})
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HI)
     assert raw.parse().choices[0].message.content == "Hello from fake upstream."
-    assert up.stats()["requests"] == 3
-    [row] = ledger_rows(gw.workdir, raw.headers["x-request-id"])
+    assert fresh_upstream.stats()["requests"] == 3
+    [row] = gw.ledger_rows("request_id = ?", (raw.headers["x-request-id"],))
     assert (row["attempt"], row["status"], row["provider"]) == (3, "ok", "fake")
 
 
-def test_retries_stop_at_max_retries(gw, up, client) -> None:  # type: ignore[no-untyped-def]
-    up.script(*[{"status": 503}] * 4)
+def test_retries_stop_at_max_retries(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
+    fresh_upstream.script(*[{"status": 503}] * 4)
     with pytest.raises(openai.InternalServerError) as info:
         client.chat.completions.create(model="gpt-4o-mini", messages=HI)
-    assert up.stats()["requests"] == 3
+    assert fresh_upstream.stats()["requests"] == 3
     assert info.value.request_id is not None
-    [row] = ledger_rows(gw.workdir, info.value.request_id)
+    [row] = gw.ledger_rows("request_id = ?", (info.value.request_id,))
     assert (row["attempt"], row["status"], row["error_code"]) == (3, "error", "upstream_error")
     assert row["input_tokens"] == row["output_tokens"] == 0
 
 
-def test_fallback_answers_from_the_second_target(gw, up, client) -> None:  # type: ignore[no-untyped-def]
-    up.script({"status": 503})
+def test_fallback_answers_from_the_second_target(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
+    fresh_upstream.script({"status": 503})
     raw = client.chat.completions.with_raw_response.create(model="fallback-model", messages=HI)
     assert raw.parse().choices[0].message.content == "Hello from fake upstream."
     assert raw.headers["x-passerelle-target"] == "secondary/gpt-4o-mini"
-    assert up.stats()["requests"] == 2
-    [row] = ledger_rows(gw.workdir, raw.headers["x-request-id"])
+    assert fresh_upstream.stats()["requests"] == 2
+    [row] = gw.ledger_rows("request_id = ?", (raw.headers["x-request-id"],))
     assert (row["provider"], row["attempt"], row["status"]) == ("secondary", 2, "ok")
 
 
-def test_client_error_from_upstream_is_not_retried_nor_sent_to_the_fallback(gw, up, client) -> None:  # type: ignore[no-untyped-def]
-    up.script({"status": 400})
+def test_client_error_from_upstream_is_not_retried_nor_sent_to_the_fallback(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
+    fresh_upstream.script({"status": 400})
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="fallback-model", messages=HI)
-    assert up.stats()["requests"] == 1
+    assert fresh_upstream.stats()["requests"] == 1
 
 
-def test_circuit_breaker_opens_then_lets_a_trial_through_after_cooldown(gw, up, client) -> None:  # type: ignore[no-untyped-def]
-    up.script({"status": 503}, {"status": 503})
+def test_circuit_breaker_opens_then_lets_a_trial_through_after_cooldown(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
+    fresh_upstream.script({"status": 503}, {"status": 503})
     for _ in range(2):  # breaker_failures=2 consecutive failures open it
         with pytest.raises(openai.InternalServerError):
             client.chat.completions.create(model="flaky-model", messages=HI)
-    assert up.stats()["requests"] == 2
+    assert fresh_upstream.stats()["requests"] == 2
     opened = time.monotonic()
 
     # open: refused at the gateway, nothing sent upstream
@@ -132,18 +113,18 @@ def test_circuit_breaker_opens_then_lets_a_trial_through_after_cooldown(gw, up, 
             client.chat.completions.create(model="flaky-model", messages=HI)
         assert info.value.code == "providers_unavailable"
     assert time.monotonic() - opened < COOLDOWN_S, "the checks above outlasted the cooldown"
-    assert up.stats()["requests"] == 2
+    assert fresh_upstream.stats()["requests"] == 2
 
     # half-open after the cooldown: one trial goes through; its success closes the breaker
     time.sleep(COOLDOWN_S + 0.1)
     answer = client.chat.completions.create(model="flaky-model", messages=HI)
     assert answer.choices[0].message.content == "Hello from fake upstream."
     client.chat.completions.create(model="flaky-model", messages=HI)
-    assert up.stats()["requests"] == 4
+    assert fresh_upstream.stats()["requests"] == 4
 
 
-def test_failed_trial_reopens_the_circuit_breaker(gw, up, client) -> None:  # type: ignore[no-untyped-def]
-    up.script({"status": 503}, {"status": 503}, {"status": 503})
+def test_failed_trial_reopens_the_circuit_breaker(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
+    fresh_upstream.script({"status": 503}, {"status": 503}, {"status": 503})
     for _ in range(2):
         with pytest.raises(openai.InternalServerError):
             client.chat.completions.create(model="flaky2-model", messages=HI)
@@ -154,13 +135,13 @@ def test_failed_trial_reopens_the_circuit_breaker(gw, up, client) -> None:  # ty
     with pytest.raises(openai.InternalServerError) as info:  # open again at once
         client.chat.completions.create(model="flaky2-model", messages=HI)
     assert info.value.code == "providers_unavailable"
-    assert up.stats()["requests"] == 3
+    assert fresh_upstream.stats()["requests"] == 3
     time.sleep(COOLDOWN_S + 0.1)
     client.chat.completions.create(model="flaky2-model", messages=HI)  # and closes on success
-    assert up.stats()["requests"] == 4
+    assert fresh_upstream.stats()["requests"] == 4
 
 
-def test_request_fields_and_headers_cannot_redirect_the_gateway(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+def test_request_fields_and_headers_cannot_redirect_the_gateway(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     with UpstreamProcess() as decoy:
         raw = client.chat.completions.with_raw_response.create(
             model="gpt-4o-mini", messages=HI,
@@ -172,7 +153,7 @@ def test_request_fields_and_headers_cannot_redirect_the_gateway(gw, up, client) 
         )
         assert raw.headers["x-passerelle-target"] == "fake/gpt-4o-mini"
         assert decoy.stats()["requests"] == 0
-    stats = up.stats()
+    stats = fresh_upstream.stats()
     assert stats["requests"] == 1
     # the upstream sees the gateway's credentials, never the client's key or headers
     headers = stats["last_headers"]

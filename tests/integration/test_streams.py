@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 from openai import OpenAI
 
-from tests.fakes.gateway import TENANT_KEYS, GatewayProcess, fake_upstream_config
+from tests.fakes.gateway import TENANT_KEYS, GatewayProcess, Sdk, fake_upstream_config
 from tests.fakes.upstream import UpstreamProcess
 
 KEY = TENANT_KEYS["acme"]
@@ -37,31 +35,14 @@ def gw(upstream: UpstreamProcess,
 
 
 @pytest.fixture
-def up(upstream: UpstreamProcess) -> UpstreamProcess:
-    upstream.reset()
-    return upstream
+def client(gw: GatewayProcess, sdk: Sdk) -> OpenAI:
+    return sdk(gw)
 
 
-@pytest.fixture
-def client(gw: GatewayProcess) -> Iterator[OpenAI]:
-    with OpenAI(base_url=gw.base_url, api_key=KEY, max_retries=0) as c:
-        yield c
-
-
-def ledger_rows(workdir: Path, request_id: str) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(workdir / "passerelle-data" / "ledger.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        rows = conn.execute("SELECT * FROM usage WHERE request_id = ?", (request_id,)).fetchall()
-        return [dict(r) for r in rows]
-    finally:
-        conn.close()
-
-
-def wait_for_row(workdir: Path, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+def wait_for_row(gw: GatewayProcess, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        rows = ledger_rows(workdir, request_id)
+        rows = gw.ledger_rows("request_id = ?", (request_id,))
         if rows or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -86,7 +67,7 @@ def post_raw(gw: GatewayProcess, body: bytes) -> tuple[int, dict[str, str], byte
         return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
 
 
-def test_stream_cut_by_upstream_ends_with_an_error_event_and_an_estimated_row(gw, up) -> None:  # type: ignore[no-untyped-def]
+def test_stream_cut_by_upstream_ends_with_an_error_event_and_an_estimated_row(gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     status, headers, raw = post_raw(gw, stream_body("hi #cut:3 #usage:50,7,0"))
     assert status == 200  # the status was sent with the first byte; it cannot change after
     events = sse_data(raw)
@@ -97,9 +78,9 @@ def test_stream_cut_by_upstream_ends_with_an_error_event_and_an_estimated_row(gw
     assert list(last) == ["error"]
     assert sorted(last["error"]) == ["code", "message", "param", "type"]
     assert last["error"]["type"] == "upstream_error" and last["error"]["message"]
-    assert up.stats()["requests"] == 1  # bytes were sent: no retry
+    assert fresh_upstream.stats()["requests"] == 1  # bytes were sent: no retry
 
-    row = wait_for_row(gw.workdir, headers["x-request-id"])
+    row = wait_for_row(gw, headers["x-request-id"])
     assert row["status"] == "upstream_cut"
     assert row["output_tokens"] > 0 and row["input_tokens"] > 0
     assert row["usage_reported"] == 0
@@ -107,7 +88,7 @@ def test_stream_cut_by_upstream_ends_with_an_error_event_and_an_estimated_row(gw
     assert row["cost_pusd"] is not None and row["cost_pusd"] > 0  # estimated, never free
 
 
-def test_stream_cut_by_upstream_raises_in_the_sdk(client, up) -> None:  # type: ignore[no-untyped-def]
+def test_stream_cut_by_upstream_raises_in_the_sdk(client, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     stream = client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi #cut:3"}], stream=True)
     seen = []
@@ -118,7 +99,7 @@ def test_stream_cut_by_upstream_raises_in_the_sdk(client, up) -> None:  # type: 
     assert info.value.type == "upstream_error"
 
 
-def test_client_that_disconnects_is_metered_with_the_upstream_usage(gw, up) -> None:  # type: ignore[no-untyped-def]
+def test_client_that_disconnects_is_metered_with_the_upstream_usage(gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     body = stream_body("hi #chunk_delay:50 #words:40 #usage:20,40,0")
     sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
     try:
@@ -139,15 +120,15 @@ def test_client_that_disconnects_is_metered_with_the_upstream_usage(gw, up) -> N
     request_id = next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
                       if line.lower().startswith("x-request-id:"))
 
-    row = wait_for_row(gw.workdir, request_id)
+    row = wait_for_row(gw, request_id)
     assert row["status"] == "client_disconnected"
     assert (row["input_tokens"], row["output_tokens"]) == (20, 40)
     assert row["usage_reported"] == 1
-    stats = up.stats()
+    stats = fresh_upstream.stats()
     assert stats["requests"] == 1
 
 
-def test_stream_with_include_usage_ends_with_the_usage_chunk(gw, up, client) -> None:  # type: ignore[no-untyped-def]
+def test_stream_with_include_usage_ends_with_the_usage_chunk(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi #usage:10,4,0"}],
         stream=True, stream_options={"include_usage": True})
@@ -156,12 +137,12 @@ def test_stream_with_include_usage_ends_with_the_usage_chunk(gw, up, client) -> 
     assert chunks[-1].choices == []
     assert chunks[-1].usage is not None
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (10, 4)
-    row = wait_for_row(gw.workdir, raw.headers["x-request-id"])
+    row = wait_for_row(gw, raw.headers["x-request-id"])
     assert (row["status"], row["input_tokens"], row["output_tokens"]) == ("ok", 10, 4)
     assert row["usage_reported"] == 1
 
 
-def test_stream_without_include_usage_hides_usage_but_meters_it(gw, up) -> None:  # type: ignore[no-untyped-def]
+def test_stream_without_include_usage_hides_usage_but_meters_it(gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     status, headers, raw = post_raw(gw, stream_body("hi #usage:10,4,0"))
     assert status == 200
     events = sse_data(raw)
@@ -170,26 +151,26 @@ def test_stream_without_include_usage_hides_usage_but_meters_it(gw, up) -> None:
     assert all(c["choices"] for c in chunks)
     assert not any(c.get("usage") for c in chunks)
     assert b"completion_tokens" not in raw
-    assert up.stats()["last_request"]["stream_options"] == {"include_usage": True}
-    row = wait_for_row(gw.workdir, headers["x-request-id"])
+    assert fresh_upstream.stats()["last_request"]["stream_options"] == {"include_usage": True}
+    row = wait_for_row(gw, headers["x-request-id"])
     assert (row["status"], row["input_tokens"], row["output_tokens"]) == ("ok", 10, 4)
     assert row["usage_reported"] == 1
 
 
-def test_stream_failing_before_the_first_byte_is_retried(gw, up, client) -> None:  # type: ignore[no-untyped-def]
-    up.script({"status": 503}, {})
+def test_stream_failing_before_the_first_byte_is_retried(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
+    fresh_upstream.script({"status": 503}, {})
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
     chunks = list(raw.parse())
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
-    assert up.stats()["requests"] == 2
-    row = wait_for_row(gw.workdir, raw.headers["x-request-id"])
+    assert fresh_upstream.stats()["requests"] == 2
+    row = wait_for_row(gw, raw.headers["x-request-id"])
     assert (row["attempt"], row["status"], row["stream"]) == (2, "ok", 1)
 
 
-def test_stream_cut_before_any_event_is_retried(gw, up, client) -> None:  # type: ignore[no-untyped-def]
-    up.script({"cut": 0}, {})
+def test_stream_cut_before_any_event_is_retried(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
+    fresh_upstream.script({"cut": 0}, {})
     chunks = list(client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
-    assert up.stats()["requests"] == 2
+    assert fresh_upstream.stats()["requests"] == 2
