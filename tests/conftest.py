@@ -18,7 +18,9 @@ from openai import OpenAI
 from tests.fakes.gateway import ADMIN_TOKEN, TENANT_KEYS, GatewayProcess, Sdk, fake_upstream_config
 from tests.fakes.upstream import UpstreamProcess
 
-POSTGRES_URL = os.environ.get("PASSERELLE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "PASSERELLE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("PASSERELLE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 SKIPPED_SERVICES: set[str] = set()
 
@@ -66,8 +68,9 @@ def upstream() -> Iterator[UpstreamProcess]:
 
 
 @pytest.fixture(scope="session")
-def gateway(upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[GatewayProcess]:
+def gateway(
+    upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
     """One gateway for the session, in front of the fake upstream."""
     workdir = tmp_path_factory.mktemp("gateway")
     with GatewayProcess(workdir, fake_upstream_config(upstream.url)) as gw:

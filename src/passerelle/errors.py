@@ -50,7 +50,11 @@ class APIError(PasserelleError):
     code: str | None = None
 
     def __init__(
-        self, message: str, *, param: str | None = None, code: str | None = None,
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
@@ -142,8 +146,14 @@ class ProviderError(PasserelleError):
     """One upstream attempt failed. ``retryable`` says whether another attempt may succeed."""
 
     def __init__(
-        self, message: str, *, provider: str, status: int | None = None, retryable: bool = False,
-        timeout: bool = False, overloaded: bool = False,
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = None,
+        retryable: bool = False,
+        timeout: bool = False,
+        overloaded: bool = False,
     ) -> None:
         super().__init__(message)
         self.overloaded = overloaded

@@ -72,8 +72,14 @@ class Gateway:
             plans = {p.name: p for p in self.config.plans}
             stages.append(MarginFloor(plans, self.revenue, self.counters, self.routes))
         if self.limits.any or self.floor_tenants():
-            stages.append(Budget(self.limits, self.counters, self.pricer,
-                                 self.config.server.default_max_tokens_ceiling))
+            stages.append(
+                Budget(
+                    self.limits,
+                    self.counters,
+                    self.pricer,
+                    self.config.server.default_max_tokens_ceiling,
+                )
+            )
         stages.append(Dispatch())
         return stages
 
@@ -111,9 +117,16 @@ class Gateway:
         else:
             counters, idempotency = LocalCounters(), LocalIdempotency()
         return cls(
-            config=config, admin_token=loaded.secrets.get(config.admin_token), ledger=ledger,
-            keys=keys, providers=providers, routes=routes, pricer=Pricer(Catalogue.shipped()),
-            limits=limits, counters=counters, idempotency=idempotency,
+            config=config,
+            admin_token=loaded.secrets.get(config.admin_token),
+            ledger=ledger,
+            keys=keys,
+            providers=providers,
+            routes=routes,
+            pricer=Pricer(Catalogue.shipped()),
+            limits=limits,
+            counters=counters,
+            idempotency=idempotency,
             revenue=RevenueBook(config),
         )
 
@@ -125,8 +138,10 @@ class Gateway:
         total = Decimal(0)
         for r in rows:
             g = r.group
-            if (kind == "tenant" and g["tenant"] == rest) or (kind == "key" and g["key"] == rest) or (
-                kind == "feature" and f"{g['tenant']}:{g['feature']}" == rest
+            if (
+                (kind == "tenant" and g["tenant"] == rest)
+                or (kind == "key" and g["key"] == rest)
+                or (kind == "feature" and f"{g['tenant']}:{g['feature']}" == rest)
             ):
                 total += r.cost_usd
         return to_nano(total)
@@ -175,10 +190,16 @@ def build_routes(config: Config, providers: dict[str, Provider]) -> dict[str, Ro
             price = None
             if t.price is not None:
                 price = configured_price(t.price.input, t.price.output, t.price.cached_input)
-            targets.append(Target(
-                provider=providers[t.provider], upstream_model=t.upstream_model or m.name,
-                price=price, breaker=breakers[t.provider], max_retries=pc.max_retries,
-                retry_backoff_s=pc.retry_backoff_s, jurisdiction=pc.jurisdiction,
-            ))
+            targets.append(
+                Target(
+                    provider=providers[t.provider],
+                    upstream_model=t.upstream_model or m.name,
+                    price=price,
+                    breaker=breakers[t.provider],
+                    max_retries=pc.max_retries,
+                    retry_backoff_s=pc.retry_backoff_s,
+                    jurisdiction=pc.jurisdiction,
+                )
+            )
         routes[m.name] = Route(model=m.name, targets=tuple(targets), degrade_to=m.degrade_to)
     return routes

@@ -51,7 +51,9 @@ KeyLookup = Callable[[str], Awaitable[ApiKey | None]]
 
 
 class KeyRing:
-    def __init__(self, lookup: KeyLookup | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, lookup: KeyLookup | None = None, clock: Callable[[], float] = time.monotonic
+    ):
         self._by_digest: dict[str, ApiKey] = {}
         self._unknown: dict[str, float] = {}
         self._lookup = lookup

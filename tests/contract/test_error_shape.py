@@ -66,14 +66,23 @@ def garbage_url() -> Iterator[str]:
 
 
 def provider(name: str, url: str, **kw: Any) -> dict[str, Any]:
-    return {"name": name, "kind": "openai", "base_url": url, "api_key": "env:FAKE_UPSTREAM_KEY",
-            "max_retries": 2, "retry_backoff_s": 0.01, "breaker_failures": 1000,
-            "timeout_s": 10, **kw}
+    return {
+        "name": name,
+        "kind": "openai",
+        "base_url": url,
+        "api_key": "env:FAKE_UPSTREAM_KEY",
+        "max_retries": 2,
+        "retry_backoff_s": 0.01,
+        "breaker_failures": 1000,
+        "timeout_s": 10,
+        **kw,
+    }
 
 
 @pytest.fixture(scope="module")
-def gw(upstream: UpstreamProcess, garbage_url: str,
-       tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def gw(
+    upstream: UpstreamProcess, garbage_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
     config = fake_upstream_config(
         upstream.url,
         providers=[
@@ -93,8 +102,9 @@ def gw(upstream: UpstreamProcess, garbage_url: str,
 
 
 @pytest.fixture(scope="module")
-def small_gw(upstream: UpstreamProcess,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def small_gw(
+    upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
     config = fake_upstream_config(upstream.url, server={"max_body_bytes": 2048})
     with GatewayProcess(tmp_path_factory.mktemp("contract-small"), config) as g:
         yield g
@@ -117,9 +127,14 @@ class Raw:
         return json.loads(self.body)
 
 
-def http(url: str, body: bytes | dict[str, Any] | list[Any] | None = None, *,
-         method: str = "POST", key: str | None = KEY,
-         headers: dict[str, str] | None = None) -> Raw:
+def http(
+    url: str,
+    body: bytes | dict[str, Any] | list[Any] | None = None,
+    *,
+    method: str = "POST",
+    key: str | None = KEY,
+    headers: dict[str, str] | None = None,
+) -> Raw:
     data = json.dumps(body).encode() if isinstance(body, dict | list) else body
     h = {"Content-Type": "application/json", **(headers or {})}
     if key is not None:
@@ -136,8 +151,15 @@ def http(url: str, body: bytes | dict[str, Any] | list[Any] | None = None, *,
 _MISSING = object()
 
 
-def assert_error(raw: Raw, status: int, *, type: str | None = None, code: Any = _MISSING,
-                 param: Any = _MISSING, request_id: bool = False) -> dict[str, Any]:
+def assert_error(
+    raw: Raw,
+    status: int,
+    *,
+    type: str | None = None,
+    code: Any = _MISSING,
+    param: Any = _MISSING,
+    request_id: bool = False,
+) -> dict[str, Any]:
     """The exact OpenAI error shape, with no secret in it; returns the inner error object."""
     assert raw.status == status, raw.body
     assert raw.headers["content-type"].startswith("application/json")
@@ -164,8 +186,9 @@ def assert_error(raw: Raw, status: int, *, type: str | None = None, code: Any = 
     return err
 
 
-def assert_sdk_error(exc: openai.APIStatusError, raw_err: dict[str, Any], status: int,
-                     request_id: bool = False) -> None:
+def assert_sdk_error(
+    exc: openai.APIStatusError, raw_err: dict[str, Any], status: int, request_id: bool = False
+) -> None:
     """The SDK saw the same error: status, type, code, param, and the request id."""
     assert exc.status_code == status
     assert isinstance(exc.body, dict) and sorted(exc.body) == sorted(ERROR_KEYS)
@@ -180,19 +203,31 @@ def assert_sdk_error(exc: openai.APIStatusError, raw_err: dict[str, Any], status
 # -- authentication and authorisation --------------------------------------------------------
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer ", f"Basic {KEY}", f"Bearer {BOGUS_KEY}"],
-                         ids=["missing", "empty", "wrong_scheme", "unknown_key"])
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer ", f"Basic {KEY}", f"Bearer {BOGUS_KEY}"],
+    ids=["missing", "empty", "wrong_scheme", "unknown_key"],
+)
 def test_missing_or_invalid_key_is_401_authentication_error(gw, authorization) -> None:  # type: ignore[no-untyped-def]
     headers = {} if authorization is None else {"Authorization": authorization}
-    raw = http(gw.base_url + "/chat/completions", {"model": MODEL, "messages": MESSAGES},
-               key=None, headers=headers)
-    assert_error(raw, 401, type="authentication_error", code="invalid_api_key", param=None,
-                 request_id=True)
+    raw = http(
+        gw.base_url + "/chat/completions",
+        {"model": MODEL, "messages": MESSAGES},
+        key=None,
+        headers=headers,
+    )
+    assert_error(
+        raw, 401, type="authentication_error", code="invalid_api_key", param=None, request_id=True
+    )
 
 
 def test_unknown_key_raises_sdk_authentication_error(gw) -> None:  # type: ignore[no-untyped-def]
-    raw_err = assert_error(http(gw.base_url + "/chat/completions",
-                                {"model": MODEL, "messages": MESSAGES}, key=BOGUS_KEY), 401)
+    raw_err = assert_error(
+        http(
+            gw.base_url + "/chat/completions", {"model": MODEL, "messages": MESSAGES}, key=BOGUS_KEY
+        ),
+        401,
+    )
     with pytest.raises(openai.AuthenticationError) as info:
         sdk(gw.base_url, BOGUS_KEY).chat.completions.create(model=MODEL, messages=MESSAGES)
     assert_sdk_error(info.value, raw_err, 401, request_id=True)
@@ -201,7 +236,8 @@ def test_unknown_key_raises_sdk_authentication_error(gw) -> None:  # type: ignor
 def test_missing_key_raises_sdk_authentication_error(gw) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(openai.AuthenticationError) as info:
         sdk(gw.base_url).chat.completions.create(
-            model=MODEL, messages=MESSAGES, extra_headers={"Authorization": openai.omit})
+            model=MODEL, messages=MESSAGES, extra_headers={"Authorization": openai.omit}
+        )
     assert info.value.code == "invalid_api_key"
 
 
@@ -225,22 +261,35 @@ def test_admin_without_token_is_401(gw) -> None:  # type: ignore[no-untyped-def]
     raw = http(gw.url + "/admin/usage", method="GET", key=None)
     raw_err = assert_error(raw, 401, type="authentication_error", code="invalid_api_key")
     with pytest.raises(openai.AuthenticationError) as info:
-        sdk(gw.url).get("/admin/usage", cast_to=object,
-                        options={"headers": {"Authorization": openai.omit}})
+        sdk(gw.url).get(
+            "/admin/usage", cast_to=object, options={"headers": {"Authorization": openai.omit}}
+        )
     assert_sdk_error(info.value, raw_err, 401)
 
 
-@pytest.mark.parametrize(("method", "path", "body", "param", "code"), [
-    ("GET", "/admin/usage?group_by=colour", None, "group_by", None),
-    ("GET", "/admin/usage?since=yesterday-ish", None, "since", None),
-    ("GET", "/admin/usage?since=99999999999d", None, "since", None),
-    ("GET", "/admin/usage?until=99999999999999999999h", None, "until", None),
-    ("POST", "/admin/keys", b"{not json", None, "invalid_json"),
-    ("POST", "/admin/keys", b"[1, 2]", "tenant", None),
-    ("POST", "/admin/keys", b'{"name": "ci"}', "tenant", None),
-    ("POST", "/admin/keys", b'{"tenant": "acme", "name": {"a": 1}}', "name", "invalid_type"),
-], ids=["group_by", "since_garbage", "since_overflow", "until_overflow", "keys_bad_json",
-        "keys_not_object", "keys_no_tenant", "keys_name_not_string"])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "param", "code"),
+    [
+        ("GET", "/admin/usage?group_by=colour", None, "group_by", None),
+        ("GET", "/admin/usage?since=yesterday-ish", None, "since", None),
+        ("GET", "/admin/usage?since=99999999999d", None, "since", None),
+        ("GET", "/admin/usage?until=99999999999999999999h", None, "until", None),
+        ("POST", "/admin/keys", b"{not json", None, "invalid_json"),
+        ("POST", "/admin/keys", b"[1, 2]", "tenant", None),
+        ("POST", "/admin/keys", b'{"name": "ci"}', "tenant", None),
+        ("POST", "/admin/keys", b'{"tenant": "acme", "name": {"a": 1}}', "name", "invalid_type"),
+    ],
+    ids=[
+        "group_by",
+        "since_garbage",
+        "since_overflow",
+        "until_overflow",
+        "keys_bad_json",
+        "keys_not_object",
+        "keys_no_tenant",
+        "keys_name_not_string",
+    ],
+)
 def test_bad_admin_input_is_400(gw, method, path, body, param, code) -> None:  # type: ignore[no-untyped-def]
     raw = http(gw.url + path, body, method=method, key=ADMIN_TOKEN)
     raw_err = assert_error(raw, 400, type="invalid_request_error", param=param, code=code)
@@ -249,8 +298,12 @@ def test_bad_admin_input_is_400(gw, method, path, body, param, code) -> None:  #
         if method == "GET":
             admin.get(path, cast_to=object)
         else:
-            admin.post(path, cast_to=object, content=body,
-                       options={"headers": {"Content-Type": "application/json"}})
+            admin.post(
+                path,
+                cast_to=object,
+                content=body,
+                options={"headers": {"Content-Type": "application/json"}},
+            )
     assert_sdk_error(info.value, raw_err, 400)
 
 
@@ -260,8 +313,9 @@ def test_bad_admin_input_is_400(gw, method, path, body, param, code) -> None:  #
 def test_unknown_model_is_404_model_not_found(gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     body = {"model": "gpt-9-ultra", "messages": MESSAGES}
     raw = http(gw.base_url + "/chat/completions", body)
-    raw_err = assert_error(raw, 404, type="not_found_error", code="model_not_found",
-                           param="model", request_id=True)
+    raw_err = assert_error(
+        raw, 404, type="not_found_error", code="model_not_found", param="model", request_id=True
+    )
     with pytest.raises(openai.NotFoundError) as info:
         sdk(gw.base_url).chat.completions.create(model="gpt-9-ultra", messages=MESSAGES)
     assert_sdk_error(info.value, raw_err, 404, request_id=True)
@@ -272,8 +326,9 @@ def test_unknown_route_is_404(gw) -> None:  # type: ignore[no-untyped-def]
     raw = http(gw.base_url + "/engines/davinci/completions", {"prompt": PROMPT})
     raw_err = assert_error(raw, 404, type="not_found_error", code="unknown_route", param=None)
     with pytest.raises(openai.NotFoundError) as info:
-        sdk(gw.base_url).post("/engines/davinci/completions", cast_to=object,
-                              body={"prompt": PROMPT})
+        sdk(gw.base_url).post(
+            "/engines/davinci/completions", cast_to=object, body={"prompt": PROMPT}
+        )
     assert_sdk_error(info.value, raw_err, 404)
 
 
@@ -300,8 +355,7 @@ def no_model() -> dict[str, Any]:
 VALIDATION: list[tuple[str, str, bytes | dict[str, Any] | list[Any], str | None, str]] = [
     ("malformed_json", "chat", b'{"model": "gpt-4o-mini", "messages": [', None, "invalid_json"),
     ("invalid_utf8", "chat", b'{"model": "\xff\xfe"}', None, "invalid_json"),
-    ("nan_literal", "chat", b'{"model": "gpt-4o-mini", "temperature": NaN}', None,
-     "invalid_json"),
+    ("nan_literal", "chat", b'{"model": "gpt-4o-mini", "temperature": NaN}', None, "invalid_json"),
     ("empty_body", "chat", b"", None, "invalid_json"),
     ("non_object_body", "chat", [MODEL, PROMPT], None, "invalid_json"),
     ("missing_model", "chat", no_model(), "model", "missing_required_parameter"),
@@ -310,49 +364,108 @@ VALIDATION: list[tuple[str, str, bytes | dict[str, Any] | list[Any], str | None,
     ("messages_wrong_type", "chat", chat(messages=PROMPT), "messages", "invalid_type"),
     ("messages_empty", "chat", chat(messages=[]), "messages", "invalid_type"),
     ("message_not_object", "chat", chat(messages=[PROMPT]), "messages[0]", "invalid_type"),
-    ("bad_role", "chat", chat(messages=[{"role": "wizard", "content": PROMPT}]),
-     "messages[0].role", "invalid_value"),
-    ("content_wrong_type", "chat", chat(messages=[*MESSAGES, {"role": "user", "content": 7}]),
-     "messages[1].content", "invalid_type"),
-    ("content_part_untyped", "chat", chat(messages=[{"role": "user", "content": [{"t": PROMPT}]}]),
-     "messages[0].content[0]", "invalid_type"),
+    (
+        "bad_role",
+        "chat",
+        chat(messages=[{"role": "wizard", "content": PROMPT}]),
+        "messages[0].role",
+        "invalid_value",
+    ),
+    (
+        "content_wrong_type",
+        "chat",
+        chat(messages=[*MESSAGES, {"role": "user", "content": 7}]),
+        "messages[1].content",
+        "invalid_type",
+    ),
+    (
+        "content_part_untyped",
+        "chat",
+        chat(messages=[{"role": "user", "content": [{"t": PROMPT}]}]),
+        "messages[0].content[0]",
+        "invalid_type",
+    ),
     ("max_tokens_string", "chat", chat(max_tokens="10"), "max_tokens", "invalid_value"),
     ("max_tokens_zero", "chat", chat(max_tokens=0), "max_tokens", "invalid_value"),
     ("max_tokens_bool", "chat", chat(max_tokens=True), "max_tokens", "invalid_value"),
-    ("max_completion_tokens_float", "chat", chat(max_completion_tokens=1.5),
-     "max_completion_tokens", "invalid_value"),
+    (
+        "max_completion_tokens_float",
+        "chat",
+        chat(max_completion_tokens=1.5),
+        "max_completion_tokens",
+        "invalid_value",
+    ),
     ("temperature_out_of_range", "chat", chat(temperature=2.5), "temperature", "invalid_value"),
     ("temperature_string", "chat", chat(temperature="hot"), "temperature", "invalid_value"),
     ("top_p_out_of_range", "chat", chat(top_p=1.5), "top_p", "invalid_value"),
     ("n_huge", "chat", chat(n=10**30), "n", "invalid_value"),
     ("stream_not_bool", "chat", chat(stream="yes"), "stream", "invalid_type"),
-    ("stream_options_without_stream", "chat", chat(stream_options={"include_usage": True}),
-     "stream_options", "invalid_value"),
-    ("include_usage_not_bool", "chat", chat(stream=True, stream_options={"include_usage": "y"}),
-     "stream_options.include_usage", "invalid_type"),
+    (
+        "stream_options_without_stream",
+        "chat",
+        chat(stream_options={"include_usage": True}),
+        "stream_options",
+        "invalid_value",
+    ),
+    (
+        "include_usage_not_bool",
+        "chat",
+        chat(stream=True, stream_options={"include_usage": "y"}),
+        "stream_options.include_usage",
+        "invalid_type",
+    ),
     ("user_not_string", "chat", chat(user=["u"]), "user", "invalid_type"),
     ("metadata_not_object", "chat", chat(metadata=PROMPT), "metadata", "invalid_type"),
-    ("feature_invalid", "chat", chat(metadata={"feature": "no spaces allowed"}), "feature",
-     "invalid_value"),
-    ("embeddings_input_missing", "embeddings", {"model": "fake-embed"}, "input",
-     "missing_required_parameter"),
-    ("embeddings_input_wrong_type", "embeddings", {"model": "fake-embed", "input": [PROMPT, 1]},
-     "input", "invalid_type"),
+    (
+        "feature_invalid",
+        "chat",
+        chat(metadata={"feature": "no spaces allowed"}),
+        "feature",
+        "invalid_value",
+    ),
+    (
+        "embeddings_input_missing",
+        "embeddings",
+        {"model": "fake-embed"},
+        "input",
+        "missing_required_parameter",
+    ),
+    (
+        "embeddings_input_wrong_type",
+        "embeddings",
+        {"model": "fake-embed", "input": [PROMPT, 1]},
+        "input",
+        "invalid_type",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("endpoint", "body", "param", "code"),
-                         [case[1:] for case in VALIDATION], ids=[case[0] for case in VALIDATION])
-def test_invalid_request_is_400_bad_request_naming_the_param(gw, fresh_upstream, endpoint, body, param,  # type: ignore[no-untyped-def]
-                                                             code) -> None:
+@pytest.mark.parametrize(
+    ("endpoint", "body", "param", "code"),
+    [case[1:] for case in VALIDATION],
+    ids=[case[0] for case in VALIDATION],
+)
+def test_invalid_request_is_400_bad_request_naming_the_param(
+    gw,
+    fresh_upstream,
+    endpoint,
+    body,
+    param,  # type: ignore[no-untyped-def]
+    code,
+) -> None:
     path = "/chat/completions" if endpoint == "chat" else "/embeddings"
     raw = http(gw.base_url + path, body)
-    raw_err = assert_error(raw, 400, type="invalid_request_error", param=param, code=code,
-                           request_id=True)
+    raw_err = assert_error(
+        raw, 400, type="invalid_request_error", param=param, code=code, request_id=True
+    )
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     with pytest.raises(openai.BadRequestError) as info:
-        sdk(gw.base_url).post(path, cast_to=object, content=content,
-                              options={"headers": {"Content-Type": "application/json"}})
+        sdk(gw.base_url).post(
+            path,
+            cast_to=object,
+            content=content,
+            options={"headers": {"Content-Type": "application/json"}},
+        )
     assert_sdk_error(info.value, raw_err, 400, request_id=True)
     assert fresh_upstream.stats()["requests"] == 0  # nothing invalid ever reaches the upstream
 
@@ -360,7 +473,8 @@ def test_invalid_request_is_400_bad_request_naming_the_param(gw, fresh_upstream,
 def test_sdk_typed_call_with_bad_role_names_the_param(gw) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(openai.BadRequestError) as info:
         sdk(gw.base_url).chat.completions.create(
-            model=MODEL, messages=[{"role": "wizard", "content": PROMPT}],  # type: ignore[misc,list-item]
+            model=MODEL,
+            messages=[{"role": "wizard", "content": PROMPT}],  # type: ignore[misc,list-item]
         )
     assert info.value.param == "messages[0].role"
 
@@ -368,11 +482,13 @@ def test_sdk_typed_call_with_bad_role_names_the_param(gw) -> None:  # type: igno
 def test_oversized_body_is_413(small_gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     body = chat(messages=[{"role": "user", "content": PROMPT + "x" * 4096}])
     raw = http(small_gw.base_url + "/chat/completions", body)
-    raw_err = assert_error(raw, 413, type="invalid_request_error", code="request_too_large",
-                           param=None)
+    raw_err = assert_error(
+        raw, 413, type="invalid_request_error", code="request_too_large", param=None
+    )
     with pytest.raises(openai.APIStatusError) as info:
         sdk(small_gw.base_url).chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": PROMPT + "x" * 4096}])
+            model=MODEL, messages=[{"role": "user", "content": PROMPT + "x" * 4096}]
+        )
     assert_sdk_error(info.value, raw_err, 413)
     assert fresh_upstream.stats()["requests"] == 0
 
@@ -391,8 +507,9 @@ def say(directive: str, **fields: Any) -> dict[str, Any]:
 
 def test_upstream_429_after_retries_is_429_rate_limit_error(gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     raw = http(gw.base_url + "/chat/completions", say("#status:429"))
-    raw_err = assert_error(raw, 429, type="rate_limit_error", code="rate_limit_exceeded",
-                           param=None, request_id=True)
+    raw_err = assert_error(
+        raw, 429, type="rate_limit_error", code="rate_limit_exceeded", param=None, request_id=True
+    )
     assert fresh_upstream.stats()["requests"] == 3  # the first attempt and max_retries=2
     with pytest.raises(openai.RateLimitError) as info:
         sdk(gw.base_url).chat.completions.create(**say("#status:429"))
@@ -401,8 +518,9 @@ def test_upstream_429_after_retries_is_429_rate_limit_error(gw, fresh_upstream) 
 
 def test_upstream_5xx_after_retries_is_502(gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     raw = http(gw.base_url + "/chat/completions", say("#status:500"))
-    raw_err = assert_error(raw, 502, type="upstream_error", code="upstream_error", param=None,
-                           request_id=True)
+    raw_err = assert_error(
+        raw, 502, type="upstream_error", code="upstream_error", param=None, request_id=True
+    )
     assert fresh_upstream.stats()["requests"] == 3
     with pytest.raises(openai.InternalServerError) as info:
         sdk(gw.base_url).chat.completions.create(**say("#status:503"))
@@ -411,8 +529,9 @@ def test_upstream_5xx_after_retries_is_502(gw, fresh_upstream) -> None:  # type:
 
 def test_upstream_400_is_passed_through_without_retry(gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     raw = http(gw.base_url + "/chat/completions", say("#status:400"))
-    raw_err = assert_error(raw, 400, type="invalid_request_error", code="upstream_rejected",
-                           request_id=True)
+    raw_err = assert_error(
+        raw, 400, type="invalid_request_error", code="upstream_rejected", request_id=True
+    )
     assert fresh_upstream.stats()["requests"] == 1
     with pytest.raises(openai.BadRequestError) as info:
         sdk(gw.base_url).chat.completions.create(**say("#status:400"))
@@ -422,8 +541,9 @@ def test_upstream_400_is_passed_through_without_retry(gw, fresh_upstream) -> Non
 
 def test_upstream_timeout_is_504(gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     raw = http(gw.base_url + "/chat/completions", say("#latency:1500", model="slow-model"))
-    raw_err = assert_error(raw, 504, type="upstream_error", code="upstream_timeout",
-                           request_id=True)
+    raw_err = assert_error(
+        raw, 504, type="upstream_error", code="upstream_timeout", request_id=True
+    )
     with pytest.raises(openai.InternalServerError) as info:
         sdk(gw.base_url).chat.completions.create(**say("#latency:1500", model="slow-model"))
     assert_sdk_error(info.value, raw_err, 504, request_id=True)
@@ -461,9 +581,17 @@ ODD_REQUESTS: list[tuple[str, str, bytes | None]] = [
     ("POST", "/v1/chat/completions", json.dumps(say("#cut:1")).encode()),
     ("POST", "/v1/chat/completions", json.dumps(say("#status:418")).encode()),
     ("POST", "/v1/chat/completions", json.dumps(say("#status:401")).encode()),
-    ("POST", "/v1/chat/completions", json.dumps(chat(model="slow-model", stream=True,
-                                                     messages=[{"role": "user", "content":
-                                                                "#latency:1500"}])).encode()),
+    (
+        "POST",
+        "/v1/chat/completions",
+        json.dumps(
+            chat(
+                model="slow-model",
+                stream=True,
+                messages=[{"role": "user", "content": "#latency:1500"}],
+            )
+        ).encode(),
+    ),
     ("POST", "/v1/embeddings", b'{"model": "garbage-embed", "input": [[1, 2], [3]]}'),
     ("POST", "/v1/embeddings", b'{"model": "fake-embed", "input": [[1, "a"]]}'),
     ("DELETE", "/v1/models", None),
@@ -474,12 +602,13 @@ ODD_REQUESTS: list[tuple[str, str, bytes | None]] = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body"), ODD_REQUESTS,
-                         ids=[f"{m} {p[:40]}" for m, p, _ in ODD_REQUESTS])
+@pytest.mark.parametrize(
+    ("method", "path", "body"), ODD_REQUESTS, ids=[f"{m} {p[:40]}" for m, p, _ in ODD_REQUESTS]
+)
 def test_no_error_response_contains_a_traceback(gw, fresh_upstream, method, path, body) -> None:  # type: ignore[no-untyped-def]
     key = ADMIN_TOKEN if path.startswith("/admin") else KEY
     raw = http(gw.url + path, body, method=method, key=key)
     assert raw.status >= 400
     assert raw.status != 500, raw.body  # every one of these has a better status than "oops"
     err = assert_error(raw, raw.status)
-    assert "File \"" not in err["message"] and "line " not in err["message"]
+    assert 'File "' not in err["message"] and "line " not in err["message"]

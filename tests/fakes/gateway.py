@@ -30,19 +30,35 @@ def fake_upstream_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "admin_token": "env:PASSERELLE_ADMIN_TOKEN",
         "store": "sqlite:///./passerelle-data/ledger.db",
-        "providers": [{
-            "name": "fake", "kind": "openai", "base_url": upstream_url + "/v1",
-            "api_key": "env:FAKE_UPSTREAM_KEY", "max_retries": 2, "retry_backoff_s": 0.01,
-            "breaker_failures": 50, "timeout_s": 10,
-        }],
+        "providers": [
+            {
+                "name": "fake",
+                "kind": "openai",
+                "base_url": upstream_url + "/v1",
+                "api_key": "env:FAKE_UPSTREAM_KEY",
+                "max_retries": 2,
+                "retry_backoff_s": 0.01,
+                "breaker_failures": 50,
+                "timeout_s": 10,
+            }
+        ],
         "models": [
-            {"name": "gpt-4o-mini", "targets": [{"provider": "fake", "upstream_model": "gpt-4o-mini",
-                                                 "price": {"input": 0.15, "output": 0.60,
-                                                           "cached_input": 0.075}}]},
+            {
+                "name": "gpt-4o-mini",
+                "targets": [
+                    {
+                        "provider": "fake",
+                        "upstream_model": "gpt-4o-mini",
+                        "price": {"input": 0.15, "output": 0.60, "cached_input": 0.075},
+                    }
+                ],
+            },
             {"name": "catalogued", "targets": [{"provider": "fake", "upstream_model": "gpt-4o"}]},
             {"name": "mystery", "targets": [{"provider": "fake", "upstream_model": "mystery-1"}]},
-            {"name": "fake-embed", "targets": [{"provider": "fake",
-                                                "upstream_model": "text-embedding-3-small"}]},
+            {
+                "name": "fake-embed",
+                "targets": [{"provider": "fake", "upstream_model": "text-embedding-3-small"}],
+            },
         ],
         "tenants": [
             {"name": name, "keys": [f"env:TENANT_KEY_{name.upper()}"]} for name in TENANT_KEYS
@@ -55,8 +71,15 @@ def fake_upstream_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
 class GatewayProcess(ServerProcess):
     name = "passerelle serve"
 
-    def __init__(self, workdir: Path, config: dict[str, Any] | None, *, timeout: float = 60.0,
-                 env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict[str, Any] | None,
+        *,
+        timeout: float = 60.0,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
         super().__init__(timeout=timeout)
         self.workdir = workdir
         self.config = config
@@ -78,12 +101,14 @@ class GatewayProcess(ServerProcess):
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({
-            "PASSERELLE_ADMIN_TOKEN": ADMIN_TOKEN,
-            "FAKE_UPSTREAM_KEY": "sk-upstream-secret",
-            **{f"TENANT_KEY_{t.upper()}": k for t, k in TENANT_KEYS.items()},
-            **self.extra_env,
-        })
+        env.update(
+            {
+                "PASSERELLE_ADMIN_TOKEN": ADMIN_TOKEN,
+                "FAKE_UPSTREAM_KEY": "sk-upstream-secret",
+                **{f"TENANT_KEY_{t.upper()}": k for t, k in TENANT_KEYS.items()},
+                **self.extra_env,
+            }
+        )
         env.pop("PASSERELLE_CONFIG", None)
         return env
 
@@ -94,8 +119,14 @@ class GatewayProcess(ServerProcess):
         cmd = [sys.executable, "-m", "passerelle", *args]
         if self.config is not None:
             cmd += ["--config", str(self.config_path)]
-        return subprocess.run(cmd, cwd=self.workdir, env=self.environment(), capture_output=True,
-                              text=True, timeout=60)
+        return subprocess.run(
+            cmd,
+            cwd=self.workdir,
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     def ledger_rows(self, where: str = "1=1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         """Rows of the ledger's ``usage`` table matching ``where``, as dicts, oldest first.
@@ -105,6 +136,7 @@ class GatewayProcess(ServerProcess):
         """
         with closing(sqlite3.connect(self.workdir / "passerelle-data" / "ledger.db")) as conn:
             conn.row_factory = sqlite3.Row
-            rows = conn.execute(f"SELECT * FROM usage WHERE {where} ORDER BY ts, attempt",
-                                params).fetchall()
+            rows = conn.execute(
+                f"SELECT * FROM usage WHERE {where} ORDER BY ts, attempt", params
+            ).fetchall()
         return [dict(r) for r in rows]

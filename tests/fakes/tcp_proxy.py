@@ -25,8 +25,9 @@ class TcpProxy:
         self.port = port
         self.connections = 0  # accepted since creation
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="tcp-proxy", daemon=True
+        )
         self._thread.start()
         self._server: asyncio.Server | None = None
         self._live: set[asyncio.StreamWriter] = set()
@@ -66,8 +67,9 @@ class TcpProxy:
     async def _start(self) -> None:
         if self._server is not None:
             return
-        self._server = await asyncio.start_server(self._accept, self.host, self.port,
-                                                  reuse_address=True)
+        self._server = await asyncio.start_server(
+            self._accept, self.host, self.port, reuse_address=True
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _stop(self) -> None:

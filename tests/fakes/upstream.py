@@ -14,6 +14,7 @@ directives in the last user message, overridden by the next item of the control
 queue (POST /_control/script); see tests/fakes/README.md.  Needs aiohttp (imported
 lazily, so tests can import `UpstreamProcess` without it); orjson/uvloop if present.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,6 +44,7 @@ except ImportError:  # run as a script: tests/ is not a package root then
 try:
     from orjson import dumps, loads
 except ImportError:  # pragma: no cover - depends on the environment
+
     def dumps(obj: Any) -> bytes:
         return json.dumps(obj, separators=(",", ":")).encode()
 
@@ -50,15 +52,36 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 DEFAULT_REPLY = "Hello from fake upstream."
 DIRECTIVE_RE = re.compile(r"#(status|latency|chunk_delay|cut|usage|reply|words):(\S+)")
-MODELS_BODY = dumps({"object": "list", "data": [{
-    "id": "fake-model", "object": "model", "created": 1700000000, "owned_by": "passerelle-fake"}]})
+MODELS_BODY = dumps(
+    {
+        "object": "list",
+        "data": [
+            {
+                "id": "fake-model",
+                "object": "model",
+                "created": 1700000000,
+                "owned_by": "passerelle-fake",
+            }
+        ],
+    }
+)
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
-OPENAI_ERRORS = {400: ("invalid_request_error", None), 401: ("invalid_request_error", "invalid_api_key"),
-                 403: ("permission_error", None), 404: ("invalid_request_error", "model_not_found"),
-                 429: ("requests", "rate_limit_exceeded")}
-ANTHROPIC_ERRORS = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-                    529: "overloaded_error"}
+OPENAI_ERRORS = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", None),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+}
+ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
 Usage = tuple[int, int, int]  # (prompt, completion, cached)
 
 
@@ -75,9 +98,15 @@ class Behaviour:
 
 
 DEFAULT = Behaviour()
-_SIMPLE = {"status": ("status", int), "latency": ("latency_ms", float), "cut": ("cut", int),
-           "latency_ms": ("latency_ms", float), "chunk_delay": ("chunk_delay_ms", float),
-           "chunk_delay_ms": ("chunk_delay_ms", float), "reply": ("reply", str)}
+_SIMPLE = {
+    "status": ("status", int),
+    "latency": ("latency_ms", float),
+    "cut": ("cut", int),
+    "latency_ms": ("latency_ms", float),
+    "chunk_delay": ("chunk_delay_ms", float),
+    "chunk_delay_ms": ("chunk_delay_ms", float),
+    "reply": ("reply", str),
+}
 
 
 def apply(b: Behaviour, name: str, value: Any) -> Behaviour:
@@ -101,7 +130,9 @@ def text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        return "".join(
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
     return ""
 
 
@@ -118,7 +149,9 @@ def parse_directives(messages: list) -> Behaviour:
 def usage_for(b: Behaviour, body: dict) -> Usage:
     if b.usage is not None:
         return b.usage
-    chars = sum(len(text_of(m.get("content"))) for m in body.get("messages") or [] if isinstance(m, dict))
+    chars = sum(
+        len(text_of(m.get("content"))) for m in body.get("messages") or [] if isinstance(m, dict)
+    )
     chars += len(text_of(body.get("system")))  # Anthropic keeps the system prompt apart
     return chars // 4 + 1, len(b.reply.split()), 0
 
@@ -156,8 +189,12 @@ class State:
         return b
 
     def stats(self) -> dict:
-        return {"requests": self.requests, "by_path": dict(self.by_path), "last_request": self.last_request,
-                "last_headers": {k.lower(): v for k, v in self.last_headers.items()}}
+        return {
+            "requests": self.requests,
+            "by_path": dict(self.by_path),
+            "last_request": self.last_request,
+            "last_headers": {k.lower(): v for k, v in self.last_headers.items()},
+        }
 
 
 # ----------------------------------------------------------------------------- payloads
@@ -172,14 +209,22 @@ def openai_error(status: int, message: str) -> bytes:
 
 
 def anthropic_error(status: int, message: str) -> bytes:
-    return dumps({"type": "error", "error": {"type": ANTHROPIC_ERRORS.get(status, "api_error"),
-                                             "message": message}})
+    return dumps(
+        {
+            "type": "error",
+            "error": {"type": ANTHROPIC_ERRORS.get(status, "api_error"), "message": message},
+        }
+    )
 
 
 def usage_obj(usage: Usage) -> dict:
     p, c, k = usage
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
-            "prompt_tokens_details": {"cached_tokens": k}}
+    return {
+        "prompt_tokens": p,
+        "completion_tokens": c,
+        "total_tokens": p + c,
+        "prompt_tokens_details": {"cached_tokens": k},
+    }
 
 
 def chat_body(model: str, reply: str, usage: Usage) -> bytes:
@@ -188,26 +233,48 @@ def chat_body(model: str, reply: str, usage: Usage) -> bytes:
     if rest is None:
         if len(_chat_cache) > 4096:
             _chat_cache.clear()
-        rest = _chat_cache[(model, reply, usage)] = dumps({
-            "model": model, "choices": [{
-                "index": 0, "message": {"role": "assistant", "content": reply, "refusal": None},
-                "logprobs": None, "finish_reason": "stop"}],
-            "usage": usage_obj(usage), "system_fingerprint": None})[1:]
-    return b'{"id":"chatcmpl-fake%d","object":"chat.completion","created":%d,' % (
-        next(_ids), int(time.time())) + rest
+        rest = _chat_cache[(model, reply, usage)] = dumps(
+            {
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": reply, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage_obj(usage),
+                "system_fingerprint": None,
+            }
+        )[1:]
+    return (
+        b'{"id":"chatcmpl-fake%d","object":"chat.completion","created":%d,'
+        % (next(_ids), int(time.time()))
+        + rest
+    )
 
 
 def chat_events(body: dict, reply: str, usage: Usage) -> list[bytes]:
     """SSE events of a streamed chat completion, [DONE] included."""
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    base = {"id": f"chatcmpl-fake{next(_ids)}", "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": body.get("model", "fake-model"),
-            "system_fingerprint": None, **({"usage": None} if include_usage else {})}
+    base = {
+        "id": f"chatcmpl-fake{next(_ids)}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": body.get("model", "fake-model"),
+        "system_fingerprint": None,
+        **({"usage": None} if include_usage else {}),
+    }
     pieces = reply_pieces(reply)
     deltas = [({"role": "assistant", "content": ""}, None)]
-    deltas += [({"content": p}, "stop" if i == len(pieces) - 1 else None) for i, p in enumerate(pieces)]
-    events = [{**base, "choices": [{"index": 0, "delta": d, "logprobs": None, "finish_reason": f}]}
-              for d, f in deltas]
+    deltas += [
+        ({"content": p}, "stop" if i == len(pieces) - 1 else None) for i, p in enumerate(pieces)
+    ]
+    events = [
+        {**base, "choices": [{"index": 0, "delta": d, "logprobs": None, "finish_reason": f}]}
+        for d, f in deltas
+    ]
     if include_usage:
         events.append({**base, "choices": [], "usage": usage_obj(usage)})
     return [b"data: " + dumps(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
@@ -215,23 +282,45 @@ def chat_events(body: dict, reply: str, usage: Usage) -> list[bytes]:
 
 def anthropic_message(model: str, content: list, usage: Usage, stop: str | None) -> dict:
     p, c, k = usage
-    return {"id": f"msg_fake{next(_ids)}", "type": "message", "role": "assistant", "model": model,
-            "content": content, "stop_reason": stop, "stop_sequence": None,
-            "usage": {"input_tokens": p, "output_tokens": c, "cache_read_input_tokens": k,
-                      "cache_creation_input_tokens": 0}}
+    return {
+        "id": f"msg_fake{next(_ids)}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": p,
+            "output_tokens": c,
+            "cache_read_input_tokens": k,
+            "cache_creation_input_tokens": 0,
+        },
+    }
 
 
 def anthropic_events(model: str, reply: str, usage: Usage) -> list[bytes]:
     """The Messages API stream for one text block, as Anthropic sends it."""
-    start = anthropic_message(model, [], (usage[0], 1, usage[2]), None)  # output_tokens 1, like Anthropic
-    events = [{"type": "message_start", "message": start},
-              {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}]
-    events += [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
-               for piece in reply_pieces(reply)]
-    events += [{"type": "content_block_stop", "index": 0},
-               {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": usage[1]}},
-               {"type": "message_stop"}]
+    start = anthropic_message(
+        model, [], (usage[0], 1, usage[2]), None
+    )  # output_tokens 1, like Anthropic
+    events = [
+        {"type": "message_start", "message": start},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    ]
+    events += [
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+        for piece in reply_pieces(reply)
+    ]
+    events += [
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": usage[1]},
+        },
+        {"type": "message_stop"},
+    ]
     return [b"event: %s\ndata: %s\n\n" % (e["type"].encode(), dumps(e)) for e in events]
 
 
@@ -242,6 +331,7 @@ def embed(text: str, as_base64: bool) -> list[float] | str:
 
 
 # ----------------------------------------------------------------------------- server
+
 
 def abort_connection(request: Any) -> None:
     """Close the connection with no (further) response bytes."""
@@ -321,11 +411,19 @@ def build_app() -> Any:
             inputs = [inputs]
         b64 = body.get("encoding_format") == "base64"
         tokens = sum(len(str(x)) for x in inputs) // 4 + 1
-        return json_response(dumps({
-            "object": "list", "model": body.get("model", "fake-model"),
-            "data": [{"object": "embedding", "index": i, "embedding": embed(str(x), b64)}
-                     for i, x in enumerate(inputs)],
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+        return json_response(
+            dumps(
+                {
+                    "object": "list",
+                    "model": body.get("model", "fake-model"),
+                    "data": [
+                        {"object": "embedding", "index": i, "embedding": embed(str(x), b64)}
+                        for i, x in enumerate(inputs)
+                    ],
+                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                }
+            )
+        )
 
     async def models(request: Any) -> Any:
         state.record(request)
@@ -345,10 +443,17 @@ def build_app() -> Any:
         return json_response(dumps(state.stats()))
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.add_routes([web.post("/v1/chat/completions", chat_completions), web.post("/v1/messages", messages),
-                    web.post("/v1/embeddings", embeddings), web.get("/v1/models", models),
-                    web.post("/_control/script", control_script), web.post("/_control/reset", control_reset),
-                    web.get("/_control/stats", control_stats)])
+    app.add_routes(
+        [
+            web.post("/v1/chat/completions", chat_completions),
+            web.post("/v1/messages", messages),
+            web.post("/v1/embeddings", embeddings),
+            web.get("/v1/models", models),
+            web.post("/_control/script", control_script),
+            web.post("/_control/reset", control_reset),
+            web.get("/_control/stats", control_stats),
+        ]
+    )
     return app
 
 
@@ -379,6 +484,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         import uvloop
+
         loop_factory = uvloop.new_event_loop
     except ImportError:
         loop_factory = None
@@ -388,12 +494,13 @@ def main(argv: list[str] | None = None) -> None:
 
 # ----------------------------------------------------------------------------- test helper
 
+
 class UpstreamProcess(ServerProcess):
     """Runs the fake upstream in a subprocess for the duration of a `with` block.
 
-        with UpstreamProcess() as up:
-            up.control("script", {"responses": [{"status": 503}, {"status": 200}]})
-            client = OpenAI(base_url=up.base_url, api_key="test")
+    with UpstreamProcess() as up:
+        up.control("script", {"responses": [{"status": 503}, {"status": 200}]})
+        client = OpenAI(base_url=up.base_url, api_key="test")
     """
 
     name = "fake upstream"
@@ -403,8 +510,14 @@ class UpstreamProcess(ServerProcess):
         self.host, self.port = host, port
 
     def command(self) -> list[str]:
-        return [sys.executable, str(Path(__file__).resolve()), "--host", self.host,
-                "--port", str(self.port)]
+        return [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
 
     def control(self, path: str, payload: Any = None) -> Any:
         """Calls the control API ("script", "reset", "stats" or "/_control/..."); returns its JSON.

@@ -15,26 +15,35 @@ from tests.fakes.gateway import ADMIN_TOKEN, fake_upstream_config
 PRICE = {"input": 0.15, "output": 0.60}
 # one request: ~10 prompt tokens estimated high, max_tokens 100 -> worst case about $0.0000625;
 # the fake upstream reports 10 in / 50 out -> $0.0000315 actual
-BODY = {"model": "gpt-4o-mini", "max_tokens": 100,
-        "messages": [{"role": "user", "content": "hi #usage:10,50,0"}]}
+BODY = {
+    "model": "gpt-4o-mini",
+    "max_tokens": 100,
+    "messages": [{"role": "user", "content": "hi #usage:10,50,0"}],
+}
 WORST_CASE = (Decimal(16) * Decimal("0.15") + Decimal(100) * Decimal("0.60")) / Decimal(10**6)
 
 
-def budget_config(upstream_url: str, tenant: str, tenant_extra: dict[str, Any],
-                  **overrides: Any) -> dict[str, Any]:
+def budget_config(
+    upstream_url: str, tenant: str, tenant_extra: dict[str, Any], **overrides: Any
+) -> dict[str, Any]:
     config = fake_upstream_config(upstream_url, **overrides)
     config["tenants"].append({"name": tenant, "keys": ["env:RACE_KEY"], **tenant_extra})
     return config
 
 
-async def race(urls: list[str], key: str, n: int, body: dict[str, Any] | None = None,
-               headers: dict[str, str] | None = None) -> list[tuple[int, dict[str, Any]]]:
+async def race(
+    urls: list[str],
+    key: str,
+    n: int,
+    body: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> list[tuple[int, dict[str, Any]]]:
     """n requests at once, spread over the given gateways; returns (status, json) pairs."""
     payload = json.dumps(body or BODY).encode()
-    hdrs = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
-            **(headers or {})}
+    hdrs = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", **(headers or {})}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def one(i: int) -> tuple[int, dict[str, Any]]:
             url = urls[i % len(urls)] + "/v1/chat/completions"
             async with session.post(url, data=payload, headers=hdrs) as resp:
@@ -44,8 +53,10 @@ async def race(urls: list[str], key: str, n: int, body: dict[str, Any] | None = 
 
 
 def spend(gateway_url: str, tenant: str) -> tuple[int, Decimal]:
-    req = urllib.request.Request(f"{gateway_url}/admin/usage?group_by=tenant",
-                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    req = urllib.request.Request(
+        f"{gateway_url}/admin/usage?group_by=tenant",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         rows = json.loads(resp.read())["data"]
     for r in rows:

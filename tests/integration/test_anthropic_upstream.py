@@ -24,19 +24,35 @@ REPLY = "Hello from fake upstream."
 
 
 @pytest.fixture(scope="module")
-def gw(upstream: UpstreamProcess,
-       tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def gw(
+    upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
     config = fake_upstream_config(
         upstream.url,
-        providers=[{
-            "name": "claude", "kind": "anthropic", "base_url": upstream.url,
-            "api_key": "env:FAKE_UPSTREAM_KEY", "max_retries": 2, "retry_backoff_s": 0.01,
-            "breaker_failures": 1000, "timeout_s": 10,
-        }],
-        models=[{"name": MODEL, "targets": [{
-            "provider": "claude", "upstream_model": "claude-haiku-test",
-            "price": {"input": 3, "output": 15, "cached_input": 0.3},
-        }]}],
+        providers=[
+            {
+                "name": "claude",
+                "kind": "anthropic",
+                "base_url": upstream.url,
+                "api_key": "env:FAKE_UPSTREAM_KEY",
+                "max_retries": 2,
+                "retry_backoff_s": 0.01,
+                "breaker_failures": 1000,
+                "timeout_s": 10,
+            }
+        ],
+        models=[
+            {
+                "name": MODEL,
+                "targets": [
+                    {
+                        "provider": "claude",
+                        "upstream_model": "claude-haiku-test",
+                        "price": {"input": 3, "output": 15, "cached_input": 0.3},
+                    }
+                ],
+            }
+        ],
     )
     with GatewayProcess(tmp_path_factory.mktemp("anthropic"), config) as g:
         yield g
@@ -59,7 +75,8 @@ def ask(text: str) -> list[Any]:
 
 def test_plain_answer_is_translated_and_metered(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=ask("hi #usage:1000,500,200"), max_tokens=64)
+        model=MODEL, messages=ask("hi #usage:1000,500,200"), max_tokens=64
+    )
     answer = raw.parse()
     assert answer.object == "chat.completion"
     assert answer.choices[0].message.content == REPLY
@@ -87,12 +104,17 @@ def test_plain_answer_is_translated_and_metered(gw, fresh_upstream, client) -> N
 
 def test_streamed_answer_is_translated_and_metered(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=ask("hi #usage:300,6,100"), stream=True,
-        stream_options={"include_usage": True})
+        model=MODEL,
+        messages=ask("hi #usage:300,6,100"),
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(raw.parse())
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
-    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finish = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finish == ["stop"]
     usage = chunks[-1].usage
     assert chunks[-1].choices == [] and usage is not None
@@ -107,7 +129,8 @@ def test_streamed_answer_is_translated_and_metered(gw, fresh_upstream, client) -
 
 def test_stream_without_include_usage_hides_usage_but_meters_it(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=ask("hi #usage:300,6,0"), stream=True)
+        model=MODEL, messages=ask("hi #usage:300,6,0"), stream=True
+    )
     chunks = list(raw.parse())
     assert all(c.choices for c in chunks)
     row = ledger_row(gw, raw.headers["x-request-id"])
@@ -152,7 +175,8 @@ def test_client_error_is_passed_through_without_retry(gw, fresh_upstream, client
 
 def test_stream_cut_mid_way_is_metered_as_an_estimate(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=ask("hi #cut:4 #usage:300,6,0"), stream=True)
+        model=MODEL, messages=ask("hi #cut:4 #usage:300,6,0"), stream=True
+    )
     seen = []
     with pytest.raises(openai.APIError):
         for chunk in raw.parse():

@@ -38,13 +38,19 @@ def test_a_thousand_concurrent_requests_never_overspend(tmp_path, fresh_upstream
 
 
 def test_hard_budget_error_names_the_budget_and_its_reset(tmp_path, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
-    _, key, gw = start(tmp_path, fresh_upstream, {"budgets": [
-        {"usd": 0.00001, "period": "month", "feature": "summarize"}]})
+    _, key, gw = start(
+        tmp_path,
+        fresh_upstream,
+        {"budgets": [{"usd": 0.00001, "period": "month", "feature": "summarize"}]},
+    )
     with gw, OpenAI(base_url=gw.base_url, api_key=key, max_retries=0) as client:
         with pytest.raises(RateLimitError) as exc:
             client.chat.completions.create(
-                model="gpt-4o-mini", max_tokens=100, messages=[{"role": "user", "content": "hi"}],
-                extra_headers={"X-Passerelle-Feature": "summarize"})
+                model="gpt-4o-mini",
+                max_tokens=100,
+                messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"X-Passerelle-Feature": "summarize"},
+            )
         err = exc.value.body
         assert err["code"] == "insufficient_quota" and err["type"] == "insufficient_quota"
         assert "feature summarize" in err["message"] and "per month" in err["message"]
@@ -52,17 +58,22 @@ def test_hard_budget_error_names_the_budget_and_its_reset(tmp_path, fresh_upstre
         assert int(exc.value.response.headers["retry-after"]) > 0
         # another feature of the same tenant is not limited by it
         ok = client.chat.completions.create(
-            model="gpt-4o-mini", max_tokens=100, messages=[{"role": "user", "content": "hi"}],
-            extra_headers={"X-Passerelle-Feature": "chat"})
+            model="gpt-4o-mini",
+            max_tokens=100,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"X-Passerelle-Feature": "chat"},
+        )
         assert ok.choices[0].message.content
 
 
 def test_soft_budget_lets_calls_through_and_flags_them(tmp_path, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
-    _, key, gw = start(tmp_path, fresh_upstream, {"budgets": [
-        {"usd": 0.00001, "period": "day", "kind": "soft"}]})
+    _, key, gw = start(
+        tmp_path, fresh_upstream, {"budgets": [{"usd": 0.00001, "period": "day", "kind": "soft"}]}
+    )
     with gw, OpenAI(base_url=gw.base_url, api_key=key, max_retries=0) as client:
         raw = client.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", max_tokens=100, messages=[{"role": "user", "content": "hi"}])
+            model="gpt-4o-mini", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+        )
         assert raw.status_code == 200
         assert raw.headers["x-passerelle-budget-warning"] == "soft budget exceeded"
 

@@ -13,8 +13,10 @@ from tests.fakes.gateway import ADMIN_TOKEN
 
 
 def usage_rows(gateway, group_by: str = "tenant,feature,model") -> list[dict]:  # type: ignore[no-untyped-def]
-    req = urllib.request.Request(f"{gateway.url}/admin/usage?group_by={group_by}",
-                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    req = urllib.request.Request(
+        f"{gateway.url}/admin/usage?group_by={group_by}",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())["data"]
 
@@ -34,19 +36,27 @@ def test_plain_answer_carries_cost_and_target_headers(client: OpenAI, fresh_upst
 
 
 def test_stream_with_usage_reaches_the_sdk(client: OpenAI, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
-    chunks = list(client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi #usage:10,4,0"}],
-        stream=True, stream_options={"include_usage": True},
-    ))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "hi #usage:10,4,0"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Hello from fake upstream."
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
 
 
 def test_stream_without_include_usage_hides_the_usage_chunk(client: OpenAI, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
-    chunks = list(client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True,
-    ))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+        )
+    )
     assert all(c.choices for c in chunks)
     assert fresh_upstream.stats()["last_request"]["stream_options"] == {"include_usage": True}
 
@@ -55,7 +65,10 @@ def test_stream_without_include_usage_hides_the_usage_chunk(client: OpenAI, fres
 def test_feature_is_metered_and_never_sent_upstream(gateway, fresh_upstream, feature_via) -> None:  # type: ignore[no-untyped-def]
     feature = f"summarize-{feature_via}"
     client = OpenAI(base_url=gateway.base_url, api_key="sk-test-globex", max_retries=0)
-    kwargs: dict = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x #usage:100,10,0"}]}
+    kwargs: dict = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "x #usage:100,10,0"}],
+    }
     if feature_via == "header":
         kwargs["extra_headers"] = {"X-Passerelle-Feature": feature}
     else:
@@ -63,8 +76,17 @@ def test_feature_is_metered_and_never_sent_upstream(gateway, fresh_upstream, fea
     client.chat.completions.create(**kwargs)
     assert "metadata" not in fresh_upstream.stats()["last_request"]
     rows = [r for r in usage_rows(gateway) if r["feature"] == feature]
-    assert rows == [{
-        "tenant": "globex", "feature": feature, "model": "gpt-4o-mini", "requests": 1,
-        "input_tokens": 100, "output_tokens": 10, "cached_tokens": 0,
-        "cost_usd": "0.000021", "unpriced_requests": 0, "errors": 0,
-    }]
+    assert rows == [
+        {
+            "tenant": "globex",
+            "feature": feature,
+            "model": "gpt-4o-mini",
+            "requests": 1,
+            "input_tokens": 100,
+            "output_tokens": 10,
+            "cached_tokens": 0,
+            "cost_usd": "0.000021",
+            "unpriced_requests": 0,
+            "errors": 0,
+        }
+    ]

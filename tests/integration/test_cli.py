@@ -21,29 +21,42 @@ MINIMAL = ROOT / "examples" / "minimal.yaml"
 MINIMAL_ENV = {"PASSERELLE_ADMIN_TOKEN": "adm-x", "ACME_CLOUD_KEY": "sk-up", "ACME_KEY": "sk-acme"}
 
 
-def passerelle(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-               ) -> subprocess.CompletedProcess[str]:
+def passerelle(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``passerelle ARGS`` with only the given variables on top of a clean environment."""
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith("PASSERELLE_") and k not in MINIMAL_ENV}
-    return subprocess.run([sys.executable, "-m", "passerelle", *args], env={**base, **(env or {})},
-                          cwd=cwd or ROOT, capture_output=True, text=True, timeout=60)
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PASSERELLE_") and k not in MINIMAL_ENV
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "passerelle", *args],
+        env={**base, **(env or {})},
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 # --- config check / reference ----------------------------------------------------------------------
 
+
 def test_config_check_accepts_the_minimal_example() -> None:
     out = passerelle("config", "check", str(MINIMAL), env=MINIMAL_ENV)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == (
-        f"{MINIMAL}: OK (2 providers, 2 models, 1 tenants, store sqlite)")
+    assert out.stdout.strip() == (f"{MINIMAL}: OK (2 providers, 2 models, 1 tenants, store sqlite)")
 
 
-@pytest.mark.parametrize(("missing", "field"), [
-    ("PASSERELLE_ADMIN_TOKEN", "admin_token"),
-    ("ACME_CLOUD_KEY", "providers[0].api_key"),
-    ("ACME_KEY", "tenants[0].keys[0]"),
-])
+@pytest.mark.parametrize(
+    ("missing", "field"),
+    [
+        ("PASSERELLE_ADMIN_TOKEN", "admin_token"),
+        ("ACME_CLOUD_KEY", "providers[0].api_key"),
+        ("ACME_KEY", "tenants[0].keys[0]"),
+    ],
+)
 def test_config_check_names_the_field_whose_variable_is_missing(missing: str, field: str) -> None:
     env = {k: v for k, v in MINIMAL_ENV.items() if k != missing}
     out = passerelle("config", "check", str(MINIMAL), env=env)
@@ -89,20 +102,24 @@ def test_config_reference_is_what_docs_configuration_md_says() -> None:
     if not doc.exists():
         pytest.skip("docs/configuration.md is not written yet")
     assert out.stdout == doc.read_text(encoding="utf-8"), (
-        "docs/configuration.md is stale: regenerate it with `passerelle config reference`")
+        "docs/configuration.md is stale: regenerate it with `passerelle config reference`"
+    )
 
 
 # --- keys ----------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
-def gw(upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
-       ) -> Iterator[GatewayProcess]:
+def gw(
+    upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
     with GatewayProcess(tmp_path_factory.mktemp("cli"), fake_upstream_config(upstream.url)) as g:
         yield g
 
 
 def test_keys_create_prints_a_key_once_and_the_running_gateway_accepts_it(
-        gw: GatewayProcess, fresh_upstream: UpstreamProcess) -> None:
+    gw: GatewayProcess, fresh_upstream: UpstreamProcess
+) -> None:
     out = gw.cli("keys", "create", "--tenant", "acme", "--name", "ci-bot")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -115,7 +132,8 @@ def test_keys_create_prints_a_key_once_and_the_running_gateway_accepts_it(
     # the gateway was started before the key existed: it finds it in the store
     with OpenAI(base_url=gw.base_url, api_key=secret, max_retries=0) as client:
         raw = client.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
     assert raw.status_code == 200
     assert fresh_upstream.stats()["requests"] == 1
 
@@ -135,7 +153,8 @@ def test_each_created_key_is_new(gw: GatewayProcess) -> None:
 
 
 def test_keys_create_refuses_a_tenant_the_configuration_does_not_declare(
-        gw: GatewayProcess) -> None:
+    gw: GatewayProcess,
+) -> None:
     out = gw.cli("keys", "create", "--tenant", "initech")
     assert out.returncode == 2
     assert out.stdout == ""
@@ -145,40 +164,54 @@ def test_keys_create_refuses_a_tenant_the_configuration_does_not_declare(
 def test_an_unknown_key_is_still_refused(gw: GatewayProcess) -> None:
     from openai import AuthenticationError
 
-    with (OpenAI(base_url=gw.base_url, api_key="sk-never-created", max_retries=0) as client,
-          pytest.raises(AuthenticationError) as exc):
+    with (
+        OpenAI(base_url=gw.base_url, api_key="sk-never-created", max_retries=0) as client,
+        pytest.raises(AuthenticationError) as exc,
+    ):
         client.models.list()
     assert exc.value.body["code"] == "invalid_api_key"
 
 
 # --- usage ---------------------------------------------------------------------------------------
 
+
 def table(text: str) -> list[list[str]]:
     return [line.split() for line in text.splitlines() if line and not line.startswith("-")]
 
 
 def test_usage_by_tenant_and_feature_prints_a_table_with_exact_totals(
-        tmp_path: Path, fresh_upstream: UpstreamProcess) -> None:
+    tmp_path: Path, fresh_upstream: UpstreamProcess
+) -> None:
     with GatewayProcess(tmp_path / "gw", fake_upstream_config(fresh_upstream.url)) as g:
         empty = g.cli("usage", "--by", "tenant,feature")
         assert empty.returncode == 0, empty.stderr
         assert empty.stdout.strip() == "no usage recorded"
         calls = [  # tenant key, feature, content
-            ("sk-test-acme", "summarize", "a #usage:1000,2000,0"),   # $0.00135
+            ("sk-test-acme", "summarize", "a #usage:1000,2000,0"),  # $0.00135
             ("sk-test-acme", "summarize", "b #usage:1000,2000,200"),  # $0.001335 (200 cached)
-            ("sk-test-acme", None, "c #usage:100,10,0"),              # $0.000021
-            ("sk-test-globex", "chat", "d #usage:1000,2000,0"),       # $0.00135
+            ("sk-test-acme", None, "c #usage:100,10,0"),  # $0.000021
+            ("sk-test-globex", "chat", "d #usage:1000,2000,0"),  # $0.00135
         ]
         for key, feature, content in calls:
             with OpenAI(base_url=g.base_url, api_key=key, max_retries=0) as client:
                 client.chat.completions.create(
-                    model="gpt-4o-mini", messages=[{"role": "user", "content": content}],
-                    extra_headers={"X-Passerelle-Feature": feature} if feature else {})
+                    model="gpt-4o-mini",
+                    messages=[{"role": "user", "content": content}],
+                    extra_headers={"X-Passerelle-Feature": feature} if feature else {},
+                )
         out = g.cli("usage", "--by", "tenant,feature")
     assert out.returncode == 0, out.stderr
     rows = table(out.stdout)
-    assert rows[0] == ["tenant", "feature", "requests", "input", "output", "cached", "cost_usd",
-                       "unpriced"]
+    assert rows[0] == [
+        "tenant",
+        "feature",
+        "requests",
+        "input",
+        "output",
+        "cached",
+        "cost_usd",
+        "unpriced",
+    ]
     assert rows[1:] == [
         ["acme", "-", "1", "100", "10", "0", "0.000021", "0"],
         ["acme", "summarize", "2", "2000", "4000", "200", "0.002685", "0"],

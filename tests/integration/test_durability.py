@@ -39,7 +39,8 @@ def ledger_ids(gw: GatewayProcess) -> Counter[str]:
 def test_plain_answer_is_in_the_ledger_after_sigkill(gw, sdk) -> None:  # type: ignore[no-untyped-def]
     with sdk(gw) as client:
         raw = client.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi #usage:12,5,0"}])
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi #usage:12,5,0"}]
+        )
         raw.parse()
     gw.kill()
     request_id = raw.headers["x-request-id"]
@@ -51,7 +52,8 @@ def test_plain_answer_is_in_the_ledger_after_sigkill(gw, sdk) -> None:  # type: 
 def test_streamed_answer_is_in_the_ledger_after_sigkill(gw, sdk) -> None:  # type: ignore[no-untyped-def]
     with sdk(gw) as client:
         raw = client.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
         chunks = list(raw.parse())  # read to data: [DONE]
     gw.kill()
     assert chunks
@@ -66,10 +68,18 @@ def test_concurrent_answers_are_each_in_the_ledger_once_after_sigkill(gw) -> Non
     def one(i: int) -> None:
         # latencies spread over 0-490 ms, so the kill lands while some are still in flight
         stream = i % 2 == 1
-        body = json.dumps({"model": "gpt-4o-mini", "stream": stream, "messages": [
-            {"role": "user", "content": f"request {i} #latency:{i * 10}"}]}).encode()
-        req = urllib.request.Request(gw.base_url + "/chat/completions", data=body, headers={
-            "Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+        body = json.dumps(
+            {
+                "model": "gpt-4o-mini",
+                "stream": stream,
+                "messages": [{"role": "user", "content": f"request {i} #latency:{i * 10}"}],
+            }
+        ).encode()
+        req = urllib.request.Request(
+            gw.base_url + "/chat/completions",
+            data=body,
+            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=15) as resp:
                 payload = resp.read()

@@ -47,8 +47,20 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -79,8 +91,9 @@ def private_redis() -> Iterator[PrivateRedis]:
         r.kill()
 
 
-def gateway(workdir: Path, upstream: UpstreamProcess, tenant_extra: dict[str, Any],
-            **overrides: Any) -> tuple[str, str, GatewayProcess]:
+def gateway(
+    workdir: Path, upstream: UpstreamProcess, tenant_extra: dict[str, Any], **overrides: Any
+) -> tuple[str, str, GatewayProcess]:
     tenant = "fc-" + uuid.uuid4().hex[:10]
     key = "sk-fc-" + uuid.uuid4().hex
     config = fake_upstream_config(upstream.url, **overrides)
@@ -91,8 +104,11 @@ def gateway(workdir: Path, upstream: UpstreamProcess, tenant_extra: dict[str, An
 def ask(gw: GatewayProcess, key: str, **extra: Any) -> Any:
     with OpenAI(base_url=gw.base_url, api_key=key, max_retries=0) as client:
         return client.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", max_tokens=10, messages=[{"role": "user", "content": CONTENT}],
-            **extra)
+            model="gpt-4o-mini",
+            max_tokens=10,
+            messages=[{"role": "user", "content": CONTENT}],
+            **extra,
+        )
 
 
 def refused(gw: GatewayProcess, key: str, **extra: Any) -> APIStatusError:
@@ -106,8 +122,10 @@ BUDGET = {"budgets": [{"usd": 0.01, "period": "month"}]}
 
 # --- Redis ---------------------------------------------------------------------------------------
 
+
 def test_redis_gone_means_503_and_no_upstream_call(
-        tmp_path: Path, fresh_upstream: UpstreamProcess, private_redis: PrivateRedis) -> None:
+    tmp_path: Path, fresh_upstream: UpstreamProcess, private_redis: PrivateRedis
+) -> None:
     _, key, gw = gateway(tmp_path / "gw", fresh_upstream, BUDGET, redis=private_redis.url)
     with gw:
         assert ask(gw, key).status_code == 200
@@ -123,12 +141,14 @@ def test_redis_gone_means_503_and_no_upstream_call(
         assert fresh_upstream.stats()["requests"] == 1
         # a tenant under no budget or limit does not need the counters
         with OpenAI(base_url=gw.base_url, api_key="sk-test-acme", max_retries=0) as client:
-            client.chat.completions.create(model="gpt-4o-mini",
-                                           messages=[{"role": "user", "content": "hi"}])
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+            )
 
 
 def test_a_gateway_started_while_redis_is_down_answers_503(
-        tmp_path: Path, fresh_upstream: UpstreamProcess) -> None:
+    tmp_path: Path, fresh_upstream: UpstreamProcess
+) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
     _, key, gw = gateway(tmp_path / "gw", fresh_upstream, BUDGET, redis=dead)
     with gw:
@@ -142,7 +162,8 @@ def test_a_gateway_started_while_redis_is_down_answers_503(
 
 
 def test_an_emptied_redis_is_reseeded_from_the_ledger_so_the_budget_still_holds(
-        tmp_path: Path, fresh_upstream: UpstreamProcess, private_redis: PrivateRedis) -> None:
+    tmp_path: Path, fresh_upstream: UpstreamProcess, private_redis: PrivateRedis
+) -> None:
     # $0.01 a month; each call costs $0.00135 and reserves far less: 8 calls fit, the 9th not
     _, key, gw = gateway(tmp_path / "gw", fresh_upstream, BUDGET, redis=private_redis.url)
     with gw:
@@ -171,6 +192,7 @@ def test_an_emptied_redis_is_reseeded_from_the_ledger_so_the_budget_still_holds(
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def pg_proxy(postgres_url: str) -> Iterator[TcpProxy]:
     with TcpProxy(("127.0.0.1", 5432)) as proxy:
@@ -178,8 +200,9 @@ def pg_proxy(postgres_url: str) -> Iterator[TcpProxy]:
 
 
 def usage_rows(gw: GatewayProcess) -> list[dict[str, Any]]:
-    req = urllib.request.Request(f"{gw.url}/admin/usage?group_by=tenant",
-                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    req = urllib.request.Request(
+        f"{gw.url}/admin/usage?group_by=tenant", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())["data"]
 
@@ -201,10 +224,14 @@ def ledger_ids(tenant: str) -> set[str]:
 
 
 def test_postgres_gone_means_503_never_an_unrecorded_200(
-        tmp_path: Path, fresh_upstream: UpstreamProcess, pg_proxy: TcpProxy) -> None:
+    tmp_path: Path, fresh_upstream: UpstreamProcess, pg_proxy: TcpProxy
+) -> None:
     tenant, key, gw = gateway(
-        tmp_path / "gw", fresh_upstream, {},
-        store=f"postgresql://postgres@127.0.0.1:{pg_proxy.port}/test")
+        tmp_path / "gw",
+        fresh_upstream,
+        {},
+        store=f"postgresql://postgres@127.0.0.1:{pg_proxy.port}/test",
+    )
     answered: list[str] = []
     with gw:
         answered.append(ask(gw, key).headers["x-request-id"])

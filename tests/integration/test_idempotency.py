@@ -29,8 +29,11 @@ REPLAY = "x-passerelle-idempotent-replay"
 
 
 @pytest.fixture(scope="module", params=["embedded", "redis"])
-def gw(request: pytest.FixtureRequest, upstream: UpstreamProcess,
-       tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def gw(
+    request: pytest.FixtureRequest,
+    upstream: UpstreamProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[GatewayProcess]:
     overrides: dict[str, Any] = {}
     if request.param == "redis":
         overrides["redis"] = request.getfixturevalue("redis_url")
@@ -43,15 +46,19 @@ def new_tenant(gw: GatewayProcess) -> tuple[str, str]:
     """A tenant no other test uses, and a key for it (created through the admin API)."""
     tenant = "idem-" + uuid.uuid4().hex[:10]
     req = urllib.request.Request(
-        f"{gw.url}/admin/keys", data=json.dumps({"tenant": tenant}).encode(), method="POST",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"})
+        f"{gw.url}/admin/keys",
+        data=json.dumps({"tenant": tenant}).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return tenant, json.loads(resp.read())["key"]
 
 
 def tenant_cost(gw: GatewayProcess, tenant: str) -> Decimal:
-    req = urllib.request.Request(f"{gw.url}/admin/usage?group_by=tenant",
-                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    req = urllib.request.Request(
+        f"{gw.url}/admin/usage?group_by=tenant", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         rows = json.loads(resp.read())["data"]
     return sum((Decimal(r["cost_usd"]) for r in rows if r["tenant"] == tenant), Decimal(0))
@@ -59,12 +66,16 @@ def tenant_cost(gw: GatewayProcess, tenant: str) -> Decimal:
 
 def create(client: OpenAI, idem: str, content: str = PROMPT, **extra: Any) -> Any:
     return client.chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": content}],
-        extra_headers={"Idempotency-Key": idem}, **extra)
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": content}],
+        extra_headers={"Idempotency-Key": idem},
+        **extra,
+    )
 
 
 def test_same_key_and_body_replays_the_first_answer_with_one_upstream_call_and_one_charge(
-        gw: GatewayProcess, fresh_upstream: UpstreamProcess, sdk: Sdk) -> None:
+    gw: GatewayProcess, fresh_upstream: UpstreamProcess, sdk: Sdk
+) -> None:
     tenant, key = new_tenant(gw)
     idem = uuid.uuid4().hex
     with sdk(gw, key) as client:
@@ -82,20 +93,25 @@ def test_same_key_and_body_replays_the_first_answer_with_one_upstream_call_and_o
 
     rows = gw.ledger_rows("tenant = ?", (tenant,))
     assert [(r["request_id"], r["status"]) for r in rows] == [
-        (first.headers["x-request-id"], "ok"), (second.headers["x-request-id"], "replayed")]
+        (first.headers["x-request-id"], "ok"),
+        (second.headers["x-request-id"], "replayed"),
+    ]
     assert rows[0]["cost_pusd"] == int(ONE_CALL * 10**12)
     assert rows[1]["cost_pusd"] == 0
     assert rows[1]["input_tokens"] == rows[1]["output_tokens"] == 0
     assert tenant_cost(gw, tenant) == ONE_CALL
 
 
-@pytest.mark.parametrize("other_body", [
-    pytest.param({"content": "something else entirely"}, id="other-messages"),
-    pytest.param({"max_tokens": 7}, id="other-parameters"),
-])
+@pytest.mark.parametrize(
+    "other_body",
+    [
+        pytest.param({"content": "something else entirely"}, id="other-messages"),
+        pytest.param({"max_tokens": 7}, id="other-parameters"),
+    ],
+)
 def test_same_key_with_another_body_is_refused_as_reused(
-        gw: GatewayProcess, fresh_upstream: UpstreamProcess, sdk: Sdk,
-        other_body: dict[str, Any]) -> None:
+    gw: GatewayProcess, fresh_upstream: UpstreamProcess, sdk: Sdk, other_body: dict[str, Any]
+) -> None:
     _, key = new_tenant(gw)
     idem = uuid.uuid4().hex
     with sdk(gw, key) as client:
@@ -115,8 +131,14 @@ def lower(headers: Any) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
-async def _post(session: aiohttp.ClientSession, gw: GatewayProcess, key: str, idem: str,
-                content: str, delay: float = 0.0) -> tuple[int, dict[str, Any], dict[str, str]]:
+async def _post(
+    session: aiohttp.ClientSession,
+    gw: GatewayProcess,
+    key: str,
+    idem: str,
+    content: str,
+    delay: float = 0.0,
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     await asyncio.sleep(delay)
     async with session.post(
         f"{gw.base_url}/chat/completions",
@@ -126,17 +148,21 @@ async def _post(session: aiohttp.ClientSession, gw: GatewayProcess, key: str, id
         return resp.status, await resp.json(), lower(resp.headers)
 
 
-async def _duplicates(gw: GatewayProcess, key: str, idem: str, content: str, n: int
-                      ) -> list[tuple[int, dict[str, Any], dict[str, str]]]:
+async def _duplicates(
+    gw: GatewayProcess, key: str, idem: str, content: str, n: int
+) -> list[tuple[int, dict[str, Any], dict[str, str]]]:
     async with aiohttp.ClientSession() as session:
         first = asyncio.create_task(_post(session, gw, key, idem, content))
-        rest = [asyncio.create_task(_post(session, gw, key, idem, content, 0.15 + i * 0.01))
-                for i in range(n - 1)]
+        rest = [
+            asyncio.create_task(_post(session, gw, key, idem, content, 0.15 + i * 0.01))
+            for i in range(n - 1)
+        ]
         return [await first, *[await t for t in rest]]
 
 
 def test_a_duplicate_sent_while_the_first_runs_never_reaches_upstream_twice(
-        gw: GatewayProcess, fresh_upstream: UpstreamProcess) -> None:
+    gw: GatewayProcess, fresh_upstream: UpstreamProcess
+) -> None:
     tenant, key = new_tenant(gw)
     idem = uuid.uuid4().hex
     content = PROMPT + " #latency:800"
@@ -164,7 +190,8 @@ def test_a_duplicate_sent_while_the_first_runs_never_reaches_upstream_twice(
 
 
 def test_a_failed_first_attempt_frees_the_key_so_the_retry_runs(
-        gw: GatewayProcess, fresh_upstream: UpstreamProcess, sdk: Sdk) -> None:
+    gw: GatewayProcess, fresh_upstream: UpstreamProcess, sdk: Sdk
+) -> None:
     tenant, key = new_tenant(gw)
     idem = uuid.uuid4().hex
     fresh_upstream.script({"status": 400})
@@ -183,7 +210,8 @@ def test_a_failed_first_attempt_frees_the_key_so_the_retry_runs(
 
 
 def test_keys_are_per_tenant_so_another_tenant_gets_its_own_answer(
-        gw: GatewayProcess, fresh_upstream: UpstreamProcess, sdk: Sdk) -> None:
+    gw: GatewayProcess, fresh_upstream: UpstreamProcess, sdk: Sdk
+) -> None:
     tenant_a, key_a = new_tenant(gw)
     tenant_b, key_b = new_tenant(gw)
     idem = uuid.uuid4().hex
@@ -202,19 +230,29 @@ def test_keys_are_per_tenant_so_another_tenant_gets_its_own_answer(
 
 
 def test_a_streamed_request_replays_as_the_same_stream(
-        gw: GatewayProcess, fresh_upstream: UpstreamProcess) -> None:
+    gw: GatewayProcess, fresh_upstream: UpstreamProcess
+) -> None:
     tenant, key = new_tenant(gw)
     idem = uuid.uuid4().hex
-    body = {"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": PROMPT + " #words:5"}]}
+    body = {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": PROMPT + " #words:5"}],
+    }
 
     async def twice() -> list[tuple[int, str, dict[str, str]]]:
         out = []
         async with aiohttp.ClientSession() as session:
             for _ in range(2):
-                async with session.post(f"{gw.base_url}/chat/completions", json=body, headers={
-                    "Authorization": f"Bearer {key}", "Idempotency-Key": idem,
-                }) as resp:
+                async with session.post(
+                    f"{gw.base_url}/chat/completions",
+                    json=body,
+                    headers={
+                        "Authorization": f"Bearer {key}",
+                        "Idempotency-Key": idem,
+                    },
+                ) as resp:
                     out.append((resp.status, await resp.text(), lower(resp.headers)))
         return out
 
@@ -237,23 +275,27 @@ def test_a_streamed_request_replays_as_the_same_stream(
 
 
 def test_a_streamed_replay_reads_with_the_sdk(
-        gw: GatewayProcess, fresh_upstream: UpstreamProcess, sdk: Sdk) -> None:
+    gw: GatewayProcess, fresh_upstream: UpstreamProcess, sdk: Sdk
+) -> None:
     _, key = new_tenant(gw)
     idem = uuid.uuid4().hex
     texts = []
     with sdk(gw, key) as client:
         for _ in range(2):
             stream = client.chat.completions.create(
-                model="gpt-4o-mini", stream=True,
+                model="gpt-4o-mini",
+                stream=True,
                 messages=[{"role": "user", "content": "hi #words:3"}],
-                extra_headers={"Idempotency-Key": idem})
+                extra_headers={"Idempotency-Key": idem},
+            )
             texts.append("".join(c.choices[0].delta.content or "" for c in stream if c.choices))
     assert texts == ["w1 w2 w3", "w1 w2 w3"]
     assert fresh_upstream.stats()["requests"] == 1
 
 
 def test_an_idempotency_key_longer_than_255_characters_is_refused(
-        gw: GatewayProcess, fresh_upstream: UpstreamProcess, sdk: Sdk) -> None:
+    gw: GatewayProcess, fresh_upstream: UpstreamProcess, sdk: Sdk
+) -> None:
     _, key = new_tenant(gw)
     with sdk(gw, key) as client, pytest.raises(BadRequestError) as exc:
         create(client, "k" * 256)

@@ -34,22 +34,36 @@ FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 
 def local_config(upstream_url: str) -> dict[str, Any]:
     config = fake_upstream_config(upstream_url)
-    config["providers"].append({
-        "name": "on-prem", "kind": "local", "model": "gemma-3-270m", "max_queue": MAX_QUEUE,
-        "jurisdiction": "self-hosted",
-        # a full queue is not a broken engine: keep the breaker out of the burst test
-        "breaker_failures": 50,
-    })
-    config["models"].append({"name": "local", "targets": [{
-        "provider": "on-prem", "upstream_model": "gemma-3-270m",
-        "price": {"input": 0.0, "output": 0.0},
-    }]})
+    config["providers"].append(
+        {
+            "name": "on-prem",
+            "kind": "local",
+            "model": "gemma-3-270m",
+            "max_queue": MAX_QUEUE,
+            "jurisdiction": "self-hosted",
+            # a full queue is not a broken engine: keep the breaker out of the burst test
+            "breaker_failures": 50,
+        }
+    )
+    config["models"].append(
+        {
+            "name": "local",
+            "targets": [
+                {
+                    "provider": "on-prem",
+                    "upstream_model": "gemma-3-270m",
+                    "price": {"input": 0.0, "output": 0.0},
+                }
+            ],
+        }
+    )
     return config
 
 
 @pytest.fixture(scope="module")
-def local_gateway(upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
-                  ) -> Iterator[GatewayProcess]:
+def local_gateway(
+    upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
     with GatewayProcess(tmp_path_factory.mktemp("local"), local_config(upstream.url)) as gw:
         yield gw
 
@@ -59,16 +73,19 @@ def client_for(gateway: GatewayProcess, key: str = TENANT_KEYS["acme"]) -> OpenA
 
 
 def usage_rows(gateway: GatewayProcess) -> list[dict[str, Any]]:
-    req = urllib.request.Request(f"{gateway.url}/admin/usage?group_by=tenant,feature,model",
-                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    req = urllib.request.Request(
+        f"{gateway.url}/admin/usage?group_by=tenant,feature,model",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())["data"]
 
 
 def test_the_embedded_model_answers_a_factual_question(local_gateway: GatewayProcess) -> None:
     with client_for(local_gateway) as client:
-        answer = client.chat.completions.create(model="local", messages=FRANCE, temperature=0,
-                                                max_tokens=24)
+        answer = client.chat.completions.create(
+            model="local", messages=FRANCE, temperature=0, max_tokens=24
+        )
     assert "Paris" in answer.choices[0].message.content
     assert answer.choices[0].finish_reason == "stop"
     assert answer.usage.prompt_tokens > 0 and answer.usage.completion_tokens > 0
@@ -76,11 +93,17 @@ def test_the_embedded_model_answers_a_factual_question(local_gateway: GatewayPro
 
 def test_a_stream_with_usage_is_metered_in_the_ledger(local_gateway: GatewayProcess) -> None:
     with client_for(local_gateway) as client:
-        chunks = list(client.chat.completions.create(
-            model="local", messages=FRANCE, temperature=0, max_tokens=24, stream=True,
-            stream_options={"include_usage": True},
-            extra_headers={"X-Passerelle-Feature": "local-stream"},
-        ))
+        chunks = list(
+            client.chat.completions.create(
+                model="local",
+                messages=FRANCE,
+                temperature=0,
+                max_tokens=24,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_headers={"X-Passerelle-Feature": "local-stream"},
+            )
+        )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "Paris" in text
     usage = chunks[-1].usage
@@ -88,15 +111,18 @@ def test_a_stream_with_usage_is_metered_in_the_ledger(local_gateway: GatewayProc
     [row] = [r for r in usage_rows(local_gateway) if r["feature"] == "local-stream"]
     assert (row["model"], row["requests"], row["errors"]) == ("local", 1, 0)
     assert (row["input_tokens"], row["output_tokens"]) == (
-        usage.prompt_tokens, usage.completion_tokens)
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    )
 
 
 def test_other_models_stay_fast_while_the_engine_is_busy(local_gateway: GatewayProcess) -> None:
     def generate() -> float:
         start = time.perf_counter()
         with client_for(local_gateway) as client:
-            answer = client.chat.completions.create(model="local", messages=LONG,
-                                                    temperature=0, max_tokens=200)
+            answer = client.chat.completions.create(
+                model="local", messages=LONG, temperature=0, max_tokens=200
+            )
         assert answer.usage.completion_tokens > 100
         return time.perf_counter() - start
 
@@ -107,7 +133,8 @@ def test_other_models_stay_fast_while_the_engine_is_busy(local_gateway: GatewayP
         while not all(run.done() for run in local_runs) and len(latencies) < 40:
             start = time.perf_counter()
             answer = fast.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+            )
             latencies.append(time.perf_counter() - start)
             assert answer.choices[0].message.content == "Hello from fake upstream."
             time.sleep(0.05)
@@ -124,8 +151,9 @@ def test_a_burst_past_the_queue_gets_clear_503s(local_gateway: GatewayProcess) -
         with client_for(local_gateway) as client:
             barrier.wait()
             try:
-                client.chat.completions.create(model="local", messages=LONG, temperature=0,
-                                               max_tokens=40)
+                client.chat.completions.create(
+                    model="local", messages=LONG, temperature=0, max_tokens=40
+                )
             except InternalServerError as exc:
                 assert exc.status_code == 503
                 assert exc.code == "model_overloaded"
@@ -148,7 +176,8 @@ def test_serve_with_no_config_is_the_embedded_default(tmp_path: Path) -> None:
         assert f"serving the OpenAI API at {gw.base_url}" in banner
         [key] = [line.rsplit(" ", 1)[1] for line in gw.banner if "your API key" in line]
         with client_for(gw, key) as client:
-            answer = client.chat.completions.create(model="local", messages=FRANCE,
-                                                    temperature=0, max_tokens=24)
+            answer = client.chat.completions.create(
+                model="local", messages=FRANCE, temperature=0, max_tokens=24
+            )
     assert "Paris" in answer.choices[0].message.content
     assert (workdir / "passerelle-data" / "ledger.db").is_file()

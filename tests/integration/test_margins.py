@@ -25,16 +25,31 @@ from tests.fakes.upstream import UpstreamProcess
 
 DEAR = "hello #usage:1000,2000,0"  # $0.30 on premium, $0.003 on cheap, $0.00135 on gpt-4o-mini
 PLANS = [
-    {"name": "pro", "monthly_usd": 1,
-     "margin_floor": {"max_cost_share": 0.2, "action": "degrade"}},
-    {"name": "strict", "monthly_usd": 1,
-     "margin_floor": {"max_cost_share": 0.2, "action": "refuse"}},
+    {"name": "pro", "monthly_usd": 1, "margin_floor": {"max_cost_share": 0.2, "action": "degrade"}},
+    {
+        "name": "strict",
+        "monthly_usd": 1,
+        "margin_floor": {"max_cost_share": 0.2, "action": "refuse"},
+    },
 ]
 MODELS = [
-    {"name": "premium", "degrade_to": "cheap", "targets": [
-        {"provider": "fake", "upstream_model": "premium-1", "price": {"input": 100, "output": 100}}]},
-    {"name": "cheap", "targets": [
-        {"provider": "fake", "upstream_model": "cheap-1", "price": {"input": 1, "output": 1}}]},
+    {
+        "name": "premium",
+        "degrade_to": "cheap",
+        "targets": [
+            {
+                "provider": "fake",
+                "upstream_model": "premium-1",
+                "price": {"input": 100, "output": 100},
+            }
+        ],
+    },
+    {
+        "name": "cheap",
+        "targets": [
+            {"provider": "fake", "upstream_model": "cheap-1", "price": {"input": 1, "output": 1}}
+        ],
+    },
 ]
 
 
@@ -56,16 +71,19 @@ class Floors:
         headers = {"X-Passerelle-Feature": feature} if feature else {}
         with self.client(tenant) as c:
             return c.chat.completions.with_raw_response.create(
-                model=model, messages=[{"role": "user", "content": DEAR}], extra_headers=headers)
+                model=model, messages=[{"role": "user", "content": DEAR}], extra_headers=headers
+            )
 
     def rows(self, tenant: str) -> list[dict[str, Any]]:
         return self.gw.ledger_rows("tenant = ?", (tenant,))
 
     def admin(self, path: str, body: Any = None) -> Any:
         req = urllib.request.Request(
-            self.gw.url + path, method="GET" if body is None else "POST",
+            self.gw.url + path,
+            method="GET" if body is None else "POST",
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"})
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
@@ -74,8 +92,9 @@ class Floors:
 
 
 @pytest.fixture(scope="module")
-def shared(upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[tuple[GatewayProcess, list[tuple[str, str]], dict[str, str]]]:
+def shared(
+    upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GatewayProcess, list[tuple[str, str]], dict[str, str]]]:
     config = fake_upstream_config(upstream.url)
     config["models"] += MODELS
     config["plans"] = PLANS
@@ -93,8 +112,10 @@ def shared(upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture
-def floors(shared: tuple[GatewayProcess, list[tuple[str, str]], dict[str, str]],
-           fresh_upstream: UpstreamProcess) -> Floors:
+def floors(
+    shared: tuple[GatewayProcess, list[tuple[str, str]], dict[str, str]],
+    fresh_upstream: UpstreamProcess,
+) -> Floors:
     gw, pairs, keys = shared
     pro, strict = pairs.pop()
     return Floors(gw, keys, pro, strict)
@@ -105,7 +126,8 @@ def this_month() -> str:
 
 
 def test_past_the_margin_floor_premium_is_served_by_the_cheaper_model(
-        floors: Floors, fresh_upstream: UpstreamProcess) -> None:
+    floors: Floors, fresh_upstream: UpstreamProcess
+) -> None:
     first = floors.ask(floors.pro)
     assert first.headers["x-passerelle-target"] == "fake/premium-1"
     assert "x-passerelle-degraded" not in first.headers
@@ -126,7 +148,8 @@ def test_past_the_margin_floor_premium_is_served_by_the_cheaper_model(
 
 
 def test_under_the_margin_floor_nothing_is_degraded(
-        floors: Floors, fresh_upstream: UpstreamProcess) -> None:
+    floors: Floors, fresh_upstream: UpstreamProcess
+) -> None:
     # $0.003 a call on cheap: far under 20% of $1
     for _ in range(3):
         raw = floors.ask(floors.pro, model="cheap")
@@ -137,7 +160,8 @@ def test_under_the_margin_floor_nothing_is_degraded(
 
 
 def test_past_a_refusing_margin_floor_calls_get_429_margin_floor(
-        floors: Floors, fresh_upstream: UpstreamProcess) -> None:
+    floors: Floors, fresh_upstream: UpstreamProcess
+) -> None:
     floors.ask(floors.strict)
     with pytest.raises(RateLimitError) as exc:
         floors.ask(floors.strict)
@@ -150,22 +174,28 @@ def test_past_a_refusing_margin_floor_calls_get_429_margin_floor(
         floors.ask(floors.strict, model="cheap")
     assert fresh_upstream.stats()["requests"] == 1
     decisions = [(r["status"], r["error_code"], r["decision"]) for r in floors.rows(floors.strict)]
-    assert decisions[1:] == [("error", "margin_floor", "refused: margin floor (20% of revenue)")] * 2
+    assert (
+        decisions[1:] == [("error", "margin_floor", "refused: margin floor (20% of revenue)")] * 2
+    )
     # another tenant is not affected
     assert floors.ask("acme", model="premium").headers["x-passerelle-target"] == "fake/premium-1"
 
 
 def test_revenue_posted_to_the_admin_api_lifts_the_floor_at_once(
-        floors: Floors, fresh_upstream: UpstreamProcess) -> None:
+    floors: Floors, fresh_upstream: UpstreamProcess
+) -> None:
     floors.ask(floors.pro)
     assert floors.ask(floors.pro).headers["x-passerelle-degraded"] == "margin-floor"
     floors.ask(floors.strict)
     with pytest.raises(RateLimitError):
         floors.ask(floors.strict)
-    posted = floors.admin("/admin/revenue", [
-        {"tenant": floors.pro, "period": this_month(), "amount": "10"},
-        {"tenant": floors.strict, "period": this_month(), "amount": 10, "currency": "usd"},
-    ])
+    posted = floors.admin(
+        "/admin/revenue",
+        [
+            {"tenant": floors.pro, "period": this_month(), "amount": "10"},
+            {"tenant": floors.strict, "period": this_month(), "amount": 10, "currency": "usd"},
+        ],
+    )
     assert posted == {"object": "list", "recorded": 2}
     # $0.303 of $10 and $0.30 of $10: both under 20% now
     again = floors.ask(floors.pro)
@@ -174,7 +204,9 @@ def test_revenue_posted_to_the_admin_api_lifts_the_floor_at_once(
     assert floors.ask(floors.strict).status_code == 200
     listed = floors.mine(floors.admin("/admin/revenue")["data"])
     assert {(e["tenant"], Decimal(e["amount"])) for e in listed} == {
-        (floors.pro, Decimal(10)), (floors.strict, Decimal(10))}
+        (floors.pro, Decimal(10)),
+        (floors.strict, Decimal(10)),
+    }
 
 
 def test_bad_revenue_posted_to_the_admin_api_is_a_400_naming_the_field(floors: Floors) -> None:
@@ -191,12 +223,13 @@ def _margin_of(rows: list[dict[str, Any]], tenant: str) -> dict[str, Any]:
 
 
 def test_margins_report_revenue_cost_margin_and_features_worst_first(
-        floors: Floors, fresh_upstream: UpstreamProcess) -> None:
-    floors.ask(floors.pro, feature="summarize")              # $0.30 on premium
-    floors.ask(floors.pro, feature="chat")                   # degraded: $0.003 on cheap
-    floors.ask(floors.strict, model="cheap")                 # $0.003
+    floors: Floors, fresh_upstream: UpstreamProcess
+) -> None:
+    floors.ask(floors.pro, feature="summarize")  # $0.30 on premium
+    floors.ask(floors.pro, feature="chat")  # degraded: $0.003 on cheap
+    floors.ask(floors.strict, model="cheap")  # $0.003
     floors.ask(floors.strict, model="cheap", feature="chat")  # $0.003
-    floors.ask("acme", model="gpt-4o-mini")                  # no plan, no revenue
+    floors.ask("acme", model="gpt-4o-mini")  # no plan, no revenue
 
     report = floors.admin("/admin/margins")
     assert report["object"] == "margins" and report["period"] == this_month()
@@ -206,26 +239,60 @@ def test_margins_report_revenue_cost_margin_and_features_worst_first(
     assert order[0] == "acme" and order[-1] == "globex"
     assert order.index(floors.pro) < order.index(floors.strict)
     acme = _margin_of(rows, "acme")
-    assert (acme["revenue_usd"], acme["revenue_source"], acme["gross_margin_usd"],
-            acme["cost_share"]) == (None, "unknown", None, None)
+    assert (
+        acme["revenue_usd"],
+        acme["revenue_source"],
+        acme["gross_margin_usd"],
+        acme["cost_share"],
+    ) == (None, "unknown", None, None)
     assert Decimal(acme["llm_cost_usd"]) >= Decimal("0.00135")
     pro = _margin_of(rows, floors.pro)
-    assert {k: pro[k] for k in ("revenue_usd", "revenue_source", "requests", "llm_cost_usd",
-                                "gross_margin_usd", "cost_share", "margin_pct", "direction")} == {
-        "revenue_usd": "1.00", "revenue_source": "plan pro", "requests": 2,
-        "llm_cost_usd": "0.303000", "gross_margin_usd": "0.697000", "cost_share": "0.3030",
-        "margin_pct": "69.70", "direction": "new"}
+    assert {
+        k: pro[k]
+        for k in (
+            "revenue_usd",
+            "revenue_source",
+            "requests",
+            "llm_cost_usd",
+            "gross_margin_usd",
+            "cost_share",
+            "margin_pct",
+            "direction",
+        )
+    } == {
+        "revenue_usd": "1.00",
+        "revenue_source": "plan pro",
+        "requests": 2,
+        "llm_cost_usd": "0.303000",
+        "gross_margin_usd": "0.697000",
+        "cost_share": "0.3030",
+        "margin_pct": "69.70",
+        "direction": "new",
+    }
     assert pro["features"] == [
-        {"feature": "summarize", "requests": 1, "llm_cost_usd": "0.300000",
-         "share_of_revenue": "0.3000"},
-        {"feature": "chat", "requests": 1, "llm_cost_usd": "0.003000",
-         "share_of_revenue": "0.0030"},
+        {
+            "feature": "summarize",
+            "requests": 1,
+            "llm_cost_usd": "0.300000",
+            "share_of_revenue": "0.3000",
+        },
+        {
+            "feature": "chat",
+            "requests": 1,
+            "llm_cost_usd": "0.003000",
+            "share_of_revenue": "0.0030",
+        },
     ]
     strict = _margin_of(rows, floors.strict)
     assert (strict["llm_cost_usd"], strict["gross_margin_usd"], strict["cost_share"]) == (
-        "0.006000", "0.994000", "0.0060")
+        "0.006000",
+        "0.994000",
+        "0.0060",
+    )
     assert [(f["feature"], f["llm_cost_usd"]) for f in strict["features"]] == [
-        (None, "0.003000"), ("chat", "0.003000")]
+        (None, "0.003000"),
+        ("chat", "0.003000"),
+    ]
     globex = _margin_of(rows, "globex")
     assert (globex["requests"], globex["llm_cost_usd"], globex["features"]) == (0, "0.000000", [])
 
@@ -236,12 +303,15 @@ def test_margins_report_revenue_cost_margin_and_features_worst_first(
 
 
 def test_revenue_imported_with_the_cli_shows_in_the_margins_report(
-        floors: Floors, tmp_path: Path) -> None:
+    floors: Floors, tmp_path: Path
+) -> None:
     floors.ask(floors.strict, model="cheap")  # $0.003
-    floors.ask(floors.pro)                    # $0.30
+    floors.ask(floors.pro)  # $0.30
     csv = tmp_path / "billing.csv"
-    csv.write_text(f"tenant,period,amount,currency\n{floors.strict},{this_month()},0.01,USD\n"
-                   f"{floors.pro},{this_month()},3,USD\n")
+    csv.write_text(
+        f"tenant,period,amount,currency\n{floors.strict},{this_month()},0.01,USD\n"
+        f"{floors.pro},{this_month()},3,USD\n"
+    )
     imported = floors.gw.cli("revenue", "import", str(csv))
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip() == "imported 2 revenue rows for 2 tenants, $3.01 in all"
@@ -250,8 +320,10 @@ def test_revenue_imported_with_the_cli_shows_in_the_margins_report(
     assert out.returncode == 0, out.stderr
     rows = [r for r in json.loads(out.stdout) if r["tenant"] in (floors.pro, floors.strict)]
     # $0.003 of $0.01 is worse than $0.30 of $3
-    assert [(r["tenant"], r["revenue_usd"], r["revenue_source"], r["cost_share"],
-             r["gross_margin_usd"]) for r in rows] == [
+    assert [
+        (r["tenant"], r["revenue_usd"], r["revenue_source"], r["cost_share"], r["gross_margin_usd"])
+        for r in rows
+    ] == [
         (floors.strict, "0.01", "recorded", "0.3000", "0.007000"),
         (floors.pro, "3.00", "recorded", "0.1000", "2.700000"),
     ]
@@ -267,10 +339,13 @@ def test_revenue_imported_with_the_cli_shows_in_the_margins_report(
 
 
 def test_a_billing_csv_with_a_bad_row_is_refused_naming_its_line(
-        floors: Floors, tmp_path: Path) -> None:
+    floors: Floors, tmp_path: Path
+) -> None:
     csv = tmp_path / "billing.csv"
-    csv.write_text(f"tenant,period,amount\n{floors.pro},{this_month()},5\n"
-                   f"{floors.strict},{this_month()},five dollars\n")
+    csv.write_text(
+        f"tenant,period,amount\n{floors.pro},{this_month()},5\n"
+        f"{floors.strict},{this_month()},five dollars\n"
+    )
     out = floors.gw.cli("revenue", "import", str(csv))
     assert out.returncode == 1
     assert "billing.csv:3: amount is not a number" in out.stderr
@@ -288,7 +363,8 @@ def test_a_billing_csv_without_the_columns_is_refused(floors: Floors, tmp_path: 
 
 
 def test_margins_totals_are_exact_over_many_small_calls(
-        floors: Floors, fresh_upstream: UpstreamProcess) -> None:
+    floors: Floors, fresh_upstream: UpstreamProcess
+) -> None:
     for _ in range(7):
         floors.ask(floors.strict, model="cheap")
     rows = floors.admin("/admin/margins")["data"]
@@ -300,7 +376,8 @@ def test_margins_totals_are_exact_over_many_small_calls(
 
 
 def test_the_margin_floor_trips_the_same_with_redis_counters(
-        tmp_path: Path, fresh_upstream: UpstreamProcess, redis_url: str) -> None:
+    tmp_path: Path, fresh_upstream: UpstreamProcess, redis_url: str
+) -> None:
     tenant, key = "pro-" + uuid.uuid4().hex[:10], "sk-pro-" + uuid.uuid4().hex
     config = fake_upstream_config(fresh_upstream.url, redis=redis_url)
     config["models"] += MODELS

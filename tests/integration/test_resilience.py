@@ -23,14 +23,23 @@ HI = [{"role": "user", "content": "hi"}]
 
 
 def provider(name: str, url: str, **kw: Any) -> dict[str, Any]:
-    return {"name": name, "kind": "openai", "base_url": url, "api_key": "env:FAKE_UPSTREAM_KEY",
-            "max_retries": 2, "retry_backoff_s": 0.01, "breaker_failures": 1000,
-            "timeout_s": 10, **kw}
+    return {
+        "name": name,
+        "kind": "openai",
+        "base_url": url,
+        "api_key": "env:FAKE_UPSTREAM_KEY",
+        "max_retries": 2,
+        "retry_backoff_s": 0.01,
+        "breaker_failures": 1000,
+        "timeout_s": 10,
+        **kw,
+    }
 
 
 @pytest.fixture(scope="module")
-def gw(upstream: UpstreamProcess,
-       tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def gw(
+    upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
     url = upstream.base_url
     config = fake_upstream_config(
         upstream.url,
@@ -38,17 +47,22 @@ def gw(upstream: UpstreamProcess,
             provider("fake", url),
             provider("primary", url, max_retries=0),
             provider("secondary", url, max_retries=0),
-            provider("flaky", url, max_retries=0, breaker_failures=2,
-                     breaker_cooldown_s=COOLDOWN_S),
-            provider("flaky2", url, max_retries=0, breaker_failures=2,
-                     breaker_cooldown_s=COOLDOWN_S),
+            provider(
+                "flaky", url, max_retries=0, breaker_failures=2, breaker_cooldown_s=COOLDOWN_S
+            ),
+            provider(
+                "flaky2", url, max_retries=0, breaker_failures=2, breaker_cooldown_s=COOLDOWN_S
+            ),
         ],
         models=[
             {"name": "gpt-4o-mini", "targets": [{"provider": "fake"}]},
-            {"name": "fallback-model", "targets": [
-                {"provider": "primary", "upstream_model": "gpt-4o-mini"},
-                {"provider": "secondary", "upstream_model": "gpt-4o-mini"},
-            ]},
+            {
+                "name": "fallback-model",
+                "targets": [
+                    {"provider": "primary", "upstream_model": "gpt-4o-mini"},
+                    {"provider": "secondary", "upstream_model": "gpt-4o-mini"},
+                ],
+            },
             {"name": "flaky-model", "targets": [{"provider": "flaky"}]},
             {"name": "flaky2-model", "targets": [{"provider": "flaky2"}]},
         ],
@@ -92,14 +106,18 @@ def test_fallback_answers_from_the_second_target(gw, fresh_upstream, client) -> 
     assert (row["provider"], row["attempt"], row["status"]) == ("secondary", 2, "ok")
 
 
-def test_client_error_from_upstream_is_not_retried_nor_sent_to_the_fallback(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
+def test_client_error_from_upstream_is_not_retried_nor_sent_to_the_fallback(
+    gw, fresh_upstream, client
+) -> None:  # type: ignore[no-untyped-def]
     fresh_upstream.script({"status": 400})
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="fallback-model", messages=HI)
     assert fresh_upstream.stats()["requests"] == 1
 
 
-def test_circuit_breaker_opens_then_lets_a_trial_through_after_cooldown(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
+def test_circuit_breaker_opens_then_lets_a_trial_through_after_cooldown(
+    gw, fresh_upstream, client
+) -> None:  # type: ignore[no-untyped-def]
     fresh_upstream.script({"status": 503}, {"status": 503})
     for _ in range(2):  # breaker_failures=2 consecutive failures open it
         with pytest.raises(openai.InternalServerError):
@@ -144,12 +162,20 @@ def test_failed_trial_reopens_the_circuit_breaker(gw, fresh_upstream, client) ->
 def test_request_fields_and_headers_cannot_redirect_the_gateway(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     with UpstreamProcess() as decoy:
         raw = client.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", messages=HI,
-            extra_body={"base_url": decoy.base_url, "api_base": decoy.base_url,
-                        "provider": {"base_url": decoy.base_url}, "api_key": "sk-attacker"},
-            extra_headers={"X-Base-Url": decoy.base_url, "X-Api-Base": decoy.base_url,
-                           "X-Forwarded-Host": f"127.0.0.1:{decoy.port}",
-                           "X-Passerelle-Target": "decoy/gpt-4o-mini"},
+            model="gpt-4o-mini",
+            messages=HI,
+            extra_body={
+                "base_url": decoy.base_url,
+                "api_base": decoy.base_url,
+                "provider": {"base_url": decoy.base_url},
+                "api_key": "sk-attacker",
+            },
+            extra_headers={
+                "X-Base-Url": decoy.base_url,
+                "X-Api-Base": decoy.base_url,
+                "X-Forwarded-Host": f"127.0.0.1:{decoy.port}",
+                "X-Passerelle-Target": "decoy/gpt-4o-mini",
+            },
         )
         assert raw.headers["x-passerelle-target"] == "fake/gpt-4o-mini"
         assert decoy.stats()["requests"] == 0
@@ -158,5 +184,7 @@ def test_request_fields_and_headers_cannot_redirect_the_gateway(gw, fresh_upstre
     # the upstream sees the gateway's credentials, never the client's key or headers
     headers = stats["last_headers"]
     assert headers["authorization"] == "Bearer sk-upstream-secret"
-    assert not {"x-base-url", "x-api-base", "x-forwarded-host", "x-passerelle-target"} & set(headers)
+    assert not {"x-base-url", "x-api-base", "x-forwarded-host", "x-passerelle-target"} & set(
+        headers
+    )
     assert TENANT_KEYS["acme"] not in str(headers)

@@ -18,10 +18,10 @@ def replicas(tmp_path, fresh_upstream, postgres_url, redis_url):  # type: ignore
     def start(tenant_extra: dict, n: int = 2):  # type: ignore[no-untyped-def]
         tenant = "t" + uuid.uuid4().hex[:10]
         key = "sk-race-" + uuid.uuid4().hex
-        config = budget_config(fresh_upstream.url, tenant, tenant_extra, store=postgres_url,
-                               redis=redis_url)
-        gws = [GatewayProcess(tmp_path / f"gw{i}", config, env={"RACE_KEY": key})
-               for i in range(n)]
+        config = budget_config(
+            fresh_upstream.url, tenant, tenant_extra, store=postgres_url, redis=redis_url
+        )
+        gws = [GatewayProcess(tmp_path / f"gw{i}", config, env={"RACE_KEY": key}) for i in range(n)]
         for gw in gws:
             gw.start()
         started.extend(gws)
@@ -39,7 +39,9 @@ def test_a_thousand_requests_over_two_replicas_never_overspend(replicas, fresh_u
     results = asyncio.run(race([g.url for g in gws], key, 1000))
     ok = sum(1 for s, _ in results if s == 200)
     refused = [b for s, b in results if s == 429]
-    other = collections.Counter((s, b.get("error", {}).get("code")) for s, b in results if s not in (200, 429))
+    other = collections.Counter(
+        (s, b.get("error", {}).get("code")) for s, b in results if s not in (200, 429)
+    )
     assert ok + len(refused) == 1000 and ok > 0 and refused, other
     assert all(b["error"]["code"] == "insufficient_quota" for b in refused)
     served, cost = spend(gws[0].url, tenant)
@@ -72,13 +74,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_workers_share_one_port_and_one_budget(tmp_path, fresh_upstream, postgres_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_workers_share_one_port_and_one_budget(
+    tmp_path, fresh_upstream, postgres_url, redis_url
+) -> None:  # type: ignore[no-untyped-def]
     tenant = "t" + uuid.uuid4().hex[:10]
     key = "sk-race-" + uuid.uuid4().hex
-    config = budget_config(fresh_upstream.url, tenant, {"budgets": [{"usd": 0.005, "period": "day"}]},
-                           store=postgres_url, redis=redis_url)
-    gw = GatewayProcess(tmp_path / "gw", config, env={"RACE_KEY": key},
-                        args=["--workers", "2", "--port", str(free_port())])
+    config = budget_config(
+        fresh_upstream.url,
+        tenant,
+        {"budgets": [{"usd": 0.005, "period": "day"}]},
+        store=postgres_url,
+        redis=redis_url,
+    )
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        config,
+        env={"RACE_KEY": key},
+        args=["--workers", "2", "--port", str(free_port())],
+    )
     with gw:
         assert "(2 workers)" in "\n".join(gw.banner)
         results = asyncio.run(race([gw.url], key, 400))
@@ -90,8 +103,12 @@ def test_workers_share_one_port_and_one_budget(tmp_path, fresh_upstream, postgre
 
 def test_workers_without_redis_refuse_to_count_budgets_apart(tmp_path, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     config = budget_config(fresh_upstream.url, "solo", {"budgets": [{"usd": 1, "period": "day"}]})
-    gw = GatewayProcess(tmp_path / "gw", config, env={"RACE_KEY": "sk-x"},
-                        args=["--workers", "2", "--port", str(free_port())])
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        config,
+        env={"RACE_KEY": "sk-x"},
+        args=["--workers", "2", "--port", str(free_port())],
+    )
     with pytest.raises(RuntimeError) as exc:
         gw.start()
     assert "needs `redis:`" in str(exc.value)

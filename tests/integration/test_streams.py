@@ -27,10 +27,12 @@ REPLY = "Hello from fake upstream."
 
 
 @pytest.fixture(scope="module")
-def gw(upstream: UpstreamProcess,
-       tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    with GatewayProcess(tmp_path_factory.mktemp("streams"),
-                        fake_upstream_config(upstream.url)) as g:
+def gw(
+    upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    with GatewayProcess(
+        tmp_path_factory.mktemp("streams"), fake_upstream_config(upstream.url)
+    ) as g:
         yield g
 
 
@@ -51,23 +53,34 @@ def wait_for_row(gw: GatewayProcess, request_id: str, timeout: float = 10.0) -> 
 
 
 def stream_body(content: str, **fields: Any) -> bytes:
-    return json.dumps({"model": "gpt-4o-mini", "stream": True,
-                       "messages": [{"role": "user", "content": content}], **fields}).encode()
+    return json.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "stream": True,
+            "messages": [{"role": "user", "content": content}],
+            **fields,
+        }
+    ).encode()
 
 
 def sse_data(raw: bytes) -> list[bytes]:
     """The ``data:`` payloads of an SSE body, in order."""
-    return [event[len(b"data: "):] for event in raw.split(b"\n\n") if event.startswith(b"data: ")]
+    return [event[len(b"data: ") :] for event in raw.split(b"\n\n") if event.startswith(b"data: ")]
 
 
 def post_raw(gw: GatewayProcess, body: bytes) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(gw.base_url + "/chat/completions", data=body, headers={
-        "Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        gw.base_url + "/chat/completions",
+        data=body,
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=15) as resp:
         return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
 
 
-def test_stream_cut_by_upstream_ends_with_an_error_event_and_an_estimated_row(gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
+def test_stream_cut_by_upstream_ends_with_an_error_event_and_an_estimated_row(
+    gw, fresh_upstream
+) -> None:  # type: ignore[no-untyped-def]
     status, headers, raw = post_raw(gw, stream_body("hi #cut:3 #usage:50,7,0"))
     assert status == 200  # the status was sent with the first byte; it cannot change after
     events = sse_data(raw)
@@ -90,7 +103,8 @@ def test_stream_cut_by_upstream_ends_with_an_error_event_and_an_estimated_row(gw
 
 def test_stream_cut_by_upstream_raises_in_the_sdk(client, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
     stream = client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi #cut:3"}], stream=True)
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi #cut:3"}], stream=True
+    )
     seen = []
     with pytest.raises(openai.APIError) as info:
         for chunk in stream:
@@ -117,8 +131,11 @@ def test_client_that_disconnects_is_metered_with_the_upstream_usage(gw, fresh_up
         sock.close()  # gone after the first chunk; 39 words are still to come
     head = received.split(b"\r\n\r\n", 1)[0].decode()
     assert head.startswith("HTTP/1.1 200")
-    request_id = next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
-                      if line.lower().startswith("x-request-id:"))
+    request_id = next(
+        line.split(":", 1)[1].strip()
+        for line in head.split("\r\n")
+        if line.lower().startswith("x-request-id:")
+    )
 
     row = wait_for_row(gw, request_id)
     assert row["status"] == "client_disconnected"
@@ -130,8 +147,11 @@ def test_client_that_disconnects_is_metered_with_the_upstream_usage(gw, fresh_up
 
 def test_stream_with_include_usage_ends_with_the_usage_chunk(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     raw = client.chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi #usage:10,4,0"}],
-        stream=True, stream_options={"include_usage": True})
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "hi #usage:10,4,0"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(raw.parse())
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
     assert chunks[-1].choices == []
@@ -160,7 +180,8 @@ def test_stream_without_include_usage_hides_usage_but_meters_it(gw, fresh_upstre
 def test_stream_failing_before_the_first_byte_is_retried(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     fresh_upstream.script({"status": 503}, {})
     raw = client.chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
     chunks = list(raw.parse())
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
     assert fresh_upstream.stats()["requests"] == 2
@@ -170,7 +191,10 @@ def test_stream_failing_before_the_first_byte_is_retried(gw, fresh_upstream, cli
 
 def test_stream_cut_before_any_event_is_retried(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     fresh_upstream.script({"cut": 0}, {})
-    chunks = list(client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
     assert fresh_upstream.stats()["requests"] == 2

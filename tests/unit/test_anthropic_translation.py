@@ -28,7 +28,8 @@ from passerelle.providers.base import StreamChunk, UpstreamRequest, Usage
 def body_of(messages: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
     request = UpstreamRequest(
         body={"model": "public-name", "messages": messages, **fields},
-        upstream_model="claude-x", stream=bool(fields.get("stream")),
+        upstream_model="claude-x",
+        stream=bool(fields.get("stream")),
     )
     return to_anthropic_body(request)
 
@@ -37,27 +38,35 @@ def body_of(messages: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
 
 
 def test_system_and_developer_messages_become_one_top_level_system() -> None:
-    body = body_of([
-        {"role": "system", "content": "Be brief."},
-        {"role": "developer", "content": [{"type": "text", "text": "Answer in French."}]},
-        {"role": "user", "content": "Hello"},
-    ])
+    body = body_of(
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": [{"type": "text", "text": "Answer in French."}]},
+            {"role": "user", "content": "Hello"},
+        ]
+    )
     assert body["system"] == "Be brief.\n\nAnswer in French."
     assert body["messages"] == [{"role": "user", "content": "Hello"}]
     assert body["model"] == "claude-x"
 
 
 def test_consecutive_same_role_messages_are_merged_into_text_blocks() -> None:
-    body = body_of([
-        {"role": "user", "content": "one"},
-        {"role": "user", "content": [{"type": "text", "text": "two"}]},
-        {"role": "assistant", "content": "three"},
-        {"role": "user", "content": ""},  # empty: dropped, Anthropic rejects it
-    ])
+    body = body_of(
+        [
+            {"role": "user", "content": "one"},
+            {"role": "user", "content": [{"type": "text", "text": "two"}]},
+            {"role": "assistant", "content": "three"},
+            {"role": "user", "content": ""},  # empty: dropped, Anthropic rejects it
+        ]
+    )
     assert body["messages"] == [
-        {"role": "user", "content": [
-            {"type": "text", "text": "one"}, {"type": "text", "text": "two"},
-        ]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "one"},
+                {"type": "text", "text": "two"},
+            ],
+        },
         {"role": "assistant", "content": "three"},
     ]
 
@@ -71,14 +80,26 @@ def test_max_tokens_defaults_to_4096_and_prefers_max_completion_tokens() -> None
 
 def test_sampling_stop_stream_and_user_are_mapped_and_unknown_fields_dropped() -> None:
     body = body_of(
-        [{"role": "user", "content": "hi"}], temperature=0.2, top_p=0.9, stop="END", stream=True,
-        user="u-42", frequency_penalty=1.0, n=2, response_format={"type": "json_object"},
-        stream_options={"include_usage": True}, logprobs=True,
+        [{"role": "user", "content": "hi"}],
+        temperature=0.2,
+        top_p=0.9,
+        stop="END",
+        stream=True,
+        user="u-42",
+        frequency_penalty=1.0,
+        n=2,
+        response_format={"type": "json_object"},
+        stream_options={"include_usage": True},
+        logprobs=True,
     )
     assert body == {
-        "model": "claude-x", "max_tokens": 4096,
+        "model": "claude-x",
+        "max_tokens": 4096,
         "messages": [{"role": "user", "content": "hi"}],
-        "temperature": 0.2, "top_p": 0.9, "stop_sequences": ["END"], "stream": True,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "stop_sequences": ["END"],
+        "stream": True,
         "metadata": {"user_id": "u-42"},
     }
     assert body_of([], stop=["a", "b"])["stop_sequences"] == ["a", "b"]
@@ -86,17 +107,24 @@ def test_sampling_stop_stream_and_user_are_mapped_and_unknown_fields_dropped() -
 
 def test_function_tools_become_anthropic_tools() -> None:
     tools = [
-        {"type": "function", "function": {
-            "name": "get_weather", "description": "Weather now",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-        }},
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather now",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        },
         {"type": "function", "function": {"name": "now"}},
         {"type": "web_search"},  # not a function tool: dropped
     ]
     body = body_of([{"role": "user", "content": "hi"}], tools=tools)
     assert body["tools"] == [
-        {"name": "get_weather", "description": "Weather now",
-         "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}},
+        {
+            "name": "get_weather",
+            "description": "Weather now",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
         {"name": "now", "input_schema": {"type": "object", "properties": {}}},
     ]
     assert "tool_choice" not in body
@@ -122,38 +150,67 @@ def test_tool_choice_is_translated(choice: Any, parallel: Any, expected: dict[st
 
 
 def test_tool_calls_and_tool_results_round_trip_into_blocks() -> None:
-    body = body_of([
-        {"role": "user", "content": "Weather in Paris and Lyon?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-            {"id": "call_2", "type": "function",
-             "function": {"name": "get_weather", "arguments": "{not json"}},
-        ]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
-        {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "21C"}]},
-        {"role": "user", "content": "Thanks"},
-    ])
-    assert body["messages"][1] == {"role": "assistant", "content": [
-        {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}},
-        {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {}},
-    ]}
+    body = body_of(
+        [
+            {"role": "user", "content": "Weather in Paris and Lyon?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    },
+                    {
+                        "id": "call_2",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": "{not json"},
+                    },
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+            {
+                "role": "tool",
+                "tool_call_id": "call_2",
+                "content": [{"type": "text", "text": "21C"}],
+            },
+            {"role": "user", "content": "Thanks"},
+        ]
+    )
+    assert body["messages"][1] == {
+        "role": "assistant",
+        "content": [
+            {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}},
+            {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {}},
+        ],
+    }
     # tool results (and the user turn after them) share one user message, results first
-    assert body["messages"][2] == {"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "call_1", "content": "18C"},
-        {"type": "tool_result", "tool_use_id": "call_2", "content": "21C"},
-        {"type": "text", "text": "Thanks"},
-    ]}
+    assert body["messages"][2] == {
+        "role": "user",
+        "content": [
+            {"type": "tool_result", "tool_use_id": "call_1", "content": "18C"},
+            {"type": "tool_result", "tool_use_id": "call_2", "content": "21C"},
+            {"type": "text", "text": "Thanks"},
+        ],
+    }
     assert len(body["messages"]) == 3
 
 
 def test_image_parts_become_base64_or_url_image_blocks() -> None:
-    body = body_of([{"role": "user", "content": [
-        {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}},
-        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
-        {"type": "image_url", "image_url": {"url": "ftp://nope"}},
-    ]}])
+    body = body_of(
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+                    {"type": "image_url", "image_url": {"url": "ftp://nope"}},
+                ],
+            }
+        ]
+    )
     assert body["messages"][0]["content"] == [
         {"type": "text", "text": "What is this?"},
         {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "AAAA"}},
@@ -166,18 +223,31 @@ def test_image_parts_become_base64_or_url_image_blocks() -> None:
 
 def test_message_with_text_becomes_a_chat_completion() -> None:
     doc = {
-        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-x",
         "content": [{"type": "text", "text": "Bon"}, {"type": "text", "text": "jour"}],
-        "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 3},
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 10, "output_tokens": 3},
     }
     assert from_anthropic_message(doc, "claude-x", created=1700000000) == {
-        "id": "msg_1", "object": "chat.completion", "created": 1700000000, "model": "claude-x",
-        "choices": [{
-            "index": 0, "message": {"role": "assistant", "content": "Bonjour"},
-            "logprobs": None, "finish_reason": "stop",
-        }],
+        "id": "msg_1",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "claude-x",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Bonjour"},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
         "usage": {
-            "prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13,
+            "prompt_tokens": 10,
+            "completion_tokens": 3,
+            "total_tokens": 13,
             "prompt_tokens_details": {"cached_tokens": 0},
         },
     }
@@ -185,11 +255,17 @@ def test_message_with_text_becomes_a_chat_completion() -> None:
 
 def test_tool_use_blocks_become_tool_calls_with_json_arguments() -> None:
     doc = {
-        "id": "msg_2", "content": [
-            {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
-             "input": {"city": "Paris"}},
+        "id": "msg_2",
+        "content": [
+            {
+                "type": "tool_use",
+                "id": "toolu_1",
+                "name": "get_weather",
+                "input": {"city": "Paris"},
+            },
         ],
-        "stop_reason": "tool_use", "usage": {"input_tokens": 1, "output_tokens": 1},
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 1, "output_tokens": 1},
     }
     choice = from_anthropic_message(doc, "claude-x")["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
@@ -202,8 +278,14 @@ def test_tool_use_blocks_become_tool_calls_with_json_arguments() -> None:
 
 @pytest.mark.parametrize(
     ("stop_reason", "finish"),
-    [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"),
-     ("tool_use", "tool_calls"), ("refusal", "content_filter"), ("something_new", "stop")],
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("something_new", "stop"),
+    ],
 )
 def test_stop_reason_maps_to_finish_reason(stop_reason: str, finish: str) -> None:
     doc = {"id": "m", "content": [], "stop_reason": stop_reason}
@@ -212,14 +294,18 @@ def test_stop_reason_maps_to_finish_reason(stop_reason: str, finish: str) -> Non
 
 def test_cached_tokens_are_counted_once_inside_input_tokens() -> None:
     raw = {
-        "input_tokens": 100, "cache_read_input_tokens": 1000,
-        "cache_creation_input_tokens": 50, "output_tokens": 7,
+        "input_tokens": 100,
+        "cache_read_input_tokens": 1000,
+        "cache_creation_input_tokens": 50,
+        "output_tokens": 7,
     }
     expected = Usage(input_tokens=1150, output_tokens=7, cached_tokens=1000)
     assert usage_from_anthropic(raw) == expected
     usage = from_anthropic_message({"id": "m", "content": [], "usage": raw}, "m")["usage"]
     assert usage == {
-        "prompt_tokens": 1150, "completion_tokens": 7, "total_tokens": 1157,
+        "prompt_tokens": 1150,
+        "completion_tokens": 7,
+        "total_tokens": 1157,
         "prompt_tokens_details": {"cached_tokens": 1000},
     }
     assert usage_from_anthropic(None).reported is False
@@ -247,20 +333,49 @@ def sse(*events: tuple[str, dict[str, Any]]) -> list[bytes]:
 
 
 TEXT_STREAM = sse(
-    ("message_start", {"type": "message_start", "message": {
-        "id": "msg_s", "model": "claude-x", "content": [], "stop_reason": None,
-        "usage": {"input_tokens": 20, "cache_read_input_tokens": 80, "output_tokens": 1},
-    }}),
-    ("content_block_start", {"type": "content_block_start", "index": 0,
-                             "content_block": {"type": "text", "text": ""}}),
+    (
+        "message_start",
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_s",
+                "model": "claude-x",
+                "content": [],
+                "stop_reason": None,
+                "usage": {"input_tokens": 20, "cache_read_input_tokens": 80, "output_tokens": 1},
+            },
+        },
+    ),
+    (
+        "content_block_start",
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    ),
     ("ping", {"type": "ping"}),
-    ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                             "delta": {"type": "text_delta", "text": "Hello"}}),
-    ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                             "delta": {"type": "text_delta", "text": " world"}}),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": "Hello"},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": " world"},
+        },
+    ),
     ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-    ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-                       "usage": {"output_tokens": 5}}),
+    (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 5},
+        },
+    ),
     ("message_stop", {"type": "message_stop"}),
 )
 
@@ -282,7 +397,10 @@ def test_text_stream_becomes_role_content_finish_and_usage_chunks() -> None:
     chunks = translate(TEXT_STREAM)
     payloads = [orjson.loads(c.data) for c in chunks]
     assert [p["choices"][0]["delta"] for p in payloads[:-1]] == [
-        {"role": "assistant", "content": ""}, {"content": "Hello"}, {"content": " world"}, {},
+        {"role": "assistant", "content": ""},
+        {"content": "Hello"},
+        {"content": " world"},
+        {},
     ]
     assert [p["choices"][0]["finish_reason"] for p in payloads[:-1]] == [None, None, None, "stop"]
     assert all(p["object"] == "chat.completion.chunk" and p["id"] == "msg_s" for p in payloads)
@@ -290,7 +408,9 @@ def test_text_stream_becomes_role_content_finish_and_usage_chunks() -> None:
     assert [c.content_chars for c in chunks] == [0, 5, 6, 0, 0]
     assert payloads[-1]["choices"] == []
     assert payloads[-1]["usage"] == {
-        "prompt_tokens": 100, "completion_tokens": 5, "total_tokens": 105,
+        "prompt_tokens": 100,
+        "completion_tokens": 5,
+        "total_tokens": 105,
         "prompt_tokens_details": {"cached_tokens": 80},
     }
     assert chunks[-1].usage == Usage(input_tokens=100, output_tokens=5, cached_tokens=80)
@@ -309,26 +429,70 @@ def json_delta(index: int, partial: str) -> tuple[str, dict[str, Any]]:
 
 def test_tool_use_stream_becomes_tool_call_deltas() -> None:
     lines = sse(
-        ("message_start", {"type": "message_start", "message": {
-            "id": "msg_t", "model": "claude-x", "usage": {"input_tokens": 5, "output_tokens": 0}}}),
-        ("content_block_start", {"type": "content_block_start", "index": 0,
-                                 "content_block": {"type": "text", "text": ""}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                 "delta": {"type": "text_delta", "text": "Checking."}}),
-        ("content_block_start", {"type": "content_block_start", "index": 1, "content_block": {
-            "type": "tool_use", "id": "toolu_9", "name": "get_weather", "input": {}}}),
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_t",
+                    "model": "claude-x",
+                    "usage": {"input_tokens": 5, "output_tokens": 0},
+                },
+            },
+        ),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "Checking."},
+            },
+        ),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 1,
+                "content_block": {
+                    "type": "tool_use",
+                    "id": "toolu_9",
+                    "name": "get_weather",
+                    "input": {},
+                },
+            },
+        ),
         json_delta(1, '{"city":'),
         json_delta(1, ' "Paris"}'),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
-                           "usage": {"output_tokens": 12}}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use"},
+                "usage": {"output_tokens": 12},
+            },
+        ),
         ("message_stop", {"type": "message_stop"}),
     )
     payloads = [orjson.loads(c.data) for c in translate(lines)]
     deltas = [p["choices"][0]["delta"] for p in payloads[:-1]]
-    assert deltas[2] == {"tool_calls": [{
-        "index": 0, "id": "toolu_9", "type": "function",
-        "function": {"name": "get_weather", "arguments": ""},
-    }]}
+    assert deltas[2] == {
+        "tool_calls": [
+            {
+                "index": 0,
+                "id": "toolu_9",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": ""},
+            }
+        ]
+    }
     arguments = "".join(d["tool_calls"][0]["function"]["arguments"] for d in deltas[2:5])
     assert orjson.loads(arguments) == {"city": "Paris"}
     assert payloads[-2]["choices"][0]["finish_reason"] == "tool_calls"
@@ -377,6 +541,7 @@ class FakeResponse:
         async def lines() -> AsyncIterator[bytes]:
             for line in self._lines:
                 yield line
+
         return lines()
 
 
@@ -405,13 +570,19 @@ def provider_with(status: int, lines: list[bytes]) -> tuple[AnthropicProvider, F
 
 REQUEST = UpstreamRequest(
     body={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
-    upstream_model="claude-x", stream=False,
+    upstream_model="claude-x",
+    stream=False,
 )
 
 
 def test_complete_posts_to_messages_with_anthropic_headers() -> None:
-    answer = {"id": "msg_1", "model": "claude-x-2025", "content": [{"type": "text", "text": "yo"}],
-              "stop_reason": "end_turn", "usage": {"input_tokens": 3, "output_tokens": 1}}
+    answer = {
+        "id": "msg_1",
+        "model": "claude-x-2025",
+        "content": [{"type": "text", "text": "yo"}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 3, "output_tokens": 1},
+    }
     provider, transport = provider_with(200, [orjson.dumps(answer)])
     completion = asyncio.run(provider.complete(REQUEST))
     url, body, headers = transport.sent[0]
@@ -436,6 +607,7 @@ def test_http_errors_become_provider_errors(status: int, retryable: bool) -> Non
 def collect(provider: AnthropicProvider, request: UpstreamRequest) -> list[StreamChunk]:
     async def run() -> list[StreamChunk]:
         return [chunk async for chunk in provider.stream(request)]
+
     return asyncio.run(run())
 
 

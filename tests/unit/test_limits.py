@@ -30,16 +30,31 @@ def ts(*args: int) -> float:
     return datetime(*args, tzinfo=UTC).timestamp()  # type: ignore[misc]
 
 
-def budget(usd: str, period: str = "day", *, hard: bool = True,
-           scope: str = "tenant:acme") -> BudgetRule:
-    return BudgetRule(scope=scope, label=scope.replace(":", " "), usd=Decimal(usd),
-                      period=period, hard=hard)
+def budget(
+    usd: str, period: str = "day", *, hard: bool = True, scope: str = "tenant:acme"
+) -> BudgetRule:
+    return BudgetRule(
+        scope=scope, label=scope.replace(":", " "), usd=Decimal(usd), period=period, hard=hard
+    )
 
 
-def admission(rid: str, at: float, usd: str = "0", *, budgets: list[BudgetRule] | None = None,
-              rates: list[RateRule] | None = None, tokens: int = 0) -> Admission:
-    return Admission(reservation_id=rid, at=at, amount_nano=to_nano(Decimal(usd)),
-                     budgets=list(budgets or []), rates=list(rates or []), tokens=tokens)
+def admission(
+    rid: str,
+    at: float,
+    usd: str = "0",
+    *,
+    budgets: list[BudgetRule] | None = None,
+    rates: list[RateRule] | None = None,
+    tokens: int = 0,
+) -> Admission:
+    return Admission(
+        reservation_id=rid,
+        at=at,
+        amount_nano=to_nano(Decimal(usd)),
+        budgets=list(budgets or []),
+        rates=list(rates or []),
+        tokens=tokens,
+    )
 
 
 async def zero(rule: BudgetRule, at: float) -> int:
@@ -53,6 +68,7 @@ async def started(seed=zero) -> LocalCounters:  # type: ignore[no-untyped-def]
 
 
 # --- admission and settlement ------------------------------------------------------------------
+
 
 async def test_admission_reserves_the_worst_case_until_settled() -> None:
     rule = budget("1.00")
@@ -165,6 +181,7 @@ async def test_a_new_period_is_seeded_afresh() -> None:
 
 # --- rate limits: a sliding minute ----------------------------------------------------------------
 
+
 async def test_requests_per_minute_slide_with_the_window() -> None:
     rpm = RateRule(scope="tenant:acme", label="tenant acme", kind="rpm", limit=2)
     counters = await started()
@@ -197,8 +214,9 @@ async def test_tokens_per_minute_are_corrected_at_settlement() -> None:
     assert isinstance(big, Reservation)
     assert isinstance(await counters.admit(admission("b", NOON, rates=[tpm], tokens=200)), Refusal)
     await counters.settle(big, 0, tokens=100)  # it really used 100 tokens
-    assert isinstance(await counters.admit(admission("c", NOON, rates=[tpm], tokens=900)),
-                      Reservation)
+    assert isinstance(
+        await counters.admit(admission("c", NOON, rates=[tpm], tokens=900)), Reservation
+    )
     assert isinstance(await counters.admit(admission("d", NOON, rates=[tpm], tokens=1)), Refusal)
 
 
@@ -212,6 +230,7 @@ async def test_a_budget_refusal_counts_no_request_against_the_rate() -> None:
 
 
 # --- dedupe ------------------------------------------------------------------------------------
+
 
 def test_dedupe_keeps_the_stricter_of_two_rules_on_one_counter() -> None:
     loose, tight = budget("10"), budget("1")
@@ -233,6 +252,7 @@ def test_dedupe_keeps_rules_on_different_counters() -> None:
 
 # --- periods -----------------------------------------------------------------------------------
 
+
 def test_period_ids_are_utc_day_month_or_total() -> None:
     late = ts(2024, 5, 31, 23, 59, 59)
     assert period_id("day", late) == "2024-05-31"
@@ -242,17 +262,50 @@ def test_period_ids_are_utc_day_month_or_total() -> None:
     assert period_id("month", late + 1) == "2024-06"
 
 
-@pytest.mark.parametrize(("at", "period", "start", "end"), [
-    (ts(2024, 5, 10, 12), "day", datetime(2024, 5, 10, tzinfo=UTC), datetime(2024, 5, 11, tzinfo=UTC)),
-    (ts(2024, 12, 31, 23, 59), "day", datetime(2024, 12, 31, tzinfo=UTC),
-     datetime(2025, 1, 1, tzinfo=UTC)),
-    (ts(2024, 12, 15), "month", datetime(2024, 12, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC)),
-    (ts(2024, 1, 31, 23), "month", datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC)),
-    (ts(2024, 2, 29, 12), "month", datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC)),
-    (ts(2023, 2, 1), "month", datetime(2023, 2, 1, tzinfo=UTC), datetime(2023, 3, 1, tzinfo=UTC)),
-])
-def test_periods_start_and_end_on_utc_boundaries(at: float, period: str, start: datetime,
-                                                  end: datetime) -> None:
+@pytest.mark.parametrize(
+    ("at", "period", "start", "end"),
+    [
+        (
+            ts(2024, 5, 10, 12),
+            "day",
+            datetime(2024, 5, 10, tzinfo=UTC),
+            datetime(2024, 5, 11, tzinfo=UTC),
+        ),
+        (
+            ts(2024, 12, 31, 23, 59),
+            "day",
+            datetime(2024, 12, 31, tzinfo=UTC),
+            datetime(2025, 1, 1, tzinfo=UTC),
+        ),
+        (
+            ts(2024, 12, 15),
+            "month",
+            datetime(2024, 12, 1, tzinfo=UTC),
+            datetime(2025, 1, 1, tzinfo=UTC),
+        ),
+        (
+            ts(2024, 1, 31, 23),
+            "month",
+            datetime(2024, 1, 1, tzinfo=UTC),
+            datetime(2024, 2, 1, tzinfo=UTC),
+        ),
+        (
+            ts(2024, 2, 29, 12),
+            "month",
+            datetime(2024, 2, 1, tzinfo=UTC),
+            datetime(2024, 3, 1, tzinfo=UTC),
+        ),
+        (
+            ts(2023, 2, 1),
+            "month",
+            datetime(2023, 2, 1, tzinfo=UTC),
+            datetime(2023, 3, 1, tzinfo=UTC),
+        ),
+    ],
+)
+def test_periods_start_and_end_on_utc_boundaries(
+    at: float, period: str, start: datetime, end: datetime
+) -> None:
     assert period_start(period, at) == start
     assert period_end(period, at) == end
 
@@ -283,17 +336,21 @@ def test_budget_counters_are_named_by_scope_period_and_its_id() -> None:
 
 # --- nano-dollars --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("usd", "nearest", "up"), [
-    ("0", 0, 0),
-    ("1", 1_000_000_000, 1_000_000_000),
-    ("0.000000001", 1, 1),
-    ("0.0000000014", 1, 2),
-    ("0.0000000015", 2, 2),
-    ("0.0000000005", 1, 1),
-    ("0.0000000004", 0, 1),
-    ("0.0000625", 62_500, 62_500),
-    ("9000000", 9 * 10**15, 9 * 10**15),
-])
+
+@pytest.mark.parametrize(
+    ("usd", "nearest", "up"),
+    [
+        ("0", 0, 0),
+        ("1", 1_000_000_000, 1_000_000_000),
+        ("0.000000001", 1, 1),
+        ("0.0000000014", 1, 2),
+        ("0.0000000015", 2, 2),
+        ("0.0000000005", 1, 1),
+        ("0.0000000004", 0, 1),
+        ("0.0000625", 62_500, 62_500),
+        ("9000000", 9 * 10**15, 9 * 10**15),
+    ],
+)
 def test_nano_dollars_round_half_up_or_up(usd: str, nearest: int, up: int) -> None:
     assert to_nano(Decimal(usd)) == nearest
     assert to_nano(Decimal(usd), up=True) == up
@@ -306,6 +363,7 @@ def test_nano_dollars_round_trip_exactly() -> None:
 
 
 # --- Redis: a counter that vanished is seeded again, never restarted from zero ---------------------
+
 
 async def test_a_redis_counter_that_vanished_is_reseeded_from_the_ledger(redis_url: str) -> None:
     import uuid
@@ -343,7 +401,9 @@ async def test_a_redis_counter_that_vanished_is_reseeded_from_the_ledger(redis_u
         assert seeds == [NOON]
         assert await counters.spent_nano(rule, NOON) == 850_000_000
     finally:
-        await raw.delete("passerelle:budget:" + rule.counter(NOON),
-                         "passerelle:budget:" + rule.counter(NOON) + ":holds")
+        await raw.delete(
+            "passerelle:budget:" + rule.counter(NOON),
+            "passerelle:budget:" + rule.counter(NOON) + ":holds",
+        )
         await raw.aclose()
         await counters.close()

@@ -42,22 +42,26 @@ def test_a_single_question_follows_the_worked_example_and_ends_on_answer() -> No
 
 
 def test_system_and_developer_messages_open_the_prompt_wherever_they_stand() -> None:
-    framing = transcript([
-        {"role": "system", "content": "You are a pirate."},
-        {"role": "user", "content": "Say hello."},
-        {"role": "developer", "content": "Be brief."},
-    ])
+    framing = transcript(
+        [
+            {"role": "system", "content": "You are a pirate."},
+            {"role": "user", "content": "Say hello."},
+            {"role": "developer", "content": "Be brief."},
+        ]
+    )
     assert framing.prompt == (
         f"You are a pirate. Be brief.\n\n{EXAMPLE_BLOCK}\n\nQuestion: Say hello.\nAnswer:"
     )
 
 
 def test_earlier_turns_are_kept_in_order_as_questions_and_answers() -> None:
-    framing = transcript([
-        {"role": "user", "content": "My name is Alice."},
-        {"role": "assistant", "content": "Nice to meet you, Alice!"},
-        {"role": "user", "content": "What is my name?"},
-    ])
+    framing = transcript(
+        [
+            {"role": "user", "content": "My name is Alice."},
+            {"role": "assistant", "content": "Nice to meet you, Alice!"},
+            {"role": "user", "content": "What is my name?"},
+        ]
+    )
     assert framing.prompt.endswith(
         "Question: My name is Alice.\nAnswer: Nice to meet you, Alice!\n"
         "Question: What is my name?\nAnswer:"
@@ -72,8 +76,12 @@ def test_blank_lines_inside_a_message_cannot_end_the_exchange_early() -> None:
 
 
 def test_content_parts_contribute_their_text_only() -> None:
-    content = [{"type": "text", "text": "Hello "}, {"type": "image_url", "image_url": {}},
-               {"type": "text", "text": "there"}, "stray"]
+    content = [
+        {"type": "text", "text": "Hello "},
+        {"type": "image_url", "image_url": {}},
+        {"type": "text", "text": "there"},
+        "stray",
+    ]
     assert message_text(content) == "Hello there"
     assert message_text(None) == ""
     framing = transcript([{"role": "user", "content": content}])
@@ -93,16 +101,26 @@ def test_every_framing_stop_starts_with_a_newline() -> None:
 # -- stop sequences and sampling ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("stop", "expected"), [
-    (None, []), ("END", ["END"]), (["a", "", "b"], ["a", "b"]), ([], []), (["x", 3], ["x"]),
-])
+@pytest.mark.parametrize(
+    ("stop", "expected"),
+    [
+        (None, []),
+        ("END", ["END"]),
+        (["a", "", "b"], ["a", "b"]),
+        ([], []),
+        (["x", 3], ["x"]),
+    ],
+)
 def test_requested_stops_accept_every_openai_shape(stop: Any, expected: list[str]) -> None:
     assert requested_stops(stop) == expected
 
 
 def test_client_stops_come_first_and_duplicates_go() -> None:
     assert merge_stops(["END", "\n\n"], TRANSCRIPT_STOPS) == [
-        "END", "\n\n", "\nQuestion:", "\nAnswer:",
+        "END",
+        "\n\n",
+        "\nQuestion:",
+        "\nAnswer:",
     ]
     assert merge_stops("END", ("\nQ:",)) == ["END", "\nQ:"]
     assert merge_stops(None, ("\nQ:",)) == ["\nQ:"]
@@ -111,14 +129,27 @@ def test_client_stops_come_first_and_duplicates_go() -> None:
 def test_sampling_defaults_when_the_body_says_nothing_or_null() -> None:
     for body in ({}, {"temperature": None, "top_p": None, "max_tokens": None, "seed": None}):
         assert sampling(body, 256) == {
-            "max_tokens": 256, "temperature": DEFAULT_TEMPERATURE, "top_p": 0.95,
-            "frequency_penalty": 0.0, "presence_penalty": 0.0, "seed": -1,
+            "max_tokens": 256,
+            "temperature": DEFAULT_TEMPERATURE,
+            "top_p": 0.95,
+            "frequency_penalty": 0.0,
+            "presence_penalty": 0.0,
+            "seed": -1,
         }
 
 
 def test_sampling_takes_the_clients_values() -> None:
-    params = sampling({"temperature": 0, "top_p": 0.5, "max_completion_tokens": 12,
-                       "max_tokens": 99, "seed": 7, "presence_penalty": 0.5}, 256)
+    params = sampling(
+        {
+            "temperature": 0,
+            "top_p": 0.5,
+            "max_completion_tokens": 12,
+            "max_tokens": 99,
+            "seed": 7,
+            "presence_penalty": 0.5,
+        },
+        256,
+    )
     assert params["temperature"] == 0.0
     assert params["top_p"] == 0.5
     assert params["max_tokens"] == 12  # max_completion_tokens wins over the older max_tokens
@@ -139,8 +170,14 @@ def test_sampling_ignores_values_of_the_wrong_type() -> None:
 class ScriptedEngine:
     """Stands in for ``llama_cpp.Llama``: plays pieces, calling the logits processor per token."""
 
-    def __init__(self, pieces: list[str], *, finish: str = "stop", fail: Exception | None = None,
-                 steps: threading.Semaphore | None = None) -> None:
+    def __init__(
+        self,
+        pieces: list[str],
+        *,
+        finish: str = "stop",
+        fail: Exception | None = None,
+        steps: threading.Semaphore | None = None,
+    ) -> None:
         self.pieces = pieces
         self.finish = finish
         self.fail = fail
@@ -152,8 +189,9 @@ class ScriptedEngine:
     def tokenize(self, data: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
         return [2] * add_bos + list(range(len(data.split())))
 
-    def create_completion(self, *, prompt: list[int], stop: list[str], logits_processor: Any,
-                          **params: Any) -> Iterator[dict[str, Any]]:
+    def create_completion(
+        self, *, prompt: list[int], stop: list[str], logits_processor: Any, **params: Any
+    ) -> Iterator[dict[str, Any]]:
         self.calls.append({"prompt": prompt, "stop": stop, **params})
         try:
             for piece in self.pieces:
@@ -174,8 +212,9 @@ class ScriptedEngine:
 def provider_with(tmp_path: Path, engine: ScriptedEngine, **config: Any) -> LocalProvider:
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")
-    provider = LocalProvider(ProviderConfig(name="on-prem", kind="local", model=str(gguf),
-                                            **config))
+    provider = LocalProvider(
+        ProviderConfig(name="on-prem", kind="local", model=str(gguf), **config)
+    )
     provider._llm = engine  # the engine is loaded: no llama.cpp here
     provider._vocabulary = Vocabulary(blank=frozenset({0, 1, 3}), enders=(0, 1))
     return provider
@@ -184,7 +223,8 @@ def provider_with(tmp_path: Path, engine: ScriptedEngine, **config: Any) -> Loca
 def request(**body: Any) -> UpstreamRequest:
     return UpstreamRequest(
         body={"messages": [{"role": "user", "content": "Say hi"}], **body},
-        upstream_model="gemma-3-270m", stream=False,
+        upstream_model="gemma-3-270m",
+        stream=False,
     )
 
 
@@ -273,7 +313,8 @@ async def test_past_max_queue_requests_are_turned_away_with_overloaded(tmp_path:
 
 
 async def test_an_empty_answer_comes_back_with_its_finish_reason_and_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     provider = provider_with(tmp_path, ScriptedEngine([], finish="stop"))
     with caplog.at_level("WARNING", logger="passerelle.providers.local"):

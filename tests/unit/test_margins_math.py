@@ -22,37 +22,55 @@ from passerelle.store.records import UsageRecord
 from passerelle.store.sqlite import SQLiteLedger
 
 
-def tm(tenant: str, revenue: str | None, cost: str, trend: list[str | None] | None = None
-       ) -> TenantMargin:
+def tm(
+    tenant: str, revenue: str | None, cost: str, trend: list[str | None] | None = None
+) -> TenantMargin:
     return TenantMargin(
-        tenant=tenant, period="2024-05", revenue_usd=None if revenue is None else Decimal(revenue),
-        revenue_source="test", requests=1, cost_usd=Decimal(cost),
-        trend=[(f"2024-0{4 - i}", None if s is None else Decimal(s))
-               for i, s in enumerate(trend or [])],
+        tenant=tenant,
+        period="2024-05",
+        revenue_usd=None if revenue is None else Decimal(revenue),
+        revenue_source="test",
+        requests=1,
+        cost_usd=Decimal(cost),
+        trend=[
+            (f"2024-0{4 - i}", None if s is None else Decimal(s)) for i, s in enumerate(trend or [])
+        ],
     )
 
 
 # --- months ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("period", "start", "end"), [
-    ("2024-05", datetime(2024, 5, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC)),
-    ("2024-12", datetime(2024, 12, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC)),
-    ("2025-01", datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC)),
-    ("2024-02", datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC)),
-])
+
+@pytest.mark.parametrize(
+    ("period", "start", "end"),
+    [
+        ("2024-05", datetime(2024, 5, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC)),
+        ("2024-12", datetime(2024, 12, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC)),
+        ("2025-01", datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC)),
+        ("2024-02", datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC)),
+    ],
+)
 def test_month_bounds_are_the_first_of_the_month_and_of_the_next(
-        period: str, start: datetime, end: datetime) -> None:
+    period: str, start: datetime, end: datetime
+) -> None:
     assert month_bounds(period) == (start, end)
 
 
-@pytest.mark.parametrize(("period", "before"), [
-    ("2025-01", "2024-12"), ("2024-12", "2024-11"), ("2024-03", "2024-02"), ("2024-10", "2024-09"),
-])
+@pytest.mark.parametrize(
+    ("period", "before"),
+    [
+        ("2025-01", "2024-12"),
+        ("2024-12", "2024-11"),
+        ("2024-03", "2024-02"),
+        ("2024-10", "2024-09"),
+    ],
+)
 def test_previous_month_crosses_the_year(period: str, before: str) -> None:
     assert previous_month(period) == before
 
 
 # --- shares --------------------------------------------------------------------------------------
+
 
 def test_share_is_cost_over_revenue_to_four_places() -> None:
     assert share(Decimal("1"), Decimal("3")) == Decimal("0.3333")
@@ -86,27 +104,31 @@ def test_a_tenant_with_unknown_revenue_has_no_margin() -> None:
     assert t.direction == "new"
 
 
-@pytest.mark.parametrize(("now_cost", "earlier", "direction"), [
-    ("0.30", ["0.20"], "worse"),
-    ("0.20", ["0.30"], "better"),
-    ("0.30", ["0.29"], "flat"),  # within 5%
-    ("0.30", [None, "0.10"], "worse"),  # the nearest month with a share counts
-    ("0.30", [None], "new"),
-    ("0.30", [], "new"),
-])
+@pytest.mark.parametrize(
+    ("now_cost", "earlier", "direction"),
+    [
+        ("0.30", ["0.20"], "worse"),
+        ("0.20", ["0.30"], "better"),
+        ("0.30", ["0.29"], "flat"),  # within 5%
+        ("0.30", [None, "0.10"], "worse"),  # the nearest month with a share counts
+        ("0.30", [None], "new"),
+        ("0.30", [], "new"),
+    ],
+)
 def test_direction_compares_with_the_nearest_earlier_month(
-        now_cost: str, earlier: list[str | None], direction: str) -> None:
+    now_cost: str, earlier: list[str | None], direction: str
+) -> None:
     assert tm("a", "1", now_cost, earlier).direction == direction
 
 
 def test_tenants_sort_worst_first() -> None:
     rows = [
-        tm("fine", "10", "1"),             # 10%
-        tm("idle", None, "0"),             # no revenue, no cost: last
-        tm("unpaid-small", None, "0.1"),   # cost and no revenue: first, dearest first
-        tm("bad", "1", "0.9"),             # 90%
+        tm("fine", "10", "1"),  # 10%
+        tm("idle", None, "0"),  # no revenue, no cost: last
+        tm("unpaid-small", None, "0.1"),  # cost and no revenue: first, dearest first
+        tm("bad", "1", "0.9"),  # 90%
         tm("unpaid-big", None, "2"),
-        tm("middling", "4", "2"),          # 50%
+        tm("middling", "4", "2"),  # 50%
     ]
     order = [t.tenant for t in sorted(rows, key=TenantMargin.sort_key)]
     assert order == ["unpaid-big", "unpaid-small", "bad", "middling", "fine", "idle"]
@@ -127,13 +149,20 @@ def test_margin_json_quantizes_money_and_shares() -> None:
 
 # --- the revenue book ----------------------------------------------------------------------------
 
+
 def book() -> RevenueBook:
-    return RevenueBook(Config.model_validate({
-        "plans": [{"name": "pro", "monthly_usd": 49}],
-        "tenants": [{"name": "acme", "plan": "pro"}, {"name": "globex"}],
-        "revenue": [{"tenant": "globex", "period": "2024-05", "amount": 12},
-                    {"tenant": "acme", "period": "2024-04", "amount": 60}],
-    }))
+    return RevenueBook(
+        Config.model_validate(
+            {
+                "plans": [{"name": "pro", "monthly_usd": 49}],
+                "tenants": [{"name": "acme", "plan": "pro"}, {"name": "globex"}],
+                "revenue": [
+                    {"tenant": "globex", "period": "2024-05", "amount": 12},
+                    {"tenant": "acme", "period": "2024-04", "amount": 60},
+                ],
+            }
+        )
+    )
 
 
 def test_revenue_is_recorded_first_then_configured_then_the_plan_price() -> None:
@@ -151,13 +180,31 @@ def test_revenue_is_recorded_first_then_configured_then_the_plan_price() -> None
 
 # --- margins over a real ledger ------------------------------------------------------------------
 
+
 def record(rid: str, tenant: str, feature: str | None, cost: str, at: datetime) -> UsageRecord:
     return UsageRecord(
-        request_id=rid, attempt=1, ts=at.timestamp(), tenant=tenant, key_id="key_x",
-        feature=feature, end_user=None, endpoint="chat.completions", model="m", provider="p",
-        upstream_model="m", input_tokens=1, output_tokens=1, cached_tokens=0,
-        usage_reported=True, cost_usd=Decimal(cost), price_version=None, latency_ms=1.0,
-        ttft_ms=None, status="ok", error_code=None, stream=False,
+        request_id=rid,
+        attempt=1,
+        ts=at.timestamp(),
+        tenant=tenant,
+        key_id="key_x",
+        feature=feature,
+        end_user=None,
+        endpoint="chat.completions",
+        model="m",
+        provider="p",
+        upstream_model="m",
+        input_tokens=1,
+        output_tokens=1,
+        cached_tokens=0,
+        usage_reported=True,
+        cost_usd=Decimal(cost),
+        price_version=None,
+        latency_ms=1.0,
+        ttft_ms=None,
+        status="ok",
+        error_code=None,
+        stream=False,
     )
 
 
@@ -196,6 +243,7 @@ async def test_margins_report_per_feature_with_the_trend_of_earlier_months(tmp_p
 
 # --- billing CSVs --------------------------------------------------------------------------------
 
+
 def test_a_billing_csv_becomes_revenue_entries() -> None:
     text = "tenant, period ,amount,currency\nacme,2024-05,49.00,usd\n globex ,2024-12,0,\n"
     assert parse_revenue_csv(text, "billing.csv") == [
@@ -204,20 +252,34 @@ def test_a_billing_csv_becomes_revenue_entries() -> None:
     ]
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("tenant,amount\nacme,1\n", "billing.csv: the header must name the columns tenant, period"),
-    ("", "billing.csv: the header must name"),
-    ("tenant,period,amount\nacme,2024-05,1\n,2024-05,1\n", "billing.csv:3: tenant is empty"),
-    ("tenant,period,amount\nacme,2024-13,1\n", "billing.csv:2: period must be YYYY-MM, got '2024-13'"),
-    ("tenant,period,amount\nacme,May 2024,1\n", "billing.csv:2: period must be YYYY-MM"),
-    ("tenant,period,amount\nacme,2024-05,ten\n", "billing.csv:2: amount is not a number"),
-    ("tenant,period,amount\nacme,2024-05,\n", "billing.csv:2: amount is not a number"),
-    ("tenant,period,amount\nacme,2024-05,-1\n", "billing.csv:2: amount must be a non-negative"),
-    ("tenant,period,amount\nacme,2024-05,NaN\n", "billing.csv:2: amount must be a non-negative"),
-    ("tenant,period,amount\nacme,2024-05,Infinity\n", "billing.csv:2: amount must be a non-negative"),
-    ("tenant,period,amount,currency\nacme,2024-05,1,EUR\n",
-     "billing.csv:2: only USD is supported, got EUR"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tenant,amount\nacme,1\n", "billing.csv: the header must name the columns tenant, period"),
+        ("", "billing.csv: the header must name"),
+        ("tenant,period,amount\nacme,2024-05,1\n,2024-05,1\n", "billing.csv:3: tenant is empty"),
+        (
+            "tenant,period,amount\nacme,2024-13,1\n",
+            "billing.csv:2: period must be YYYY-MM, got '2024-13'",
+        ),
+        ("tenant,period,amount\nacme,May 2024,1\n", "billing.csv:2: period must be YYYY-MM"),
+        ("tenant,period,amount\nacme,2024-05,ten\n", "billing.csv:2: amount is not a number"),
+        ("tenant,period,amount\nacme,2024-05,\n", "billing.csv:2: amount is not a number"),
+        ("tenant,period,amount\nacme,2024-05,-1\n", "billing.csv:2: amount must be a non-negative"),
+        (
+            "tenant,period,amount\nacme,2024-05,NaN\n",
+            "billing.csv:2: amount must be a non-negative",
+        ),
+        (
+            "tenant,period,amount\nacme,2024-05,Infinity\n",
+            "billing.csv:2: amount must be a non-negative",
+        ),
+        (
+            "tenant,period,amount,currency\nacme,2024-05,1,EUR\n",
+            "billing.csv:2: only USD is supported, got EUR",
+        ),
+    ],
+)
 def test_a_bad_billing_csv_names_the_file_line_and_problem(text: str, message: str) -> None:
     with pytest.raises(InvalidRequestError) as exc:
         parse_revenue_csv(text, "billing.csv")

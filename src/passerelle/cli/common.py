@@ -12,7 +12,11 @@ from passerelle.config.defaults import DATA_DIR, EMBEDDED
 from passerelle.config.load import Loaded, load_config, load_config_text
 
 config_option = click.option(
-    "--config", "-c", "config_path", type=click.Path(dir_okay=False), default=None,
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
     envvar="PASSERELLE_CONFIG",
     help="Configuration file (YAML). Without one, the embedded default is used.",
 )

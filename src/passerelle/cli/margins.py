@@ -29,19 +29,38 @@ def render_margins(rows: list[TenantMargin], features: bool) -> str:
     body = []
     for t in rows:
         trend = " ← ".join(_pct(s) for _, s in t.trend)
-        body.append([t.tenant, _money(t.revenue_usd), t.revenue_source, f"{t.cost_usd:,.4f}",
-                     _money(t.gross_margin_usd), _pct(t.cost_share),
-                     f"{t.direction} ({trend})" if trend else t.direction])
+        body.append(
+            [
+                t.tenant,
+                _money(t.revenue_usd),
+                t.revenue_source,
+                f"{t.cost_usd:,.4f}",
+                _money(t.gross_margin_usd),
+                _pct(t.cost_share),
+                f"{t.direction} ({trend})" if trend else t.direction,
+            ]
+        )
         if features:
             for f in t.features:
-                body.append([f"  · {f.feature or '(no feature)'}", "", "", f"{f.cost_usd:,.4f}",
-                             "", _pct(f.share_of_revenue), ""])
+                body.append(
+                    [
+                        f"  · {f.feature or '(no feature)'}",
+                        "",
+                        "",
+                        f"{f.cost_usd:,.4f}",
+                        "",
+                        _pct(f.share_of_revenue),
+                        "",
+                    ]
+                )
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     right = {1, 3, 4, 5}
 
     def fmt(r: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
 
     return "\n".join([fmt(head), "  ".join("-" * w for w in widths), *map(fmt, body)])
 
@@ -49,8 +68,12 @@ def render_margins(rows: list[TenantMargin], features: bool) -> str:
 @click.command("margins")
 @config_option
 @click.option("--period", default=None, help="Month, YYYY-MM (default: this month, UTC).")
-@click.option("--features/--no-features", default=True, show_default=True,
-              help="Show each tenant's features under it.")
+@click.option(
+    "--features/--no-features",
+    default=True,
+    show_default=True,
+    help="Show each tenant's features under it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def margins_cmd(config_path: str | None, period: str | None, features: bool, as_json: bool) -> None:
     """Revenue, LLM cost and gross margin per tenant and feature, worst first."""

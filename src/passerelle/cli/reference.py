@@ -22,11 +22,16 @@ def _walk(cmd: click.Command, path: list[str]) -> list[tuple[list[str], click.Co
 
 
 def cli_markdown() -> str:
-    out = ["# CLI reference", "",
-           "Generated from the commands' help by `python -m passerelle.cli.reference`.", ""]
+    out = [
+        "# CLI reference",
+        "",
+        "Generated from the commands' help by `python -m passerelle.cli.reference`.",
+        "",
+    ]
     for path, cmd in _walk(cli, ["passerelle"]):
-        with click.Context(cmd, info_name=" ".join(path), terminal_width=100,
-                           max_content_width=100) as ctx:
+        with click.Context(
+            cmd, info_name=" ".join(path), terminal_width=100, max_content_width=100
+        ) as ctx:
             out += [f"## `{' '.join(path)}`", "", "```", cmd.get_help(ctx).rstrip(), "```", ""]
     return "\n".join(out)
 

@@ -25,8 +25,12 @@ async def _first_key(gateway: Gateway) -> str | None:
         return None
     secret = new_key()
     digest = key_digest(secret)
-    key = ApiKey(key_id=key_id_for(digest), tenant=gateway.config.tenants[0].name, digest=digest,
-                 name="first")
+    key = ApiKey(
+        key_id=key_id_for(digest),
+        tenant=gateway.config.tenants[0].name,
+        digest=digest,
+        name="first",
+    )
     await gateway.ledger.create_key(key)
     gateway.keys.add(key)
     return secret
@@ -43,11 +47,15 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
 
 def banner(loaded: Loaded, routes: list[str], url: str, key: str | None, workers: int) -> None:
     embedded = loaded.source == "<embedded default>"
-    click.echo(f"Passerelle is serving the OpenAI API at {url}"
-               + (f" ({workers} workers)" if workers > 1 else ""))
+    click.echo(
+        f"Passerelle is serving the OpenAI API at {url}"
+        + (f" ({workers} workers)" if workers > 1 else "")
+    )
     click.echo(f"  models: {', '.join(routes) or '(none configured)'}")
-    click.echo(f"  ledger: {loaded.config.store}"
-               + (f"; shared state: {loaded.config.redis}" if loaded.config.redis else ""))
+    click.echo(
+        f"  ledger: {loaded.config.store}"
+        + (f"; shared state: {loaded.config.redis}" if loaded.config.redis else "")
+    )
     if key:
         click.echo(f"  your API key (shown once; stored hashed): {key}")
     elif embedded:
@@ -62,17 +70,35 @@ def banner(loaded: Loaded, routes: list[str], url: str, key: str | None, workers
 @config_option
 @click.option("--host", default=None, help="Listen address (default from config: 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Listen port (default from config: 8080).")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Processes sharing the port. More than one needs `redis:` in the config "
-              "when budgets, rate limits or margin floors are set.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes sharing the port. More than one needs `redis:` in the config "
+    "when budgets, rate limits or margin floors are set.",
+)
 @click.option("--reuse-port", is_flag=True, hidden=True)
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
-def serve(config_path: str | None, host: str | None, port: int | None, workers: int,
-          reuse_port: bool, log_level: str) -> None:
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def serve(
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    workers: int,
+    reuse_port: bool,
+    log_level: str,
+) -> None:
     """Start the gateway (the embedded default when no --config is given)."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     loaded = load(config_path)
     host = host or loaded.config.server.host
     port = loaded.config.server.port if port is None else port

@@ -33,8 +33,9 @@ def check_shareable(loaded: Loaded) -> None:
         click.echo("note: without `redis:`, Idempotency-Key replays are per worker", err=True)
 
 
-def supervise(loaded: Loaded, config_path: str | None, host: str, port: int, workers: int,
-              log_level: str) -> None:
+def supervise(
+    loaded: Loaded, config_path: str | None, host: str, port: int, workers: int, log_level: str
+) -> None:
     if port == 0:
         raise click.UsageError("--workers > 1 needs a fixed --port")
     check_shareable(loaded)
@@ -50,8 +51,19 @@ def supervise(loaded: Loaded, config_path: str | None, host: str, port: int, wor
                 await gateway.ledger.close()
 
         key = asyncio.run(first())
-    cmd = [sys.executable, "-m", "passerelle", "serve", "--host", host, "--port", str(port),
-           "--reuse-port", "--log-level", log_level]
+    cmd = [
+        sys.executable,
+        "-m",
+        "passerelle",
+        "serve",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--reuse-port",
+        "--log-level",
+        log_level,
+    ]
     if config_path is not None:
         cmd += ["--config", config_path]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(workers)]

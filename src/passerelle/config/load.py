@@ -45,7 +45,9 @@ class Loaded:
     source: str
 
 
-def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Loaded:
+def load_config(
+    path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
+) -> Loaded:
     env = os.environ if env is None else env
     if path is None:
         return load_config_text("{}", env=env, source="<embedded default>")
@@ -58,7 +60,10 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
 
 
 def load_config_text(
-    text: str, *, env: Mapping[str, str] | None = None, source: str = "<string>",
+    text: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    source: str = "<string>",
     base_dir: Path | None = None,
 ) -> Loaded:
     env = os.environ if env is None else env

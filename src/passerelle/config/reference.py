@@ -33,8 +33,11 @@ def _type_name(annotation: Any) -> str:
         text = "SecretRef"
         if "Optional" in str(annotation) or "None" in str(annotation).split("]")[-1]:
             text += " | None"
-        return text.replace("SecretRef", "list[SecretRef | KeyConfig]") if str(
-            annotation).startswith("list") else text
+        return (
+            text.replace("SecretRef", "list[SecretRef | KeyConfig]")
+            if str(annotation).startswith("list")
+            else text
+        )
     text = str(annotation).replace("typing.", "").replace("decimal.", "")
     for mod in ("passerelle.config.schema.",):
         text = text.replace(mod, "")
@@ -58,8 +61,9 @@ def _section(model: type[BaseModel], path: str, seen: set[type[BaseModel]]) -> l
             if sub not in seen:
                 seen.add(sub)
                 suffix = "[]" if "list" in str(field.annotation) else ""
-                nested.append((sub, f"{path}.{name}{suffix}" if path != "(top level)"
-                               else f"{name}{suffix}"))
+                nested.append(
+                    (sub, f"{path}.{name}{suffix}" if path != "(top level)" else f"{name}{suffix}")
+                )
     for sub, sub_path in nested:
         lines.extend(_section(sub, sub_path, seen))
     return lines

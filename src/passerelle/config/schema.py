@@ -35,7 +35,8 @@ class Price(Strict):
     input: Decimal = Field(ge=0, description="USD per million input (prompt) tokens.")
     output: Decimal = Field(ge=0, description="USD per million output (completion) tokens.")
     cached_input: Decimal | None = Field(
-        default=None, ge=0,
+        default=None,
+        ge=0,
         description="USD per million cached input tokens; the input price when absent.",
     )
 
@@ -47,12 +48,14 @@ class ProviderConfig(Strict):
         "`local`: the embedded llama.cpp engine."
     )
     base_url: str | None = Field(
-        default=None, description="Upstream API root (e.g. `https://api.openai.com/v1`). "
-        "Required for `openai`; defaults to `https://api.anthropic.com` for `anthropic`."
+        default=None,
+        description="Upstream API root (e.g. `https://api.openai.com/v1`). "
+        "Required for `openai`; defaults to `https://api.anthropic.com` for `anthropic`.",
     )
     api_key: SecretRef | None = Field(default=None, description="Upstream API key, by reference.")
     jurisdiction: str | None = Field(
-        default=None, description="Where the provider processes data (`US`, `EU`, `self-hosted`...)."
+        default=None,
+        description="Where the provider processes data (`US`, `EU`, `self-hosted`...).",
     )
     timeout_s: float = Field(default=60.0, gt=0, description="Total timeout of one attempt.")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="Connection timeout.")
@@ -81,13 +84,15 @@ class ProviderConfig(Strict):
     )
     n_ctx: int = Field(default=2048, ge=128, description="`local`: context window in tokens.")
     n_threads: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="`local`: CPU threads for generation; default half the usable CPUs, at "
         "least 1 (the rest keeps the gateway responsive).",
     )
     max_queue: int = Field(
-        default=16, ge=0, description="`local`: requests that may wait for the engine; "
-        "past that, 503."
+        default=16,
+        ge=0,
+        description="`local`: requests that may wait for the engine; past that, 503.",
     )
     default_max_tokens: int = Field(
         default=256, ge=1, description="`local`: output limit when a request sets none."
@@ -186,7 +191,8 @@ class ServerConfig(Strict):
         default=4 * 1024 * 1024, ge=1024, description="Largest request body accepted."
     )
     default_max_tokens_ceiling: int = Field(
-        default=4096, ge=1,
+        default=4096,
+        ge=1,
         description="Worst-case output tokens assumed for budgets when a request sets no "
         "`max_tokens`.",
     )

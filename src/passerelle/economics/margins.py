@@ -92,21 +92,32 @@ class TenantMargin:
             return None if v is None else str(v.quantize(q))
 
         return {
-            "tenant": self.tenant, "period": self.period,
-            "revenue_usd": d(self.revenue_usd, CENT), "revenue_source": self.revenue_source,
-            "requests": self.requests, "llm_cost_usd": d(self.cost_usd),
+            "tenant": self.tenant,
+            "period": self.period,
+            "revenue_usd": d(self.revenue_usd, CENT),
+            "revenue_source": self.revenue_source,
+            "requests": self.requests,
+            "llm_cost_usd": d(self.cost_usd),
             "gross_margin_usd": d(self.gross_margin_usd),
-            "margin_pct": d(self.margin_pct, CENT), "cost_share": d(self.cost_share, SHARE),
+            "margin_pct": d(self.margin_pct, CENT),
+            "cost_share": d(self.cost_share, SHARE),
             "trend": [{"period": p, "cost_share": d(s, SHARE)} for p, s in self.trend],
             "direction": self.direction,
-            "features": [{"feature": f.feature, "requests": f.requests,
-                          "llm_cost_usd": d(f.cost_usd),
-                          "share_of_revenue": d(f.share_of_revenue, SHARE)} for f in self.features],
+            "features": [
+                {
+                    "feature": f.feature,
+                    "requests": f.requests,
+                    "llm_cost_usd": d(f.cost_usd),
+                    "share_of_revenue": d(f.share_of_revenue, SHARE),
+                }
+                for f in self.features
+            ],
         }
 
 
-async def margins(ledger: Ledger, book: RevenueBook, period: str, months: int = 3
-                  ) -> list[TenantMargin]:
+async def margins(
+    ledger: Ledger, book: RevenueBook, period: str, months: int = 3
+) -> list[TenantMargin]:
     """The margin of every tenant with revenue or cost in ``period``, worst first."""
     start, end = month_bounds(period)
     rows = await ledger.usage(["tenant", "feature"], start, end)
@@ -136,6 +147,10 @@ async def margins(ledger: Ledger, book: RevenueBook, period: str, months: int = 
         costs = {r.group["tenant"]: r.cost_usd for r in await ledger.usage(["tenant"], s, e)}
         for t in tenants.values():
             revenue, _ = book.revenue(t.tenant, earlier)
-            t.trend.append((earlier, share(costs.get(t.tenant, Decimal(0)), revenue)
-                            if t.tenant in costs else None))
+            t.trend.append(
+                (
+                    earlier,
+                    share(costs.get(t.tenant, Decimal(0)), revenue) if t.tenant in costs else None,
+                )
+            )
     return sorted(tenants.values(), key=TenantMargin.sort_key)

@@ -58,7 +58,9 @@ class RevenueBook:
         return None, "unknown"
 
     def tenants(self) -> set[str]:
-        return set(self._plan_of) | {t for t, _ in self._recorded} | {t for t, _ in self._configured}
+        return (
+            set(self._plan_of) | {t for t, _ in self._recorded} | {t for t, _ in self._configured}
+        )
 
 
 def parse_revenue_csv(text: str, source: str) -> list[RevenueEntry]:
@@ -85,17 +87,19 @@ def revenue_entry(row: dict[str, str], where: str) -> RevenueEntry:
     if not tenant:
         raise InvalidRequestError(f"{where}: tenant is empty", param="tenant")
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
-        raise InvalidRequestError(f"{where}: period must be YYYY-MM, got {period!r}",
-                                  param="period")
+        raise InvalidRequestError(
+            f"{where}: period must be YYYY-MM, got {period!r}", param="period"
+        )
     if currency != "USD":
-        raise InvalidRequestError(f"{where}: only USD is supported, got {currency}",
-                                  param="currency")
+        raise InvalidRequestError(
+            f"{where}: only USD is supported, got {currency}", param="currency"
+        )
     try:
         amount = Decimal(str(row.get("amount", "")))
     except InvalidOperation:
         raise InvalidRequestError(f"{where}: amount is not a number", param="amount") from None
     if not amount.is_finite() or amount < 0:
-        raise InvalidRequestError(f"{where}: amount must be a non-negative number",
-                                  param="amount")
-    return RevenueEntry(tenant=tenant, period=period, amount=amount, currency=currency,
-                        source=where.split(":")[0])
+        raise InvalidRequestError(f"{where}: amount must be a non-negative number", param="amount")
+    return RevenueEntry(
+        tenant=tenant, period=period, amount=amount, currency=currency, source=where.split(":")[0]
+    )

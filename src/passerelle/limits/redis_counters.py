@@ -173,8 +173,14 @@ class RedisCounters:
         budgets = dedupe(admission.budgets, at)
         await self._ensure_seeded(budgets, at)
         keys: list[str] = []
-        args: list[Any] = [int(at * 1000), admission.reservation_id, admission.amount_nano,
-                           RESERVATION_TTL_S * 1000, len(budgets), len(admission.rates)]
+        args: list[Any] = [
+            int(at * 1000),
+            admission.reservation_id,
+            admission.amount_nano,
+            RESERVATION_TTL_S * 1000,
+            len(budgets),
+            len(admission.rates),
+        ]
         for rule in budgets:
             keys.extend(_budget_keys(rule, at))
             args.extend([rule.limit_nano, 1 if rule.hard else 0, rule.ttl(at)])
@@ -189,8 +195,10 @@ class RedisCounters:
             if int(out[0]) != 2:
                 break
             lost = budgets[int(out[1]) - 1]
-            log.warning("budget counter %s was missing in redis: reseeding it from the ledger",
-                        lost.counter(at))
+            log.warning(
+                "budget counter %s was missing in redis: reseeding it from the ledger",
+                lost.counter(at),
+            )
             self._seeded.discard(_budget_keys(lost, at)[0])
             await self._ensure_seeded([lost], at)
         else:
@@ -203,7 +211,9 @@ class RedisCounters:
             rule = budgets[index - 1]
             return Refusal(rule, used, rule.ttl(at) - 86400)
         retry_ms = int(out[3]) if len(out) > 3 else 1000
-        return Refusal(admission.rates[index - len(budgets) - 1], used, max(1, retry_ms // 1000 + 1))
+        return Refusal(
+            admission.rates[index - len(budgets) - 1], used, max(1, retry_ms // 1000 + 1)
+        )
 
     async def settle(self, reservation: Reservation, actual_nano: int, tokens: int) -> None:
         if reservation.settled:
@@ -215,9 +225,17 @@ class RedisCounters:
             keys.extend(_budget_keys(rule, a.at))
         keys.extend(_rate_key(r) for r in a.rates if r.kind == "tpm")
         try:
-            await self._settle(keys=keys, args=[
-                a.reservation_id, a.amount_nano, actual_nano, len(a.budgets), a.tokens, tokens,
-            ])
+            await self._settle(
+                keys=keys,
+                args=[
+                    a.reservation_id,
+                    a.amount_nano,
+                    actual_nano,
+                    len(a.budgets),
+                    a.tokens,
+                    tokens,
+                ],
+            )
         except (RedisError, OSError) as exc:
             # the hold expires on its own; the ledger keeps the real cost
             raise StoreError(f"redis is unreachable at settlement: {exc}") from exc

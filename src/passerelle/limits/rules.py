@@ -88,15 +88,18 @@ class Limits:
         return rules + [r for lst in self.key_budgets.values() for r in lst]
 
 
-def _budget(b: BudgetConfig, tenant: str, key_id: str | None = None) -> tuple[BudgetRule, str | None]:
+def _budget(
+    b: BudgetConfig, tenant: str, key_id: str | None = None
+) -> tuple[BudgetRule, str | None]:
     if key_id is not None:
         scope, label = f"key:{key_id}", f"key {key_id}"
     elif b.feature is not None:
         scope, label = f"feature:{tenant}:{b.feature}", f"feature {b.feature} of tenant {tenant}"
     else:
         scope, label = f"tenant:{tenant}", f"tenant {tenant}"
-    return BudgetRule(scope=scope, label=label, usd=b.usd, period=b.period,
-                      hard=b.kind == "hard"), b.feature
+    return BudgetRule(
+        scope=scope, label=label, usd=b.usd, period=b.period, hard=b.kind == "hard"
+    ), b.feature
 
 
 def _rates(rl: RateLimitConfig | None, scope: str, label: str) -> list[RateRule]:

@@ -25,9 +25,7 @@ class Auth:
     async def __call__(self, call: Call, next: Next) -> None:
         token = bearer(call.headers)
         if token is None:
-            raise AuthenticationError(
-                "missing API key: send it as 'Authorization: Bearer sk-...'"
-            )
+            raise AuthenticationError("missing API key: send it as 'Authorization: Bearer sk-...'")
         try:
             key = await self._keys.authenticate(token)
         except StoreError as exc:  # a key not seen yet is looked up in the ledger

@@ -33,9 +33,14 @@ def worst_case_nano(call: Call, pricer: Pricer, ceiling: int, prompt_tokens: int
         price = pricer.price(target, call.received_at)
         if price is None:
             continue  # unpriced: recorded as such, cannot be reserved
-        worst = max(worst, worst_case_usd(
-            price, input_tokens=prompt_tokens, max_output_tokens=call.max_tokens or ceiling,
-        ))
+        worst = max(
+            worst,
+            worst_case_usd(
+                price,
+                input_tokens=prompt_tokens,
+                max_output_tokens=call.max_tokens or ceiling,
+            ),
+        )
     return to_nano(worst, up=True)
 
 
@@ -47,7 +52,8 @@ def refusal_error(refusal: Refusal, at: float) -> RateLimitError:
         err = RateLimitError(
             f"budget exceeded: {rule.label} has a {rule.kind_label} budget of ${rule.usd} per "
             f"{rule.period}; this request could cost more than what is left; {resets}",
-            code="insufficient_quota", headers={"retry-after": str(refusal.retry_after_s)},
+            code="insufficient_quota",
+            headers={"retry-after": str(refusal.retry_after_s)},
         )
         err.type = "insufficient_quota"
         return err
@@ -56,7 +62,8 @@ def refusal_error(refusal: Refusal, at: float) -> RateLimitError:
     return RateLimitError(
         f"rate limit reached for {rule.label}: {rule.limit} {unit} per minute; "
         f"retry in {refusal.retry_after_s}s",
-        code="rate_limit_exceeded", headers={"retry-after": str(refusal.retry_after_s)},
+        code="rate_limit_exceeded",
+        headers={"retry-after": str(refusal.retry_after_s)},
     )
 
 
@@ -77,9 +84,12 @@ class Budget:
             return
         prompt = estimate_prompt_tokens(call.body)
         admission = Admission(
-            reservation_id=call.request_id, at=call.received_at,
+            reservation_id=call.request_id,
+            at=call.received_at,
             amount_nano=worst_case_nano(call, self._pricer, self._ceiling, prompt),
-            budgets=budgets, rates=rates, tokens=prompt + (call.max_tokens or 0),
+            budgets=budgets,
+            rates=rates,
+            tokens=prompt + (call.max_tokens or 0),
         )
         try:
             outcome = await self._counters.admit(admission)
@@ -87,7 +97,8 @@ class Budget:
             log.error("budget counters unreachable: %s", exc)
             raise ServiceUnavailableError(
                 "budget and rate-limit state is unreachable; the request is refused rather than "
-                "passed unmetered", code="budget_store_unavailable",
+                "passed unmetered",
+                code="budget_store_unavailable",
             ) from exc
         if isinstance(outcome, Refusal):
             raise refusal_error(outcome, call.received_at)

@@ -24,7 +24,9 @@ CLIENT_ERRORS = frozenset({400, 413, 422})
 
 def upstream_request(call: Call, target: Target) -> UpstreamRequest:
     return UpstreamRequest(
-        body=call.body, upstream_model=target.upstream_model, stream=call.stream,
+        body=call.body,
+        upstream_model=target.upstream_model,
+        stream=call.stream,
         include_usage=call.include_usage,
     )
 
@@ -41,11 +43,13 @@ async def _attempt(call: Call, target: Target) -> None:
         try:
             first = await anext(gen)
         except StopAsyncIteration:
-            raise ProviderError("stream ended before any event", provider=provider.name,
-                                retryable=True) from None
+            raise ProviderError(
+                "stream ended before any event", provider=provider.name, retryable=True
+            ) from None
         call.first_token_at = time.perf_counter()
         call.result = ChunkStream(
-            first=first, rest=gen,
+            first=first,
+            rest=gen,
             drain_on_disconnect=provider.capabilities.drain_on_disconnect,
         )
     else:

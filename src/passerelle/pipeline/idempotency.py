@@ -34,7 +34,9 @@ async def _replay_rest(chunks: list[bytes]) -> AsyncIterator[StreamChunk]:
         yield StreamChunk(data=data)
 
 
-async def _capture(rest: AsyncIterator[StreamChunk], into: list[bytes]) -> AsyncIterator[StreamChunk]:
+async def _capture(
+    rest: AsyncIterator[StreamChunk], into: list[bytes]
+) -> AsyncIterator[StreamChunk]:
     async for chunk in rest:
         if chunk.forward:
             into.append(chunk.data)
@@ -51,21 +53,29 @@ class Idempotency:
             await next(call)
             return
         if not 1 <= len(key) <= 255:
-            raise InvalidRequestError("Idempotency-Key must be 1-255 characters",
-                                      param="Idempotency-Key")
+            raise InvalidRequestError(
+                "Idempotency-Key must be 1-255 characters", param="Idempotency-Key"
+            )
         scoped = f"{call.tenant}:{key}"
         digest = hashlib.sha256(call.endpoint.encode() + b"\0" + call.raw_body).hexdigest()
         try:
             claim = await self._store.begin(scoped, digest)
         except StoreError as exc:
-            raise ServiceUnavailableError("idempotency state is unreachable",
-                                          code="idempotency_store_unavailable") from exc
+            raise ServiceUnavailableError(
+                "idempotency state is unreachable", code="idempotency_store_unavailable"
+            ) from exc
         if claim.state == "conflict":
-            raise ConflictError("this Idempotency-Key was used with a different request body",
-                                param="Idempotency-Key", code="idempotency_key_reused")
+            raise ConflictError(
+                "this Idempotency-Key was used with a different request body",
+                param="Idempotency-Key",
+                code="idempotency_key_reused",
+            )
         if claim.state == "pending":
-            raise ConflictError("a request with this Idempotency-Key is still in progress",
-                                param="Idempotency-Key", code="idempotency_key_in_progress")
+            raise ConflictError(
+                "a request with this Idempotency-Key is still in progress",
+                param="Idempotency-Key",
+                code="idempotency_key_in_progress",
+            )
         if claim.state == "replay" and claim.answer is not None:
             self._replay(call, claim.answer)
             return
@@ -87,8 +97,9 @@ class Idempotency:
         call.response_headers["x-passerelle-idempotent-replay"] = original or "true"
         if answer.chunks is not None:
             call.stream = True
-            call.result = ChunkStream(first=StreamChunk(data=answer.chunks[0]),
-                                      rest=_replay_rest(answer.chunks[1:]))
+            call.result = ChunkStream(
+                first=StreamChunk(data=answer.chunks[0]), rest=_replay_rest(answer.chunks[1:])
+            )
         else:
             assert answer.body is not None
             call.result = Completion(body=answer.body, usage=Usage(), upstream_model="")

@@ -25,13 +25,23 @@ from passerelle.pipeline.resolve import Route
 
 def tracking_rule(tenant: str) -> BudgetRule:
     """The tenant's month-to-date cost, counted whether or not it has a budget."""
-    return BudgetRule(scope=f"tenant:{tenant}", label=f"tenant {tenant}",
-                      usd=Decimal(1_000_000), period="month", hard=False)
+    return BudgetRule(
+        scope=f"tenant:{tenant}",
+        label=f"tenant {tenant}",
+        usd=Decimal(1_000_000),
+        period="month",
+        hard=False,
+    )
 
 
 class MarginFloor:
-    def __init__(self, plans: dict[str, PlanConfig], book: RevenueBook, counters: Counters,
-                 routes: dict[str, Route]) -> None:
+    def __init__(
+        self,
+        plans: dict[str, PlanConfig],
+        book: RevenueBook,
+        counters: Counters,
+        routes: dict[str, Route],
+    ) -> None:
         self._plans = plans
         self._book = book
         self._counters = counters
@@ -47,12 +57,14 @@ class MarginFloor:
             return
         month = period_id("month", call.received_at)
         try:
-            cost = from_nano(await self._counters.spent_nano(tracking_rule(tenant),
-                                                            call.received_at))
+            cost = from_nano(
+                await self._counters.spent_nano(tracking_rule(tenant), call.received_at)
+            )
         except StoreError as exc:
             raise ServiceUnavailableError(
-                "margin state is unreachable; the request is refused rather than passed "
-                "unchecked", code="budget_store_unavailable") from exc
+                "margin state is unreachable; the request is refused rather than passed unchecked",
+                code="budget_store_unavailable",
+            ) from exc
         revenue, _ = self._book.revenue(tenant, month)
         share_limit = floor.max_cost_share
         over = cost > 0 and (not revenue or cost / revenue > share_limit)
@@ -65,7 +77,8 @@ class MarginFloor:
             call.annotate(f"refused: margin floor ({pct} of revenue)")
             err = RateLimitError(
                 f"margin floor reached for tenant {tenant}: LLM cost this month is over {pct} "
-                "of its revenue", code="margin_floor",
+                "of its revenue",
+                code="margin_floor",
             )
             err.type = "insufficient_quota"
             raise err

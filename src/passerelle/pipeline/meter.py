@@ -65,7 +65,9 @@ class Meter:
                 return Decimal(0), None
             return None, None
         return cost_usd(
-            price, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            price,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
             cached_tokens=usage.cached_tokens,
         ), price.version
 
@@ -76,16 +78,28 @@ class Meter:
         call.cost_usd = cost
         target = call.target
         record = UsageRecord(
-            request_id=call.request_id, attempt=call.attempts, ts=call.received_at,
-            tenant=call.tenant, key_id=call.key.key_id if call.key else None,
-            feature=call.feature, end_user=call.user, endpoint=call.endpoint, model=call.model,
+            request_id=call.request_id,
+            attempt=call.attempts,
+            ts=call.received_at,
+            tenant=call.tenant,
+            key_id=call.key.key_id if call.key else None,
+            feature=call.feature,
+            end_user=call.user,
+            endpoint=call.endpoint,
+            model=call.model,
             provider=target.provider.name if target else None,
             upstream_model=target.upstream_model if target else None,
-            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-            cached_tokens=usage.cached_tokens, usage_reported=usage.reported,
-            cost_usd=cost, price_version=version, latency_ms=round(call.elapsed_ms(), 3),
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens,
+            usage_reported=usage.reported,
+            cost_usd=cost,
+            price_version=version,
+            latency_ms=round(call.elapsed_ms(), 3),
             ttft_ms=None if call.ttft_ms() is None else round(call.ttft_ms() or 0.0, 3),
-            status=call.status, error_code=call.error.code if call.error else None,
-            stream=call.stream, decision=call.annotations.get("decision"),
+            status=call.status,
+            error_code=call.error.code if call.error else None,
+            stream=call.stream,
+            decision=call.annotations.get("decision"),
         )
         await self._ledger.record(record)

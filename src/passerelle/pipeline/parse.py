@@ -72,16 +72,25 @@ def check_messages(messages: object) -> None:
         if content is None:
             if role == "assistant" and (m.get("tool_calls") or m.get("function_call")):
                 continue
-            raise bad(f"messages[{i}].content is required", f"messages[{i}].content",
-                      "missing_required_parameter")
+            raise bad(
+                f"messages[{i}].content is required",
+                f"messages[{i}].content",
+                "missing_required_parameter",
+            )
         if isinstance(content, list):
             for j, part in enumerate(content):
                 if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise bad(f"messages[{i}].content[{j}] must be an object with a type",
-                              f"messages[{i}].content[{j}]", "invalid_type")
+                    raise bad(
+                        f"messages[{i}].content[{j}] must be an object with a type",
+                        f"messages[{i}].content[{j}]",
+                        "invalid_type",
+                    )
         elif not isinstance(content, str):
-            raise bad(f"messages[{i}].content must be a string or an array",
-                      f"messages[{i}].content", "invalid_type")
+            raise bad(
+                f"messages[{i}].content must be a string or an array",
+                f"messages[{i}].content",
+                "invalid_type",
+            )
 
 
 def _check_numbers(body: dict[str, Any]) -> int | None:
@@ -93,8 +102,12 @@ def _check_numbers(body: dict[str, Any]) -> int | None:
         if not _is_int(v) or v < 1:
             raise bad(f"{name} must be an integer of at least 1", name)
         max_tokens = v
-    for name, lo, hi in (("temperature", 0, 2), ("top_p", 0, 1),
-                         ("presence_penalty", -2, 2), ("frequency_penalty", -2, 2)):
+    for name, lo, hi in (
+        ("temperature", 0, 2),
+        ("top_p", 0, 1),
+        ("presence_penalty", -2, 2),
+        ("frequency_penalty", -2, 2),
+    ):
         v = body.get(name)
         if v is not None and (not _is_number(v) or not lo <= v <= hi):
             raise bad(f"{name} must be a number between {lo} and {hi}", name)
@@ -141,8 +154,11 @@ def parse_chat(call: Call) -> None:
             raise bad("stream_options is only allowed with stream: true", "stream_options")
         inc = opts.get("include_usage", False)
         if not isinstance(inc, bool):
-            raise bad("stream_options.include_usage must be a boolean",
-                      "stream_options.include_usage", "invalid_type")
+            raise bad(
+                "stream_options.include_usage must be a boolean",
+                "stream_options.include_usage",
+                "invalid_type",
+            )
         call.include_usage = inc
     call.max_tokens = _check_numbers(body)
     user = body.get("user")
@@ -160,14 +176,20 @@ def parse_embeddings(call: Call) -> None:
     if inp is None:
         raise bad("input is required", "input", "missing_required_parameter")
     ok = isinstance(inp, str) or (
-        isinstance(inp, list) and inp and (
-            all(isinstance(x, str) for x in inp) or all(_is_int(x) for x in inp)
+        isinstance(inp, list)
+        and inp
+        and (
+            all(isinstance(x, str) for x in inp)
+            or all(_is_int(x) for x in inp)
             or all(isinstance(x, list) and all(_is_int(y) for y in x) for x in inp)
         )
     )
     if not ok:
-        raise bad("input must be a string, an array of strings or an array of token arrays",
-                  "input", "invalid_type")
+        raise bad(
+            "input must be a string, an array of strings or an array of token arrays",
+            "input",
+            "invalid_type",
+        )
     user = body.get("user")
     call.user = user if isinstance(user, str) else None
     call.feature = feature_of(call, body)

@@ -62,7 +62,8 @@ class Resolve:
         if route is None:
             raise NotFoundError(
                 f"the model '{call.model}' does not exist or you do not have access to it",
-                param="model", code="model_not_found",
+                param="model",
+                code="model_not_found",
             )
         call.route = route
         await next(call)

@@ -57,14 +57,18 @@ class Catalogue:
             since = date.fromisoformat(str(row["since"]))
             inp = Decimal(str(row["input"]))
             cached = row.get("cached_input")
-            entries.append(CatalogueEntry(
-                model=row["model"], since=since,
-                price=Price(
-                    input=inp, output=Decimal(str(row["output"])),
-                    cached_input=inp if cached is None else Decimal(str(cached)),
-                    version=f"catalogue:{row['model']}@{since.isoformat()}",
-                ),
-            ))
+            entries.append(
+                CatalogueEntry(
+                    model=row["model"],
+                    since=since,
+                    price=Price(
+                        input=inp,
+                        output=Decimal(str(row["output"])),
+                        cached_input=inp if cached is None else Decimal(str(cached)),
+                        version=f"catalogue:{row['model']}@{since.isoformat()}",
+                    ),
+                )
+            )
         return cls(entries)
 
     def lookup(self, model: str, on: date) -> Price | None:
@@ -75,7 +79,9 @@ class Catalogue:
 
 
 def configured_price(
-    input: Decimal, output: Decimal, cached_input: Decimal | None,
+    input: Decimal,
+    output: Decimal,
+    cached_input: Decimal | None,
 ) -> Price:
     """A price from the configuration; its version is a digest of its numbers."""
     cached = input if cached_input is None else cached_input

@@ -11,7 +11,11 @@ MICRO = Decimal("0.000001")
 
 
 def cost_usd(
-    price: Price, *, input_tokens: int, output_tokens: int, cached_tokens: int = 0,
+    price: Price,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cached_tokens: int = 0,
 ) -> Decimal:
     """Cost of one call. Cached tokens are part of ``input_tokens`` (as OpenAI reports them)."""
     cached = min(max(cached_tokens, 0), input_tokens)

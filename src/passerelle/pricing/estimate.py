@@ -27,7 +27,8 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     if isinstance(messages, list):
         total = sum(
             PER_MESSAGE_OVERHEAD + _text_bytes(m.get("content")) // 2
-            for m in messages if isinstance(m, dict)
+            for m in messages
+            if isinstance(m, dict)
         )
         total += _text_bytes(body.get("tools")) // 2
         return total + 3

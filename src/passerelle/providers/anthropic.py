@@ -119,7 +119,9 @@ class AnthropicProvider:
                         break
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: bad JSON
                 raise ProviderError(
-                    f"stream broke: {type(exc).__name__}", provider=self.name, retryable=True,
+                    f"stream broke: {type(exc).__name__}",
+                    provider=self.name,
+                    retryable=True,
                     timeout=isinstance(exc, TimeoutError),
                 ) from exc
         if not translator.done:
@@ -135,7 +137,9 @@ class AnthropicProvider:
 
     def _http_error(self, status: int, raw: bytes) -> ProviderError:
         return ProviderError(
-            error_message(status, raw), provider=self.name, status=status,
+            error_message(status, raw),
+            provider=self.name,
+            status=status,
             retryable=status in (408, 429) or status >= 500,
             overloaded=status == 529,  # Anthropic is at capacity: a 503, not a broken gateway
         )

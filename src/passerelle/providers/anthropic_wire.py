@@ -20,8 +20,12 @@ from passerelle.providers.base import StreamChunk, UpstreamRequest, Usage
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often leave it out
 
 FINISH_REASONS = {
-    "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
-    "model_context_window_exceeded": "length", "tool_use": "tool_calls",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
 
@@ -150,10 +154,14 @@ def _tool_uses(message: dict[str, Any]) -> list[Block]:
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict):
             continue
-        blocks.append({
-            "type": "tool_use", "id": call.get("id"), "name": fn.get("name"),
-            "input": _arguments(fn.get("arguments")),
-        })
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id"),
+                "name": fn.get("name"),
+                "input": _arguments(fn.get("arguments")),
+            }
+        )
     return blocks
 
 
@@ -262,7 +270,9 @@ def from_anthropic_message(
     if calls:
         message["tool_calls"] = calls
     choice = {
-        "index": 0, "message": message, "logprobs": None,
+        "index": 0,
+        "message": message,
+        "logprobs": None,
         "finish_reason": finish_reason(doc.get("stop_reason")),
     }
     return {
@@ -314,9 +324,12 @@ class AnthropicStreamTranslator:
     def feed(self, event: str, data: dict[str, Any]) -> list[StreamChunk]:
         """The chunks one event makes; an ``error`` event raises a retryable ``ProviderError``."""
         handler = {
-            "message_start": self._message_start, "content_block_start": self._block_start,
-            "content_block_delta": self._block_delta, "message_delta": self._message_delta,
-            "message_stop": self._message_stop, "error": self._error,
+            "message_start": self._message_start,
+            "content_block_start": self._block_start,
+            "content_block_delta": self._block_delta,
+            "message_delta": self._message_delta,
+            "message_stop": self._message_stop,
+            "error": self._error,
         }.get(event)
         # ping, content_block_stop, and event types added after this was written make nothing
         return handler(data) if handler else []
@@ -338,7 +351,9 @@ class AnthropicStreamTranslator:
         if block.get("type") == "tool_use":
             n = self._tools[data.get("index")] = len(self._tools)
             call = {
-                "index": n, "id": block.get("id"), "type": "function",
+                "index": n,
+                "id": block.get("id"),
+                "type": "function",
                 "function": {"name": block.get("name"), "arguments": ""},
             }
             return [self._chunk({"tool_calls": [call]})]
@@ -377,7 +392,9 @@ class AnthropicStreamTranslator:
 
     def _envelope(self) -> dict[str, Any]:
         return {
-            "id": self._id, "object": "chat.completion.chunk", "created": self._created,
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
             "model": self._model,
         }
 
@@ -387,5 +404,3 @@ class AnthropicStreamTranslator:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         payload = {**self._envelope(), "choices": [choice]}
         return StreamChunk(data=orjson.dumps(payload), content_chars=chars)
-
-

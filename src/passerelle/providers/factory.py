@@ -15,7 +15,8 @@ def build_provider(config: ProviderConfig, secrets: Secrets) -> Provider:
 
         return LocalProvider(config)
     transport = HttpTransport(
-        timeout_s=config.timeout_s, connect_timeout_s=config.connect_timeout_s,
+        timeout_s=config.timeout_s,
+        connect_timeout_s=config.connect_timeout_s,
         max_connections=config.max_connections,
     )
     if config.kind == "anthropic":

@@ -170,8 +170,11 @@ def default_threads() -> int:
 def engine_error(provider: str, exc: Exception) -> ProviderError:
     """llama.cpp's failure as the provider's: a prompt over the context window is the client's."""
     if isinstance(exc, ValueError) and "context window" in str(exc):
-        return ProviderError("the conversation is longer than the model's context window",
-                             provider=provider, status=400)
+        return ProviderError(
+            "the conversation is longer than the model's context window",
+            provider=provider,
+            status=400,
+        )
     return ProviderError(f"local engine failed ({type(exc).__name__})", provider=provider)
 
 
@@ -201,8 +204,13 @@ class LocalProvider:
                 from llama_cpp import Llama
 
                 threads = self._config.n_threads or default_threads()
-                llm = Llama(model_path=str(self._path), n_ctx=self._config.n_ctx,
-                            n_threads=threads, n_threads_batch=threads, verbose=False)
+                llm = Llama(
+                    model_path=str(self._path),
+                    n_ctx=self._config.n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    verbose=False,
+                )
                 self._vocabulary = Vocabulary.of(llm)
                 self._llm = llm
             return self._llm
@@ -214,7 +222,9 @@ class LocalProvider:
         if self._pending > self._config.max_queue:
             raise ProviderError(
                 f"local model queue is full ({self._config.max_queue} waiting)",
-                provider=self.name, status=503, overloaded=True,
+                provider=self.name,
+                status=503,
+                overloaded=True,
             )
         self._pending += 1
 
@@ -226,8 +236,11 @@ class LocalProvider:
         messages = body.get("messages") or []
         if self._config.chat_format == "template":
             parts = llm.create_chat_completion(
-                messages=messages, stream=True, stop=requested_stops(body.get("stop")),
-                logits_processor=[tally], **params,
+                messages=messages,
+                stream=True,
+                stop=requested_stops(body.get("stop")),
+                logits_processor=[tally],
+                **params,
             )
             for part in parts:
                 choice = part["choices"][0]
@@ -237,14 +250,22 @@ class LocalProvider:
         # plain text, never special tokens: a user cannot type a control token into the prompt
         tokens = llm.tokenize(framing.prompt.encode("utf-8"), add_bos=True, special=False)
         for part in llm.create_completion(
-            prompt=tokens, stream=True, stop=merge_stops(body.get("stop"), framing.stop),
-            logits_processor=[tally], **params,
+            prompt=tokens,
+            stream=True,
+            stop=merge_stops(body.get("stop"), framing.stop),
+            logits_processor=[tally],
+            **params,
         ):
             choice = part["choices"][0]
             yield choice.get("text") or "", choice.get("finish_reason")
 
-    def _work(self, body: dict[str, Any], tally: _Tally, stop: threading.Event,
-              post: Callable[[Any], None]) -> None:
+    def _work(
+        self,
+        body: dict[str, Any],
+        tally: _Tally,
+        stop: threading.Event,
+        post: Callable[[Any], None],
+    ) -> None:
         """On the engine thread: one generation, its pieces posted to the waiting request."""
         try:
             if stop.is_set():  # abandoned while it waited its turn
@@ -259,8 +280,9 @@ class LocalProvider:
         finally:
             post(_END)
 
-    async def _generate(self, request: UpstreamRequest, tally: _Tally
-                        ) -> AsyncGenerator[Piece, None]:
+    async def _generate(
+        self, request: UpstreamRequest, tally: _Tally
+    ) -> AsyncGenerator[Piece, None]:
         """Admit the request, run it on the engine thread, relay its pieces.
 
         The answer's leading whitespace (the space after ``Answer:``) is dropped. Closing this
@@ -308,23 +330,27 @@ class LocalProvider:
             async for text, reason in pieces:
                 if not role_sent:  # sent with the first token: until then errors keep a status
                     role_sent = True
-                    yield StreamChunk(data=chunk_body(model, rid, {"role": "assistant",
-                                                                   "content": ""}, None))
+                    yield StreamChunk(
+                        data=chunk_body(model, rid, {"role": "assistant", "content": ""}, None)
+                    )
                 if text:
                     chars += len(text)
-                    yield StreamChunk(data=chunk_body(model, rid, {"content": text}, None),
-                                      content_chars=len(text))
+                    yield StreamChunk(
+                        data=chunk_body(model, rid, {"content": text}, None),
+                        content_chars=len(text),
+                    )
                 finish = reason or finish
         if not role_sent:
-            yield StreamChunk(data=chunk_body(model, rid, {"role": "assistant", "content": ""},
-                                              None))
+            yield StreamChunk(
+                data=chunk_body(model, rid, {"role": "assistant", "content": ""}, None)
+            )
         if not chars:
-            log.warning("local model %s gave an empty answer (finish_reason %s)", self.name,
-                        finish)
+            log.warning("local model %s gave an empty answer (finish_reason %s)", self.name, finish)
         yield StreamChunk(data=chunk_body(model, rid, {}, finish))
         usage = tally.usage()
-        yield StreamChunk(data=usage_chunk_body(model, rid, usage), usage=usage,
-                          forward=request.include_usage)
+        yield StreamChunk(
+            data=usage_chunk_body(model, rid, usage), usage=usage, forward=request.include_usage
+        )
 
     async def complete(self, request: UpstreamRequest) -> Completion:
         tally = _Tally()
@@ -336,18 +362,18 @@ class LocalProvider:
                 finish = reason or finish
         text = "".join(parts).strip()
         if not text:
-            log.warning("local model %s gave an empty answer (finish_reason %s)", self.name,
-                        finish)
+            log.warning("local model %s gave an empty answer (finish_reason %s)", self.name, finish)
         usage = tally.usage()
         return Completion(
-            body=completion_body(request.upstream_model, text, finish, usage,
-                                 "chatcmpl-" + uuid.uuid4().hex),
-            usage=usage, upstream_model=request.upstream_model,
+            body=completion_body(
+                request.upstream_model, text, finish, usage, "chatcmpl-" + uuid.uuid4().hex
+            ),
+            usage=usage,
+            upstream_model=request.upstream_model,
         )
 
     async def embed(self, request: UpstreamRequest) -> Embeddings:
-        raise ProviderError("this local model serves no embeddings", provider=self.name,
-                            status=400)
+        raise ProviderError("this local model serves no embeddings", provider=self.name, status=400)
 
     async def aclose(self) -> None:
         for stop in list(self._stops):  # the running generation ends at its next token

@@ -35,7 +35,8 @@ def message_text(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "".join(
-            str(p.get("text") or "") for p in content
+            str(p.get("text") or "")
+            for p in content
             if isinstance(p, dict) and p.get("type", "text") == "text"
         )
     return ""
@@ -53,7 +54,8 @@ def transcript(messages: Sequence[dict[str, Any]]) -> Framing:
     user messages as questions and assistant messages as answers, ending on ``Answer:``.
     """
     system = " ".join(
-        _one_line(message_text(m.get("content"))) for m in messages
+        _one_line(message_text(m.get("content")))
+        for m in messages
         if m.get("role") in ("system", "developer")
     ).strip()
     blocks = [system] if system else []
@@ -92,7 +94,8 @@ def sampling(body: dict[str, Any], default_max_tokens: int) -> dict[str, Any]:
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     seed = body.get("seed")
     return {
-        "max_tokens": max_tokens if isinstance(max_tokens, int) and max_tokens > 0
+        "max_tokens": max_tokens
+        if isinstance(max_tokens, int) and max_tokens > 0
         else default_max_tokens,
         "temperature": _number(body.get("temperature"), DEFAULT_TEMPERATURE),
         "top_p": _number(body.get("top_p"), 0.95),
@@ -107,31 +110,57 @@ def sampling(body: dict[str, Any], default_max_tokens: int) -> dict[str, Any]:
 
 
 def usage_json(u: Usage) -> dict[str, Any]:
-    return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
-            "total_tokens": u.input_tokens + u.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0}}
+    return {
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.input_tokens + u.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
 
 
 def completion_body(model: str, text: str, finish: str, usage: Usage, rid: str) -> bytes:
-    return orjson.dumps({
-        "id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "finish_reason": finish, "logprobs": None}],
-        "usage": usage_json(usage),
-    })
+    return orjson.dumps(
+        {
+            "id": rid,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
+                    "logprobs": None,
+                }
+            ],
+            "usage": usage_json(usage),
+        }
+    )
 
 
 def chunk_body(model: str, rid: str, delta: dict[str, Any], finish: str | None) -> bytes:
-    return orjson.dumps({
-        "id": rid, "object": "chat.completion.chunk", "created": int(time.time()),
-        "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    })
+    return orjson.dumps(
+        {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    )
 
 
 def usage_chunk_body(model: str, rid: str, usage: Usage) -> bytes:
-    return orjson.dumps({"id": rid, "object": "chat.completion.chunk",
-                         "created": int(time.time()), "model": model, "choices": [],
-                         "usage": usage_json(usage)})
+    return orjson.dumps(
+        {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [],
+            "usage": usage_json(usage),
+        }
+    )
 
 
 # --- the engine -------------------------------------------------------------------------------

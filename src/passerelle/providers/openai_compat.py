@@ -122,8 +122,10 @@ class OpenAICompatProvider:
             if resp.status >= 400:
                 raw = await resp.read()
                 raise ProviderError(
-                    error_message(self.name, resp.status, raw), provider=self.name,
-                    status=resp.status, retryable=resp.status in RETRYABLE_STATUS,
+                    error_message(self.name, resp.status, raw),
+                    provider=self.name,
+                    status=resp.status,
+                    retryable=resp.status in RETRYABLE_STATUS,
                 )
             done = False
             pending = b""
@@ -143,11 +145,15 @@ class OpenAICompatProvider:
                         break
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise ProviderError(
-                    f"stream broke: {type(exc).__name__}", provider=self.name, retryable=True,
+                    f"stream broke: {type(exc).__name__}",
+                    provider=self.name,
+                    retryable=True,
                     timeout=isinstance(exc, TimeoutError),
                 ) from exc
             if not done:
-                raise ProviderError("stream ended before [DONE]", provider=self.name, retryable=True)
+                raise ProviderError(
+                    "stream ended before [DONE]", provider=self.name, retryable=True
+                )
 
     def _chunk(self, payload: bytes, include_usage: bool) -> StreamChunk:
         try:
@@ -172,7 +178,9 @@ class OpenAICompatProvider:
         status, raw = await self._transport.post(self.name, self._url + path, body, self._headers)
         if status >= 400:
             raise ProviderError(
-                error_message(self.name, status, raw), provider=self.name, status=status,
+                error_message(self.name, status, raw),
+                provider=self.name,
+                status=status,
                 retryable=status in RETRYABLE_STATUS,
             )
         return raw

@@ -30,7 +30,11 @@ def translated(provider: str) -> Iterator[None]:
 
 class HttpTransport:
     def __init__(
-        self, *, timeout_s: float, connect_timeout_s: float, max_connections: int,
+        self,
+        *,
+        timeout_s: float,
+        connect_timeout_s: float,
+        max_connections: int,
     ) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
         self._stream_timeout = aiohttp.ClientTimeout(
@@ -66,7 +70,10 @@ class HttpTransport:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         with translated(provider):
             resp = await self.session.post(
-                url, data=body, headers=headers, timeout=self._stream_timeout,
+                url,
+                data=body,
+                headers=headers,
+                timeout=self._stream_timeout,
                 allow_redirects=False,
             )
         try:

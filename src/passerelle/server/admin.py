@@ -45,8 +45,9 @@ def parse_when(value: str | None, param: str) -> datetime | None:
     if m:
         n, unit = int(m.group(1)), m.group(2)
         try:
-            delta = {"h": timedelta(hours=n), "d": timedelta(days=n),
-                     "m": timedelta(minutes=n)}[unit]
+            delta = {"h": timedelta(hours=n), "d": timedelta(days=n), "m": timedelta(minutes=n)}[
+                unit
+            ]
             return datetime.now(UTC) - delta
         except OverflowError:  # a span reaching before year 1
             raise InvalidRequestError(f"{param} reaches too far back", param=param) from None
@@ -86,9 +87,14 @@ async def usage(request: web.Request) -> web.Response:
         "cost_usd": usd_report(sum((r.cost_usd for r in rows), Decimal(0))),
         "unpriced_requests": sum(r.unpriced_requests for r in rows),
     }
-    body = {"object": "usage", "group_by": group_by,
-            "since": since.isoformat() if since else None,
-            "until": until.isoformat() if until else None, "data": data, "totals": totals}
+    body = {
+        "object": "usage",
+        "group_by": group_by,
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "data": data,
+        "totals": totals,
+    }
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
@@ -110,17 +116,18 @@ async def create_key(request: web.Request) -> web.Response:
     key = ApiKey(key_id=key_id_for(digest), tenant=tenant, digest=digest, name=name)
     await gateway.ledger.create_key(key)
     gateway.keys.add(key)
-    return web.json_response(
-        {"key": secret, "key_id": key.key_id, "tenant": tenant}, status=201
-    )
+    return web.json_response({"key": secret, "key_id": key.key_id, "tenant": tenant}, status=201)
 
 
 async def list_keys(request: web.Request) -> web.Response:
     require_admin(request)
     keys = await request.app[GATEWAY].ledger.list_keys(request.query.get("tenant"))
-    return web.json_response({"object": "list", "data": [
-        {"key_id": k.key_id, "tenant": k.tenant, "name": k.name} for k in keys
-    ]})
+    return web.json_response(
+        {
+            "object": "list",
+            "data": [{"key_id": k.key_id, "tenant": k.tenant, "name": k.name} for k in keys],
+        }
+    )
 
 
 async def get_margins(request: web.Request) -> web.Response:
@@ -130,9 +137,12 @@ async def get_margins(request: web.Request) -> web.Response:
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
         raise InvalidRequestError("period must be YYYY-MM", param="period")
     rows = await margins(gateway.ledger, gateway.revenue, period)
-    return web.Response(body=orjson.dumps({"object": "margins", "period": period,
-                                           "data": [r.as_json() for r in rows]}),
-                        content_type="application/json")
+    return web.Response(
+        body=orjson.dumps(
+            {"object": "margins", "period": period, "data": [r.as_json() for r in rows]}
+        ),
+        content_type="application/json",
+    )
 
 
 async def post_revenue(request: web.Request) -> web.Response:
@@ -144,8 +154,10 @@ async def post_revenue(request: web.Request) -> web.Response:
     items = body if isinstance(body, list) else [body]
     if not items or not all(isinstance(i, dict) for i in items):
         raise InvalidRequestError("send an object {tenant, period, amount, currency} or a list")
-    entries = [revenue_entry({k: str(v) for k, v in i.items() if v is not None}, f"item {n}")
-               for n, i in enumerate(items)]
+    entries = [
+        revenue_entry({k: str(v) for k, v in i.items() if v is not None}, f"item {n}")
+        for n, i in enumerate(items)
+    ]
     gateway = request.app[GATEWAY]
     await gateway.ledger.set_revenue(entries)
     for e in entries:
@@ -156,10 +168,24 @@ async def post_revenue(request: web.Request) -> web.Response:
 async def get_revenue(request: web.Request) -> web.Response:
     require_admin(request)
     entries = await request.app[GATEWAY].ledger.list_revenue()
-    return web.Response(body=orjson.dumps({"object": "list", "data": [
-        {"tenant": e.tenant, "period": e.period, "amount": format_usd(e.amount),
-         "currency": e.currency, "source": e.source} for e in entries]}),
-        content_type="application/json")
+    return web.Response(
+        body=orjson.dumps(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "tenant": e.tenant,
+                        "period": e.period,
+                        "amount": format_usd(e.amount),
+                        "currency": e.currency,
+                        "source": e.source,
+                    }
+                    for e in entries
+                ],
+            }
+        ),
+        content_type="application/json",
+    )
 
 
 def add_admin_routes(app: web.Application) -> None:

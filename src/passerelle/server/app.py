@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import signal
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -28,7 +29,7 @@ def create_app(gateway: Gateway) -> web.Application:
     add_routes(app)
     add_admin_routes(app)
 
-    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await gateway.start()
         yield
         await gateway.close()
@@ -37,13 +38,19 @@ def create_app(gateway: Gateway) -> web.Application:
     return app
 
 
-async def serve(gateway: Gateway, host: str, port: int, on_ready=None,  # type: ignore[no-untyped-def]
-                reuse_port: bool = False) -> None:
+async def serve(
+    gateway: Gateway,
+    host: str,
+    port: int,
+    on_ready: Callable[[str, int], None] | None = None,
+    reuse_port: bool = False,
+) -> None:
     app = create_app(gateway)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True,
-                       reuse_port=reuse_port or None)
+    site = web.TCPSite(
+        runner, host, port, backlog=2048, reuse_address=True, reuse_port=reuse_port or None
+    )
     await site.start()
     # the start-up heap (pydantic, yaml, click...) never dies: keep it out of full collections,
     # which otherwise stall every request in flight for tens of milliseconds

@@ -29,19 +29,22 @@ def error_response(error: APIError, request_id: str | None = None) -> web.Respon
     if request_id:
         headers["x-request-id"] = request_id
     return web.Response(
-        status=error.status, body=error.to_json(), content_type="application/json",
+        status=error.status,
+        body=error.to_json(),
+        content_type="application/json",
         headers=headers,
     )
 
 
 def from_http_exception(exc: web.HTTPException, request: web.Request) -> APIError:
     if isinstance(exc, web.HTTPNotFound):
-        return NotFoundError(f"no route for {request.method} {request.path}",
-                             code="unknown_route")
+        return NotFoundError(f"no route for {request.method} {request.path}", code="unknown_route")
     if isinstance(exc, web.HTTPMethodNotAllowed):
         allow = exc.headers.get("Allow")  # RFC 9110: a 405 lists the methods that are allowed
-        return MethodNotAllowedError(f"method {request.method} is not allowed on {request.path}",
-                                     headers={"Allow": allow} if allow else None)
+        return MethodNotAllowedError(
+            f"method {request.method} is not allowed on {request.path}",
+            headers={"Allow": allow} if allow else None,
+        )
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return RequestTooLargeError("request body is too large")
     err = APIError(exc.reason or "error")
@@ -64,8 +67,11 @@ async def error_middleware(
         return error_response(from_http_exception(exc, request))
     except StoreError as exc:  # the admin API reads and writes the ledger
         log.error("%s %s: %s", request.method, request.path, exc)
-        return error_response(ServiceUnavailableError(
-            "the ledger is unreachable; try again shortly", code="ledger_unavailable"))
+        return error_response(
+            ServiceUnavailableError(
+                "the ledger is unreachable; try again shortly", code="ledger_unavailable"
+            )
+        )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(APIError("internal error; see the gateway's log"))

@@ -91,8 +91,9 @@ async def models(request: web.Request) -> web.Response:
         {"id": name, "object": "model", "created": 0, "owned_by": "passerelle"}
         for name in gateway.routes
     ]
-    return web.Response(body=orjson.dumps({"object": "list", "data": data}),
-                        content_type="application/json")
+    return web.Response(
+        body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
+    )
 
 
 async def _noop(call: Call) -> None:

@@ -24,10 +24,15 @@ DONE = b"data: [DONE]\n\n"
 async def write_stream(
     request: web.Request, call: Call, stream: ChunkStream, headers: dict[str, str]
 ) -> web.StreamResponse:
-    response = web.StreamResponse(status=200, headers={
-        "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no", **headers,
-    })
+    response = web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            **headers,
+        },
+    )
     await response.prepare(request)
     connected = True
     error: APIError | None = None

@@ -23,7 +23,9 @@ class Ledger(Protocol):
     async def record(self, record: UsageRecord) -> None: ...
 
     async def usage(
-        self, group_by: Sequence[str], since: datetime | None = None,
+        self,
+        group_by: Sequence[str],
+        since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[UsageRow]: ...
 

@@ -31,11 +31,13 @@ class StoredAnswer:
     chunks: list[bytes] | None  # or the SSE payloads of a stream
 
     def dumps(self) -> bytes:
-        return orjson.dumps({
-            "headers": self.headers,
-            "body": self.body.decode() if self.body is not None else None,
-            "chunks": [c.decode() for c in self.chunks] if self.chunks is not None else None,
-        })
+        return orjson.dumps(
+            {
+                "headers": self.headers,
+                "body": self.body.decode() if self.body is not None else None,
+                "chunks": [c.decode() for c in self.chunks] if self.chunks is not None else None,
+            }
+        )
 
     @classmethod
     def loads(cls, raw: bytes) -> StoredAnswer:

@@ -246,8 +246,9 @@ class PostgresLedger:
             raise StoreError("ledger is not started")
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                await conn.executemany(upsert_revenue_sql("${i}"),
-                                       [revenue_row(e) for e in entries])
+                await conn.executemany(
+                    upsert_revenue_sql("${i}"), [revenue_row(e) for e in entries]
+                )
         except _DB_ERRORS as exc:
             raise StoreError(f"ledger write failed: {type(exc).__name__}: {exc}") from exc
 

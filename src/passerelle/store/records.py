@@ -67,10 +67,30 @@ class UsageRecord:
 
 
 COLUMNS = (
-    "request_id", "attempt", "ts", "day", "tenant", "key_id", "feature", "end_user", "endpoint",
-    "model", "provider", "upstream_model", "input_tokens", "output_tokens", "cached_tokens",
-    "usage_reported", "cost_pusd", "price_version", "latency_ms", "ttft_ms", "status",
-    "error_code", "stream", "decision",
+    "request_id",
+    "attempt",
+    "ts",
+    "day",
+    "tenant",
+    "key_id",
+    "feature",
+    "end_user",
+    "endpoint",
+    "model",
+    "provider",
+    "upstream_model",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "usage_reported",
+    "cost_pusd",
+    "price_version",
+    "latency_ms",
+    "ttft_ms",
+    "status",
+    "error_code",
+    "stream",
+    "decision",
 )
 
 
@@ -79,10 +99,30 @@ def row_of(r: UsageRecord) -> tuple[object, ...]:
 
     day = time.strftime("%Y-%m-%d", time.gmtime(r.ts))
     return (
-        r.request_id, r.attempt, r.ts, day, r.tenant, r.key_id, r.feature, r.end_user,
-        r.endpoint, r.model, r.provider, r.upstream_model, r.input_tokens, r.output_tokens,
-        r.cached_tokens, int(r.usage_reported), r.cost_pusd, r.price_version, r.latency_ms,
-        r.ttft_ms, r.status, r.error_code, int(r.stream), r.decision,
+        r.request_id,
+        r.attempt,
+        r.ts,
+        day,
+        r.tenant,
+        r.key_id,
+        r.feature,
+        r.end_user,
+        r.endpoint,
+        r.model,
+        r.provider,
+        r.upstream_model,
+        r.input_tokens,
+        r.output_tokens,
+        r.cached_tokens,
+        int(r.usage_reported),
+        r.cost_pusd,
+        r.price_version,
+        r.latency_ms,
+        r.ttft_ms,
+        r.status,
+        r.error_code,
+        int(r.stream),
+        r.decision,
     )
 
 

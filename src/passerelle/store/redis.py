@@ -16,7 +16,10 @@ WAIT_S = 5.0
 
 def connect(url: str) -> Any:
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=MAX_CONNECTIONS, timeout=WAIT_S, socket_timeout=2.0,
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=WAIT_S,
+        socket_timeout=2.0,
         socket_connect_timeout=2.0,
     )
     # the client owns its pool: closing the client disconnects the pool's connections too

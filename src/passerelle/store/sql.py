@@ -75,7 +75,9 @@ SCHEMA = [
 ]
 
 REVENUE_COLUMNS = ("tenant", "period", "amount_pusd", "currency", "source", "updated_at")
-SELECT_REVENUE = "SELECT tenant, period, amount_pusd, currency, source FROM revenue ORDER BY period, tenant"
+SELECT_REVENUE = (
+    "SELECT tenant, period, amount_pusd, currency, source FROM revenue ORDER BY period, tenant"
+)
 
 
 def upsert_revenue_sql(placeholder: str) -> str:
@@ -88,13 +90,20 @@ def upsert_revenue_sql(placeholder: str) -> str:
 
 
 def revenue_row(entry: RevenueEntry) -> tuple[object, ...]:
-    return (entry.tenant, entry.period, to_pico(entry.amount), entry.currency, entry.source,
-            time.time())
+    return (
+        entry.tenant,
+        entry.period,
+        to_pico(entry.amount),
+        entry.currency,
+        entry.source,
+        time.time(),
+    )
 
 
 def revenue_of(r: Sequence[Any]) -> RevenueEntry:
-    return RevenueEntry(tenant=r[0], period=r[1], amount=from_pico(int(r[2])), currency=r[3],
-                        source=r[4])
+    return RevenueEntry(
+        tenant=r[0], period=r[1], amount=from_pico(int(r[2])), currency=r[3], source=r[4]
+    )
 
 
 def _mark(placeholder: str, n: int) -> str:
@@ -121,16 +130,18 @@ def usage_sql(group_by: Sequence[str], placeholder: str, has_since: bool, has_un
         if present:
             n += 1
             where.append(f"ts {op} {_mark(placeholder, n)}")
-    select = ", ".join([
-        *cols,
-        "COUNT(*)",
-        "COALESCE(SUM(input_tokens), 0)",
-        "COALESCE(SUM(output_tokens), 0)",
-        "COALESCE(SUM(cached_tokens), 0)",
-        "COALESCE(SUM(cost_pusd), 0)",
-        "SUM(CASE WHEN cost_pusd IS NULL AND status <> 'error' THEN 1 ELSE 0 END)",
-        "SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END)",
-    ])
+    select = ", ".join(
+        [
+            *cols,
+            "COUNT(*)",
+            "COALESCE(SUM(input_tokens), 0)",
+            "COALESCE(SUM(output_tokens), 0)",
+            "COALESCE(SUM(cached_tokens), 0)",
+            "COALESCE(SUM(cost_pusd), 0)",
+            "SUM(CASE WHEN cost_pusd IS NULL AND status <> 'error' THEN 1 ELSE 0 END)",
+            "SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END)",
+        ]
+    )
     sql = f"SELECT {select} FROM usage"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -150,11 +161,16 @@ def usage_rows(group_by: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[U
     out = [
         UsageRow(
             group={g: r[i] for i, g in enumerate(group_by)},
-            requests=int(r[n]), input_tokens=int(r[n + 1]), output_tokens=int(r[n + 2]),
-            cached_tokens=int(r[n + 3]), cost_usd=from_pico(int(r[n + 4])),
-            unpriced_requests=int(r[n + 5] or 0), errors=int(r[n + 6] or 0),
+            requests=int(r[n]),
+            input_tokens=int(r[n + 1]),
+            output_tokens=int(r[n + 2]),
+            cached_tokens=int(r[n + 3]),
+            cost_usd=from_pico(int(r[n + 4])),
+            unpriced_requests=int(r[n + 5] or 0),
+            errors=int(r[n + 6] or 0),
         )
-        for r in rows if r[n]
+        for r in rows
+        if r[n]
     ]
     out.sort(key=lambda u: [(v is not None, v or "") for v in u.group.values()])
     return out

@@ -81,8 +81,9 @@ class SQLiteLedger:
         self._stopped.clear()
         self._thread = threading.Thread(target=self._writer, name="ledger-writer", daemon=True)
         self._thread.start()
-        self._checkpoints = threading.Thread(target=self._checkpointer, name="ledger-checkpoint",
-                                             daemon=True)
+        self._checkpoints = threading.Thread(
+            target=self._checkpointer, name="ledger-checkpoint", daemon=True
+        )
         self._checkpoints.start()
 
     def _migrate(self) -> None:
@@ -198,7 +199,9 @@ class SQLiteLedger:
             raise StoreError(f"ledger write failed: {exc}") from exc
 
     async def usage(
-        self, group_by: Sequence[str], since: datetime | None = None,
+        self,
+        group_by: Sequence[str],
+        since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[UsageRow]:
         sql = usage_sql(group_by, "?", since is not None, until is not None)
@@ -238,7 +241,6 @@ class SQLiteLedger:
 
     async def list_revenue(self) -> list[RevenueEntry]:
         return [revenue_of(r) for r in await self._read(SELECT_REVENUE)]
-
 
 
 def _settle(fut: Future[None], exc: BaseException | None = None) -> None:
