@@ -110,8 +110,21 @@ def small_gw(
         yield g
 
 
+_OPEN: list[OpenAI] = []
+
+
 def sdk(base_url: str, api_key: str = KEY) -> OpenAI:
-    return OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=10)
+    """A client for one call; closed when the test ends (see ``close_clients``)."""
+    client = OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=10)
+    _OPEN.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def close_clients() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
 
 
 # -- raw HTTP --------------------------------------------------------------------------------

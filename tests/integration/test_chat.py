@@ -62,9 +62,11 @@ def test_stream_without_include_usage_hides_the_usage_chunk(client: OpenAI, fres
 
 
 @pytest.mark.parametrize("feature_via", ["header", "metadata"])
-def test_feature_is_metered_and_never_sent_upstream(gateway, fresh_upstream, feature_via) -> None:  # type: ignore[no-untyped-def]
+def test_feature_is_metered_and_never_sent_upstream(
+    gateway, fresh_upstream, sdk, feature_via
+) -> None:  # type: ignore[no-untyped-def]
     feature = f"summarize-{feature_via}"
-    client = OpenAI(base_url=gateway.base_url, api_key="sk-test-globex", max_retries=0)
+    client = sdk(gateway, "sk-test-globex")
     kwargs: dict = {
         "model": "gpt-4o-mini",
         "messages": [{"role": "user", "content": "x #usage:100,10,0"}],
