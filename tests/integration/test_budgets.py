@@ -96,5 +96,7 @@ def test_tokens_per_minute_count_prompt_and_max_tokens(tmp_path, fresh_upstream)
     with gw:
         results = asyncio.run(race([gw.url], key, 50))
     statuses = [s for s, _ in results]
-    assert 0 < statuses.count(200) <= 1000 // 100
+    # admitted at their estimate (116 tokens), settled at their real count (60): at least as many
+    # as fit at the estimate get through, and never more than fit at the real count
+    assert 1000 // 116 <= statuses.count(200) <= 1000 // 60
     assert statuses.count(429) == 50 - statuses.count(200)

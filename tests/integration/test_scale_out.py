@@ -112,3 +112,14 @@ def test_workers_without_redis_refuse_to_count_budgets_apart(tmp_path, fresh_ups
     with pytest.raises(RuntimeError) as exc:
         gw.start()
     assert "needs `redis:`" in str(exc.value)
+
+
+def test_tokens_per_minute_are_shared_by_both_replicas(replicas) -> None:  # type: ignore[no-untyped-def]
+    # each request is admitted at ~16 estimated prompt tokens + 100 max_tokens
+    _, key, gws = replicas({"rate_limits": {"tpm": 1000}})
+    results = asyncio.run(race([g.url for g in gws], key, 60))
+    statuses = [s for s, _ in results]
+    # admitted at their estimate (116 tokens), settled at their real count (60): at least as many
+    # as fit at the estimate get through, and never more than fit at the real count
+    assert 1000 // 116 <= statuses.count(200) <= 1000 // 60
+    assert statuses.count(429) == 60 - statuses.count(200)

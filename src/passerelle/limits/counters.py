@@ -9,11 +9,12 @@ minute, exact: a request is counted at admission, its tokens corrected at settle
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from passerelle.limits.rules import BudgetRule, RateRule
 
@@ -45,6 +46,7 @@ class Reservation:
     admission: Admission
     soft_exceeded: list[BudgetRule] = field(default_factory=list)
     settled: bool = False
+    held: list[Any] = field(default_factory=list)  # what the counters need to settle it
 
 
 class Counters(Protocol):
@@ -69,41 +71,53 @@ def dedupe(rules: list[BudgetRule], at: float) -> list[BudgetRule]:
     return list(by_counter.values())
 
 
+class _Entry:
+    """One admission in a rate window; ``live`` is False once the window has dropped it."""
+
+    __slots__ = ("amount", "at", "live")
+
+    def __init__(self, at: float, amount: int) -> None:
+        self.at, self.amount, self.live = at, amount, True
+
+
 class LocalCounters:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._spent: dict[str, int] = {}
         self._reserved: dict[str, int] = {}
-        self._windows: dict[str, deque[list[object]]] = {}
-        self._window_tokens: dict[str, int] = {}
+        self._windows: dict[str, deque[_Entry]] = {}
+        self._window_totals: dict[str, int] = {}
+        self._seeding: dict[str, asyncio.Lock] = {}
         self._seed: Seed | None = None
         self._clock = clock
 
     async def start(self, rules: list[BudgetRule], seed: Seed) -> None:
         self._seed = seed
-        now = self._clock()
-        for rule in rules:
-            counter = rule.counter(now)
-            if counter not in self._spent:
-                self._spent[counter] = await seed(rule, now)
+        await self._ensure_seeded(rules, self._clock())
 
     async def close(self) -> None:
         return None
 
     async def _ensure_seeded(self, rules: list[BudgetRule], at: float) -> None:
-        # a period that began since start-up (or a scope not seeded yet) starts from the ledger
+        """A period that began since start-up (or a scope not seen yet) starts from the ledger:
+        one query per counter however many requests arrive meanwhile."""
         for rule in rules:
             counter = rule.counter(at)
-            if counter not in self._spent:
-                self._spent[counter] = await self._seed(rule, at) if self._seed else 0
+            if counter in self._spent:
+                continue
+            lock = self._seeding.setdefault(counter, asyncio.Lock())
+            async with lock:
+                if counter not in self._spent:
+                    self._spent[counter] = await self._seed(rule, at) if self._seed else 0
+            self._seeding.pop(counter, None)
 
     async def admit(self, admission: Admission) -> Reservation | Refusal:
         at = admission.at
         budgets = dedupe(admission.budgets, at)
         await self._ensure_seeded(budgets, at)
         # from here to the end: no await, so the check and the reservation are one step
+        counters = [rule.counter(at) for rule in budgets]
         soft = []
-        for rule in budgets:
-            counter = rule.counter(at)
+        for rule, counter in zip(budgets, counters, strict=True):
             used = self._spent.get(counter, 0) + self._reserved.get(counter, 0)
             if used + admission.amount_nano > rule.limit_nano:
                 if rule.hard:
@@ -113,27 +127,31 @@ class LocalCounters:
             refusal = self._check_rate(rate, admission, at)
             if refusal is not None:
                 return refusal
-        for rule in budgets:
-            counter = rule.counter(at)
+        for counter in counters:
             self._reserved[counter] = self._reserved.get(counter, 0) + admission.amount_nano
+        held = []
         for rate in admission.rates:
-            amount = 1 if rate.kind == "rpm" else admission.tokens
-            self._windows.setdefault(rate.counter, deque()).append(
-                [at, amount, admission.reservation_id]
+            entry = _Entry(at, 1 if rate.kind == "rpm" else admission.tokens)
+            self._windows.setdefault(rate.counter, deque()).append(entry)
+            self._window_totals[rate.counter] = (
+                self._window_totals.get(rate.counter, 0) + entry.amount
             )
-            self._window_tokens[rate.counter] = self._window_tokens.get(rate.counter, 0) + amount
+            if rate.kind == "tpm":
+                held.append((rate.counter, entry))
         admission.budgets = budgets
-        return Reservation(admission=admission, soft_exceeded=soft)
+        return Reservation(admission=admission, soft_exceeded=soft, held=held + counters)
 
     def _check_rate(self, rate: RateRule, admission: Admission, at: float) -> Refusal | None:
         window = self._windows.setdefault(rate.counter, deque())
-        total = self._window_tokens.get(rate.counter, 0)
-        while window and window[0][0] <= at - WINDOW_S:  # type: ignore[operator]
-            total -= window.popleft()[1]  # type: ignore[operator]
-        self._window_tokens[rate.counter] = total
+        total = self._window_totals.get(rate.counter, 0)
+        while window and window[0].at <= at - WINDOW_S:
+            gone = window.popleft()
+            gone.live = False
+            total -= gone.amount
+        self._window_totals[rate.counter] = total
         amount = 1 if rate.kind == "rpm" else admission.tokens
         if total + amount > rate.limit:
-            retry = int(window[0][0] + WINDOW_S - at) + 1 if window else 1  # type: ignore[operator]
+            retry = int(window[0].at + WINDOW_S - at) + 1 if window else 1
             return Refusal(rate, total, retry)
         return None
 
@@ -141,22 +159,16 @@ class LocalCounters:
         if reservation.settled:
             return
         reservation.settled = True
-        a = reservation.admission
-        for rule in a.budgets:
-            counter = rule.counter(a.at)
-            self._reserved[counter] = self._reserved.get(counter, 0) - a.amount_nano
-            self._spent[counter] = self._spent.get(counter, 0) + actual_nano
-        for rate in a.rates:
-            if rate.kind != "tpm":
+        amount = reservation.admission.amount_nano
+        for held in reservation.held:
+            if isinstance(held, str):  # a budget counter
+                self._reserved[held] = self._reserved.get(held, 0) - amount
+                self._spent[held] = self._spent.get(held, 0) + actual_nano
                 continue
-            for entry in self._windows.get(rate.counter, ()):
-                if entry[2] == a.reservation_id:
-                    delta = tokens - entry[1]  # type: ignore[operator]
-                    entry[1] = tokens
-                    self._window_tokens[rate.counter] = (
-                        self._window_tokens.get(rate.counter, 0) + delta
-                    )
-                    break
+            counter, entry = held
+            if entry.live:  # still in its window: the estimate becomes the real count
+                self._window_totals[counter] += tokens - entry.amount
+                entry.amount = tokens
 
     async def spent_nano(self, rule: BudgetRule, at: float) -> int:
         await self._ensure_seeded([rule], at)

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 FAR = 10 * 365 * 86400
 
 
 def period_id(period: str, at: float) -> str:
+    # periods change on whole seconds: one computation per second and period is enough
+    return _period_id(period, int(at))
+
+
+@lru_cache(maxsize=64)
+def _period_id(period: str, at: int) -> str:
     d = datetime.fromtimestamp(at, UTC)
     if period == "day":
         return d.strftime("%Y-%m-%d")

@@ -27,7 +27,8 @@ PREFIX = "passerelle:"
 RESERVATION_TTL_S = 600
 WINDOW_MS = 60_000
 
-# KEYS: budget hash, budget reservations zset (pairs), then one zset per rate rule
+# KEYS: budget hash, budget reservations zset (pairs), then per rate rule its window (a zset of
+# "reservation:amount" by time) and the window's running total (so no admission sums a window)
 # ARGV: now_ms, reservation id, amount, reservation ttl ms, n_budgets, n_rates,
 #       then per budget: limit, hard, expire_s; then per rate: limit, amount (1 or tokens)
 ADMIT = """
@@ -62,19 +63,21 @@ for i = 1, nb do
 end
 local base = 6 + 3*nb
 for j = 1, nr do
-  local z = KEYS[2*nb + j]
+  local z, zs = KEYS[2*nb + 2*j - 1], KEYS[2*nb + 2*j]
   local limit = tonumber(ARGV[base + 2*j - 1])
   local amt = tonumber(ARGV[base + 2*j])
-  redis.call('ZREMRANGEBYSCORE', z, '-inf', now - 60000)
-  local total = 0
-  local oldest = nil
-  for k, m in ipairs(redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')) do
-    if k % 2 == 1 then total = total + tonumber(string.match(m, ':(%d+)$'))
-    elseif oldest == nil then oldest = tonumber(m) end
+  local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now - 60000)
+  if #expired > 0 then
+    local gone = 0
+    for _, m in ipairs(expired) do gone = gone + tonumber(string.match(m, ':(%d+)$')) end
+    redis.call('DECRBY', zs, gone)
+    redis.call('ZREMRANGEBYSCORE', z, '-inf', now - 60000)
   end
+  local total = tonumber(redis.call('GET', zs) or '0')
   if total + amt > limit then
+    local oldest = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
     local retry = 1000
-    if oldest then retry = oldest + 60000 - now end
+    if oldest[2] then retry = tonumber(oldest[2]) + 60000 - now end
     return {0, nb + j, total, retry}
   end
 end
@@ -87,16 +90,18 @@ for i = 1, nb do
   redis.call('EXPIRE', z, ex)
 end
 for j = 1, nr do
-  local z = KEYS[2*nb + j]
+  local z, zs = KEYS[2*nb + 2*j - 1], KEYS[2*nb + 2*j]
   redis.call('ZADD', z, now, rid .. ':' .. ARGV[base + 2*j])
+  redis.call('INCRBY', zs, ARGV[base + 2*j])
   redis.call('PEXPIRE', z, 61000)
+  redis.call('PEXPIRE', zs, 61000)
 end
 local out = {1}
 for _, i in ipairs(soft) do table.insert(out, i) end
 return out
 """
 
-# KEYS: budget hash + zset pairs, then tpm zsets. ARGV: rid, reserved amount, actual, n_budgets,
+# KEYS: budget hash + zset pairs, then tpm window + total pairs. ARGV: rid, reserved amount, actual, n_budgets,
 # reserved tokens, actual tokens
 SETTLE = """
 local rid, amount, actual = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -109,11 +114,12 @@ for i = 1, nb do
   -- a lost counter is reseeded from the ledger, which already holds this call
   if redis.call('HEXISTS', h, 'spent') == 1 then redis.call('HINCRBY', h, 'spent', actual) end
 end
-for j = 2*nb + 1, #KEYS do
+for j = 2*nb + 1, #KEYS, 2 do
   local score = redis.call('ZSCORE', KEYS[j], rid .. ':' .. ARGV[5])
   if score then
     redis.call('ZREM', KEYS[j], rid .. ':' .. ARGV[5])
     redis.call('ZADD', KEYS[j], score, rid .. ':' .. ARGV[6])
+    redis.call('INCRBY', KEYS[j + 1], tonumber(ARGV[6]) - tonumber(ARGV[5]))
   end
 end
 return 1
@@ -125,8 +131,9 @@ def _budget_keys(rule: BudgetRule, at: float) -> tuple[str, str]:
     return base, base + ":holds"
 
 
-def _rate_key(rule: RateRule) -> str:
-    return PREFIX + "rate:" + rule.counter
+def _rate_keys(rule: RateRule) -> tuple[str, str]:
+    window = PREFIX + "rate:" + rule.counter
+    return window, window + ":total"
 
 
 class RedisCounters:
@@ -185,7 +192,7 @@ class RedisCounters:
             keys.extend(_budget_keys(rule, at))
             args.extend([rule.limit_nano, 1 if rule.hard else 0, rule.ttl(at)])
         for rate in admission.rates:
-            keys.append(_rate_key(rate))
+            keys.extend(_rate_keys(rate))
             args.extend([rate.limit, 1 if rate.kind == "rpm" else admission.tokens])
         for _ in range(len(budgets) + 2):
             try:
@@ -223,7 +230,9 @@ class RedisCounters:
         keys: list[str] = []
         for rule in a.budgets:
             keys.extend(_budget_keys(rule, a.at))
-        keys.extend(_rate_key(r) for r in a.rates if r.kind == "tpm")
+        for rate in a.rates:
+            if rate.kind == "tpm":
+                keys.extend(_rate_keys(rate))
         try:
             await self._settle(
                 keys=keys,
