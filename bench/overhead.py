@@ -200,6 +200,8 @@ def redis_counter_check(client: Any, tenant: str, key_id: str) -> dict[str, Any]
                 "reserved_nano": h.get("reserved", 0),
                 "holds": client.zcard(k + ":holds"),
             }
+        elif k.startswith("passerelle:rate:") and k.endswith(":total"):
+            out[k] = {"window_total": int(client.get(k) or 0)}
         elif k.startswith("passerelle:rate:"):
             out[k] = {"window_entries": client.zcard(k)}
     return out
