@@ -14,7 +14,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 KEY_PREFIX = "sk-"
 NEGATIVE_TTL_S = 2.0
@@ -26,13 +26,6 @@ class ApiKey:
     tenant: str
     digest: str
     name: str | None = None
-
-
-@dataclass(frozen=True)
-class Tenant:
-    name: str
-    plan: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def key_digest(key: str) -> str:

@@ -21,7 +21,13 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.fakes.gateway import ADMIN_TOKEN, TENANT_KEYS, GatewayProcess, fake_upstream_config
+from tests.fakes.gateway import (
+    ADMIN_TOKEN,
+    TENANT_KEYS,
+    GatewayProcess,
+    fake_upstream_config,
+)
+from tests.fakes.gateway import openai_provider as provider
 from tests.fakes.upstream import UpstreamProcess
 
 KEY = TENANT_KEYS["acme"]
@@ -63,20 +69,6 @@ def garbage_url() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def provider(name: str, url: str, **kw: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "kind": "openai",
-        "base_url": url,
-        "api_key": "env:FAKE_UPSTREAM_KEY",
-        "max_retries": 2,
-        "retry_backoff_s": 0.01,
-        "breaker_failures": 1000,
-        "timeout_s": 10,
-        **kw,
-    }
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,21 @@ TENANT_KEYS = {"acme": "sk-test-acme", "globex": "sk-test-globex"}
 Sdk = Callable[..., "OpenAI"]  # the `sdk` fixture (tests/conftest.py): sdk(gateway, key) -> client
 
 
+def openai_provider(name: str, url: str, **kw: Any) -> dict[str, Any]:
+    """An `openai`-kind provider for tests: quick retries, a breaker that stays out of the way."""
+    return {
+        "name": name,
+        "kind": "openai",
+        "base_url": url,
+        "api_key": "env:FAKE_UPSTREAM_KEY",
+        "max_retries": 2,
+        "retry_backoff_s": 0.01,
+        "breaker_failures": 1000,
+        "timeout_s": 10,
+        **kw,
+    }
+
+
 def fake_upstream_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
     """A configuration with the fake upstream as provider `fake` and two tenants."""
     config: dict[str, Any] = {

@@ -9,31 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import openai
 import pytest
 from openai import OpenAI
 
 from tests.fakes.gateway import TENANT_KEYS, GatewayProcess, Sdk, fake_upstream_config
+from tests.fakes.gateway import openai_provider as provider
 from tests.fakes.upstream import UpstreamProcess
 
 COOLDOWN_S = 0.5
 HI = [{"role": "user", "content": "hi"}]
-
-
-def provider(name: str, url: str, **kw: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "kind": "openai",
-        "base_url": url,
-        "api_key": "env:FAKE_UPSTREAM_KEY",
-        "max_retries": 2,
-        "retry_backoff_s": 0.01,
-        "breaker_failures": 1000,
-        "timeout_s": 10,
-        **kw,
-    }
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from passerelle.providers.base import (
     StreamChunk,
     UpstreamRequest,
 )
-from passerelle.providers.transport import HttpTransport
+from passerelle.providers.transport import HttpTransport, json_object
 
 __all__ = [
     "AnthropicProvider",
@@ -88,12 +88,7 @@ class AnthropicProvider:
         )
         if status >= 400:
             raise self._http_error(status, raw)
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ProviderError("answer is not JSON", provider=self.name, retryable=True) from exc
-        if not isinstance(doc, dict):
-            raise ProviderError("answer is not a JSON object", provider=self.name, retryable=True)
+        doc = json_object(raw, self.name)
         model = str(doc.get("model") or request.upstream_model)
         answer = from_anthropic_message(doc, model)
         usage = usage_from_anthropic(doc.get("usage"))

@@ -23,7 +23,7 @@ from passerelle.providers.base import (
     UpstreamRequest,
     Usage,
 )
-from passerelle.providers.transport import HttpTransport
+from passerelle.providers.transport import HttpTransport, json_object
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
@@ -90,26 +90,18 @@ class OpenAICompatProvider:
 
     async def complete(self, request: UpstreamRequest) -> Completion:
         raw = await self._post("/chat/completions", to_upstream_body(request))
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ProviderError("answer is not JSON", provider=self.name, retryable=True) from exc
-        usage = usage_from_openai(doc.get("usage") if isinstance(doc, dict) else None)
+        doc = json_object(raw, self.name)
+        usage = usage_from_openai(doc.get("usage"))
         if usage is None:
             usage = Usage(reported=False)
-        model = doc.get("model") if isinstance(doc, dict) else None
-        return Completion(body=raw, usage=usage, upstream_model=model or request.upstream_model)
+        model = doc.get("model") or request.upstream_model
+        return Completion(body=raw, usage=usage, upstream_model=str(model))
 
     async def embed(self, request: UpstreamRequest) -> Embeddings:
         body = dict(request.body)
         body["model"] = request.upstream_model
         raw = await self._post("/embeddings", orjson.dumps(body))
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ProviderError("answer is not JSON", provider=self.name, retryable=True) from exc
-        if not isinstance(doc, dict):
-            raise ProviderError("answer is not a JSON object", provider=self.name, retryable=True)
+        doc = json_object(raw, self.name)
         u = doc.get("usage")
         tokens = u.get("prompt_tokens") if isinstance(u, dict) else None
         usage = Usage(input_tokens=int(tokens or 0), output_tokens=0)

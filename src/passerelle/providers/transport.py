@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 import aiohttp
+import orjson
 
 from passerelle.errors import ProviderError
 
@@ -26,6 +28,17 @@ def translated(provider: str) -> Iterator[None]:
         raise ProviderError(
             f"connection failed: {type(exc).__name__}", provider=provider, retryable=True
         ) from exc
+
+
+def json_object(raw: bytes, provider: str) -> dict[str, Any]:
+    """An upstream's answer as a JSON object; anything else is a retryable provider failure."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProviderError("answer is not JSON", provider=provider, retryable=True) from exc
+    if not isinstance(doc, dict):
+        raise ProviderError("answer is not a JSON object", provider=provider, retryable=True)
+    return doc
 
 
 class HttpTransport:

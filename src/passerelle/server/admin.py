@@ -10,6 +10,7 @@ import hmac
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -98,12 +99,16 @@ async def usage(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
-async def create_key(request: web.Request) -> web.Response:
-    require_admin(request)
+async def read_json(request: web.Request, empty: bytes) -> Any:
     try:
-        body = orjson.loads(await request.read() or b"{}")
+        return orjson.loads(await request.read() or empty)
     except orjson.JSONDecodeError:
         raise InvalidRequestError("request body is not valid JSON", code="invalid_json") from None
+
+
+async def create_key(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await read_json(request, b"{}")
     tenant = body.get("tenant") if isinstance(body, dict) else None
     if not isinstance(tenant, str) or not tenant:
         raise InvalidRequestError("tenant is required", param="tenant")
@@ -147,10 +152,7 @@ async def get_margins(request: web.Request) -> web.Response:
 
 async def post_revenue(request: web.Request) -> web.Response:
     require_admin(request)
-    try:
-        body = orjson.loads(await request.read() or b"null")
-    except orjson.JSONDecodeError:
-        raise InvalidRequestError("request body is not valid JSON", code="invalid_json") from None
+    body = await read_json(request, b"null")
     items = body if isinstance(body, list) else [body]
     if not items or not all(isinstance(i, dict) for i in items):
         raise InvalidRequestError("send an object {tenant, period, amount, currency} or a list")
