@@ -92,3 +92,45 @@ def test_feature_is_metered_and_never_sent_upstream(
             "errors": 0,
         }
     ]
+
+
+def test_a_target_without_price_uses_the_dated_catalogue(client: OpenAI, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
+    raw = client.chat.completions.with_raw_response.create(
+        model="catalogued", messages=[{"role": "user", "content": "hi #usage:1000,100,400"}]
+    )
+    # gpt-4o list price: 600 × 2.50 + 400 × 1.25 (cached) + 100 × 10.00, per million
+    assert Decimal(raw.headers["x-passerelle-cost-usd"]) == Decimal("0.003")
+    assert raw.headers["x-passerelle-target"] == "fake/gpt-4o"
+
+
+def test_a_target_with_no_known_price_is_unpriced_never_free(
+    gateway, client, fresh_upstream
+) -> None:  # type: ignore[no-untyped-def]
+    before = {r["model"]: r for r in usage_rows(gateway, "model")}.get("mystery")
+    raw = client.chat.completions.with_raw_response.create(
+        model="mystery", messages=[{"role": "user", "content": "hi #usage:10,5,0"}]
+    )
+    assert raw.headers["x-passerelle-unpriced"] == "true"
+    assert "x-passerelle-cost-usd" not in raw.headers
+    after = {r["model"]: r for r in usage_rows(gateway, "model")}["mystery"]
+    assert after["unpriced_requests"] == (before["unpriced_requests"] if before else 0) + 1
+    assert after["cost_usd"] == (before["cost_usd"] if before else "0.000000")
+
+
+def test_embeddings_answer_through_the_sdk_and_are_metered(client: OpenAI, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
+    raw = client.embeddings.with_raw_response.create(
+        model="fake-embed", input=["first text", "second text"]
+    )
+    answer = raw.parse()
+    assert len(answer.data) == 2 and len(answer.data[0].embedding) == 8
+    tokens = answer.usage.prompt_tokens
+    assert tokens > 0
+    # text-embedding-3-small from the catalogue: $0.02 per million input tokens
+    assert (
+        Decimal(raw.headers["x-passerelle-cost-usd"]) == Decimal(tokens) * Decimal("0.02") / 10**6
+    )
+
+
+def test_models_lists_the_configured_model_names(client: OpenAI) -> None:
+    names = {m.id for m in client.models.list()}
+    assert {"gpt-4o-mini", "catalogued", "mystery", "fake-embed"} <= names
