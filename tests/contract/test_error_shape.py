@@ -617,3 +617,21 @@ def test_no_error_response_contains_a_traceback(gw, fresh_upstream, method, path
     assert raw.status != 500, raw.body  # every one of these has a better status than "oops"
     err = assert_error(raw, raw.status)
     assert 'File "' not in err["message"] and "line " not in err["message"]
+
+
+def test_an_oversized_header_is_refused_and_its_bytes_never_reach_the_log(
+    gw: GatewayProcess,
+) -> None:
+    import socket
+
+    marker = "sk-LOGLEAKCANARY"
+    request = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {marker}{'A' * 20000}\r\nContent-Length: 2\r\n\r\n{{}}"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(request)
+        status_line = sock.recv(4096).split(b"\r\n", 1)[0]
+    assert b" 400 " in status_line
+    assert marker not in gw.stderr()
+    assert "malformed HTTP request rejected" in gw.stderr()

@@ -10,6 +10,7 @@ import signal
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from passerelle.gateway import Gateway
 from passerelle.server.admin import add_admin_routes
@@ -17,6 +18,25 @@ from passerelle.server.errors import error_middleware
 from passerelle.server.routes import GATEWAY, add_routes
 
 log = logging.getLogger("passerelle")
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse with the offending bytes (an oversized
+    ``Authorization`` header, say, holds a key): log the kind of error, never the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = (
+                "malformed HTTP request rejected: %s (status %s)",
+                (
+                    type(exc).__name__,
+                    exc.code,
+                ),
+            )
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 def create_app(gateway: Gateway) -> web.Application:
@@ -46,6 +66,7 @@ async def serve(
     reuse_port: bool = False,
 ) -> None:
     app = create_app(gateway)
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
     await runner.setup()
     site = web.TCPSite(
