@@ -179,6 +179,9 @@ def test_past_a_refusing_margin_floor_calls_get_429_margin_floor(
     )
     # another tenant is not affected
     assert floors.ask("acme", model="premium").headers["x-passerelle-target"] == "fake/premium-1"
+    # the margins report counts the one served call, not the refusals
+    [strict] = [t for t in floors.admin("/admin/margins")["data"] if t["tenant"] == floors.strict]
+    assert strict["requests"] == 1
 
 
 def test_revenue_posted_to_the_admin_api_lifts_the_floor_at_once(

@@ -133,9 +133,10 @@ async def margins(
             revenue, source = book.revenue(tenant, period)
             tenants[tenant] = TenantMargin(tenant, period, revenue, source, 0, Decimal(0))
         t = tenants[tenant]
-        t.requests += r.requests
+        served = r.requests - r.errors  # refusals (budget, margin floor) cost nothing
+        t.requests += served
         t.cost_usd += r.cost_usd
-        t.features.append(FeatureMargin(r.group["feature"], r.requests, r.cost_usd, None))
+        t.features.append(FeatureMargin(r.group["feature"], served, r.cost_usd, None))
     for t in tenants.values():
         for f in t.features:
             f.share_of_revenue = share(f.cost_usd, t.revenue_usd)
