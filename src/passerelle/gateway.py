@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -146,7 +147,25 @@ class Gateway:
                 total += r.cost_usd
         return to_nano(total)
 
+    def unpriced_targets(self, at: float) -> list[str]:
+        """Targets with no price in the configuration nor the catalogue today."""
+        return sorted(
+            {
+                t.label
+                for r in self.routes.values()
+                for t in r.targets
+                if self.pricer.price(t, at) is None
+            }
+        )
+
     async def start(self) -> None:
+        unpriced = self.unpriced_targets(time.time())
+        if unpriced:
+            log.warning(
+                "no price known for %s: their calls are recorded as unpriced (cost unknown, "
+                "never $0); set `price` on these targets",
+                ", ".join(unpriced),
+            )
         await self.ledger.start()
         self.revenue.replace_recorded(await self.ledger.list_revenue())
         self._refresher = asyncio.create_task(self._refresh_revenue(), name="revenue-refresh")

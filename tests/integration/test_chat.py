@@ -134,3 +134,9 @@ def test_embeddings_answer_through_the_sdk_and_are_metered(client: OpenAI, fresh
 def test_models_lists_the_configured_model_names(client: OpenAI) -> None:
     names = {m.id for m in client.models.list()}
     assert {"gpt-4o-mini", "catalogued", "mystery", "fake-embed"} <= names
+
+
+def test_start_up_warns_about_targets_without_a_price(gateway) -> None:  # type: ignore[no-untyped-def]
+    log = gateway.stderr()
+    assert "no price known for fake/mystery-1" in log
+    assert "fake/gpt-4o-mini" not in log.split("no price known for", 1)[1].split("\n", 1)[0]
