@@ -1,13 +1,19 @@
-"""The order of the request path, in one place.
+"""How the request path is linked, and why its order is what it is.
 
-    auth → parse → resolve → [policy] → [budget] → meter → [cache] → dispatch
+The order itself is listed once, in ``Gateway.stages()`` (``gateway.py``):
+
+    auth → parse → resolve → meter → idempotency → [policy] → margin floor → budget → [cache]
+         → dispatch
 
 Each stage is a small object with ``async __call__(call, next)``; ``build_chain`` links them once at
-start-up, so a request pays one bound call per stage and nothing else. Stages named in brackets
-come with their own issues (data-class policy and PII, budgets and rate limits, caching); they slot
-in here and nowhere else. Why this order: authentication before any parsing of an unknown caller's
-body; the model is resolved to its targets before the budget reserves their worst-case cost;
-metering wraps the cache so a hit is recorded too; dispatch is the only stage that talks to
+start-up, so a request pays one bound call per stage and nothing else. Stages in brackets come with
+their own issues (data-class routing and PII redaction; caching); they slot in here and nowhere
+else. Why this order: authentication before any parsing of an unknown caller's body; the model is
+resolved to its targets before anything prices it; the meter wraps everything after it, so a
+refusal, a replay or (later) a cache hit is recorded too; an idempotent replay is served before any
+policy or budget would count it again; redaction (policy) must come before the cache so that no
+cache key holds personal data; the margin floor may switch the route to a cheaper model, so it runs
+before the budget reserves that route's worst case; dispatch is the only stage that talks to
 providers.
 """
 
