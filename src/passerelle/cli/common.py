@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
 from passerelle.config.defaults import DATA_DIR, EMBEDDED
 from passerelle.config.load import Loaded, load_config, load_config_text
+from passerelle.store.base import Ledger, open_ledger
+
+T = TypeVar("T")
 
 config_option = click.option(
     "--config",
@@ -20,6 +26,20 @@ config_option = click.option(
     envvar="PASSERELLE_CONFIG",
     help="Configuration file (YAML). Without one, the embedded default is used.",
 )
+
+
+def with_ledger(loaded: Loaded, work: Callable[[Ledger], Awaitable[T]]) -> T:
+    """Open the configured ledger, run ``work`` on it, close it (draining what it wrote)."""
+
+    async def run() -> T:
+        ledger = open_ledger(loaded.config.store)
+        await ledger.start()
+        try:
+            return await work(ledger)
+        finally:
+            await ledger.close()
+
+    return asyncio.run(run())
 
 
 def ensure_admin_token(data_dir: Path) -> Path:

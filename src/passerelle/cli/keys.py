@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import click
 
-from passerelle.cli.common import config_option, load
-from passerelle.store.base import open_ledger
+from passerelle.cli.common import config_option, load, with_ledger
 from passerelle.tenancy import ApiKey, key_digest, key_id_for, new_key
 
 
@@ -32,15 +29,7 @@ def create(config_path: str | None, tenant: str, name: str | None) -> None:
     digest = key_digest(secret)
     key = ApiKey(key_id=key_id_for(digest), tenant=tenant, digest=digest, name=name)
 
-    async def run() -> None:
-        ledger = open_ledger(loaded.config.store)
-        await ledger.start()
-        try:
-            await ledger.create_key(key)
-        finally:
-            await ledger.close()
-
-    asyncio.run(run())
+    with_ledger(loaded, lambda ledger: ledger.create_key(key))
     click.echo(secret)
     click.echo(f"key {key.key_id} for tenant {tenant}: shown once, stored hashed", err=True)
 
@@ -52,13 +41,5 @@ def list_(config_path: str | None, tenant: str | None) -> None:
     """List the keys created with this command (never the keys themselves)."""
     loaded = load(config_path)
 
-    async def run() -> list[ApiKey]:
-        ledger = open_ledger(loaded.config.store)
-        await ledger.start()
-        try:
-            return await ledger.list_keys(tenant)
-        finally:
-            await ledger.close()
-
-    for k in asyncio.run(run()):
+    for k in with_ledger(loaded, lambda ledger: ledger.list_keys(tenant)):
         click.echo(f"{k.key_id}  {k.tenant}  {k.name or ''}".rstrip())

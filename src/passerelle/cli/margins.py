@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import click
 
-from passerelle.cli.common import config_option, load
+from passerelle.cli.common import config_option, load, with_ledger
 from passerelle.economics.margins import TenantMargin, margins
 from passerelle.economics.revenue import RevenueBook, parse_revenue_csv
 from passerelle.errors import APIError
-from passerelle.store.base import open_ledger
+from passerelle.store.base import Ledger
 
 
 def _money(v: Decimal | None) -> str:
@@ -81,16 +80,11 @@ def margins_cmd(config_path: str | None, period: str | None, features: bool, as_
     period = period or datetime.now(UTC).strftime("%Y-%m")
     book = RevenueBook(loaded.config)
 
-    async def run() -> list[TenantMargin]:
-        ledger = open_ledger(loaded.config.store)
-        await ledger.start()
-        try:
-            book.replace_recorded(await ledger.list_revenue())
-            return await margins(ledger, book, period)
-        finally:
-            await ledger.close()
+    async def report(ledger: Ledger) -> list[TenantMargin]:
+        book.replace_recorded(await ledger.list_revenue())
+        return await margins(ledger, book, period)
 
-    rows = asyncio.run(run())
+    rows = with_ledger(loaded, report)
     if as_json:
         import orjson
 
@@ -118,15 +112,7 @@ def import_cmd(config_path: str | None, path: str) -> None:
     except APIError as exc:
         raise click.ClickException(exc.message) from None
 
-    async def run() -> None:
-        ledger = open_ledger(loaded.config.store)
-        await ledger.start()
-        try:
-            await ledger.set_revenue(entries)
-        finally:
-            await ledger.close()
-
-    asyncio.run(run())
+    with_ledger(loaded, lambda ledger: ledger.set_revenue(entries))
     total = sum((e.amount for e in entries), Decimal(0))
     tenants = len({e.tenant for e in entries})
     click.echo(f"imported {len(entries)} revenue rows for {tenants} tenants, ${total:,.2f} in all")

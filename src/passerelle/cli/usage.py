@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
 import click
 
-from passerelle.cli.common import config_option, load
+from passerelle.cli.common import config_option, load, with_ledger
 from passerelle.errors import APIError
 from passerelle.pricing.cost import usd_report
 from passerelle.server.admin import parse_group_by, parse_when
-from passerelle.store.base import open_ledger
 from passerelle.store.records import UsageRow
 
 
@@ -77,15 +75,7 @@ def usage(config_path: str | None, by: str, since: str | None, until: str | None
         raise click.UsageError(exc.message) from None
     loaded = load(config_path)
 
-    async def run() -> list[UsageRow]:
-        ledger = open_ledger(loaded.config.store)
-        await ledger.start()
-        try:
-            return await ledger.usage(group_by, since_dt, until_dt)
-        finally:
-            await ledger.close()
-
-    rows = asyncio.run(run())
+    rows = with_ledger(loaded, lambda ledger: ledger.usage(group_by, since_dt, until_dt))
     if not rows:
         click.echo("no usage recorded" + (f" since {since}" if since else ""))
         return
