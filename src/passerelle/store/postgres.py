@@ -24,12 +24,18 @@ import asyncpg
 
 from passerelle.economics.revenue import RevenueEntry
 from passerelle.errors import StoreError
-from passerelle.store.records import COLUMNS, UsageRecord, UsageRow, row_of
+from passerelle.store.records import UsageRecord, UsageRow, row_of
 from passerelle.store.sql import (
+    MAX_BATCH,
+    QUEUE_SIZE,
     SCHEMA,
     SELECT_REVENUE,
+    find_key_sql,
+    insert_key_sql,
     insert_sql,
+    list_keys_sql,
     record_of,
+    records_sql,
     revenue_of,
     revenue_row,
     upsert_revenue_sql,
@@ -39,9 +45,8 @@ from passerelle.store.sql import (
 from passerelle.tenancy import ApiKey
 
 log = logging.getLogger("passerelle.store")
+PG = "${i}"  # asyncpg placeholders: $1, $2, ...
 
-MAX_BATCH = 512
-QUEUE_SIZE = 10_000
 CONNECT_TIMEOUT_S = 10.0
 MIGRATION_LOCK = 0x70617373  # pg_advisory_xact_lock key: replicas starting together migrate once
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -67,7 +72,7 @@ class PostgresLedger:
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
-        self._insert = insert_sql("${i}")
+        self._insert = insert_sql(PG)
 
     async def start(self) -> None:
         if self._writer is not None:
@@ -200,7 +205,7 @@ class PostgresLedger:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[UsageRow]:
-        sql = usage_sql(group_by, "${i}", since is not None, until is not None)
+        sql = usage_sql(group_by, PG, since is not None, until is not None)
         params = [d.timestamp() for d in (since, until) if d is not None]
         return usage_rows(group_by, await self._fetch(sql, *params))
 
@@ -209,8 +214,7 @@ class PostgresLedger:
             raise StoreError("ledger is not started")
         try:
             await self._pool.execute(
-                "INSERT INTO api_keys (digest, key_id, tenant, name, created_at) "
-                "VALUES ($1, $2, $3, $4, $5)",
+                insert_key_sql(PG),
                 key.digest,
                 key.key_id,
                 key.tenant,
@@ -221,24 +225,16 @@ class PostgresLedger:
             raise StoreError(f"ledger write failed: {type(exc).__name__}: {exc}") from exc
 
     async def find_key(self, digest: str) -> ApiKey | None:
-        rows = await self._fetch(
-            "SELECT key_id, tenant, digest, name FROM api_keys WHERE digest = $1", digest
-        )
+        rows = await self._fetch(find_key_sql(PG), digest)
         return ApiKey(*rows[0]) if rows else None
 
     async def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
-        sql = "SELECT key_id, tenant, digest, name FROM api_keys"
-        args: tuple[str, ...] = ()
-        if tenant is not None:
-            sql += " WHERE tenant = $1"
-            args = (tenant,)
-        return [ApiKey(*r) for r in await self._fetch(sql + " ORDER BY created_at", *args)]
+        args = () if tenant is None else (tenant,)
+        rows = await self._fetch(list_keys_sql(PG, tenant is not None), *args)
+        return [ApiKey(*r) for r in rows]
 
     async def records(self, request_id: str) -> list[UsageRecord]:
-        rows = await self._fetch(
-            f"SELECT {', '.join(COLUMNS)} FROM usage WHERE request_id = $1 ORDER BY attempt",
-            request_id,
-        )
+        rows = await self._fetch(records_sql(PG), request_id)
         return [record_of(r) for r in rows]
 
     async def set_revenue(self, entries: Sequence[RevenueEntry]) -> None:
@@ -246,9 +242,7 @@ class PostgresLedger:
             raise StoreError("ledger is not started")
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                await conn.executemany(
-                    upsert_revenue_sql("${i}"), [revenue_row(e) for e in entries]
-                )
+                await conn.executemany(upsert_revenue_sql(PG), [revenue_row(e) for e in entries])
         except _DB_ERRORS as exc:
             raise StoreError(f"ledger write failed: {type(exc).__name__}: {exc}") from exc
 

@@ -80,6 +80,34 @@ SELECT_REVENUE = (
 )
 
 
+# both writers: the most rows one transaction commits, and how many may wait for it
+MAX_BATCH = 512
+QUEUE_SIZE = 10_000
+
+KEY_COLUMNS = "key_id, tenant, digest, name"
+
+
+def insert_key_sql(placeholder: str) -> str:
+    marks = ", ".join(_mark(placeholder, i + 1) for i in range(5))
+    return f"INSERT INTO api_keys (digest, key_id, tenant, name, created_at) VALUES ({marks})"
+
+
+def find_key_sql(placeholder: str) -> str:
+    return f"SELECT {KEY_COLUMNS} FROM api_keys WHERE digest = {_mark(placeholder, 1)}"
+
+
+def list_keys_sql(placeholder: str, by_tenant: bool) -> str:
+    where = f" WHERE tenant = {_mark(placeholder, 1)}" if by_tenant else ""
+    return f"SELECT {KEY_COLUMNS} FROM api_keys{where} ORDER BY created_at"
+
+
+def records_sql(placeholder: str) -> str:
+    return (
+        f"SELECT {', '.join(COLUMNS)} FROM usage WHERE request_id = {_mark(placeholder, 1)} "
+        "ORDER BY attempt"
+    )
+
+
 def upsert_revenue_sql(placeholder: str) -> str:
     marks = ", ".join(_mark(placeholder, i + 1) for i in range(len(REVENUE_COLUMNS)))
     return (

@@ -23,12 +23,18 @@ from typing import Any
 
 from passerelle.economics.revenue import RevenueEntry
 from passerelle.errors import StoreError
-from passerelle.store.records import COLUMNS, UsageRecord, UsageRow, row_of
+from passerelle.store.records import UsageRecord, UsageRow, row_of
 from passerelle.store.sql import (
+    MAX_BATCH,
+    QUEUE_SIZE,
     SCHEMA,
     SELECT_REVENUE,
+    find_key_sql,
+    insert_key_sql,
     insert_sql,
+    list_keys_sql,
     record_of,
+    records_sql,
     revenue_of,
     revenue_row,
     upsert_revenue_sql,
@@ -39,8 +45,6 @@ from passerelle.tenancy import ApiKey
 
 log = logging.getLogger("passerelle.store")
 
-MAX_BATCH = 512
-QUEUE_SIZE = 10_000
 _STOP = object()
 
 
@@ -210,30 +214,21 @@ class SQLiteLedger:
 
     async def create_key(self, key: ApiKey) -> None:
         await self._write(
-            "INSERT INTO api_keys (digest, key_id, tenant, name, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [(key.digest, key.key_id, key.tenant, key.name, time.time())],
+            insert_key_sql("?"), [(key.digest, key.key_id, key.tenant, key.name, time.time())]
         )
 
     async def find_key(self, digest: str) -> ApiKey | None:
-        rows = await self._read(
-            "SELECT key_id, tenant, digest, name FROM api_keys WHERE digest = ?", (digest,)
-        )
+        rows = await self._read(find_key_sql("?"), (digest,))
         return ApiKey(*rows[0]) if rows else None
 
     async def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
-        sql = "SELECT key_id, tenant, digest, name FROM api_keys"
-        params: tuple[str, ...] = ()
-        if tenant is not None:
-            sql += " WHERE tenant = ?"
-            params = (tenant,)
-        return [ApiKey(*r) for r in await self._read(sql + " ORDER BY created_at", params)]
+        params = () if tenant is None else (tenant,)
+        return [
+            ApiKey(*r) for r in await self._read(list_keys_sql("?", tenant is not None), params)
+        ]
 
     async def records(self, request_id: str) -> list[UsageRecord]:
-        rows = await self._read(
-            f"SELECT {', '.join(COLUMNS)} FROM usage WHERE request_id = ? ORDER BY attempt",
-            (request_id,),
-        )
+        rows = await self._read(records_sql("?"), (request_id,))
         return [record_of(r) for r in rows]
 
     async def set_revenue(self, entries: Sequence[RevenueEntry]) -> None:
