@@ -154,9 +154,12 @@ class ProviderError(PasserelleError):
         retryable: bool = False,
         timeout: bool = False,
         overloaded: bool = False,
+        retry_after: str | None = None,
     ) -> None:
         super().__init__(message)
         self.overloaded = overloaded
+        # the upstream's Retry-After, passed on when its 429 or 503 reaches the client
+        self.retry_after = retry_after if retry_after and retry_after.isdigit() else None
         self.message = message
         self.provider = provider
         self.status = status
@@ -170,16 +173,19 @@ class ProviderError(PasserelleError):
                 f"provider {self.provider} rejected the request: {self.message}",
                 code="upstream_rejected",
             )
+        wait = {"retry-after": self.retry_after} if self.retry_after else None
         if self.overloaded:
             return ServiceUnavailableError(
                 f"provider {self.provider} is at capacity; try again shortly",
                 code="model_overloaded",
+                headers=wait,
             )
         if self.status == 429:
             # retries are spent and the provider still says slow down: the client should too,
             # and OpenAI's SDKs only back off (RateLimitError) on a 429
             return RateLimitError(
-                f"provider {self.provider} is rate limiting requests; try again shortly"
+                f"provider {self.provider} is rate limiting requests; try again shortly",
+                headers=wait,
             )
         if self.timeout:
             return UpstreamTimeoutError(f"provider {self.provider} timed out")

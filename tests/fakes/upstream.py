@@ -346,7 +346,11 @@ def build_app() -> Any:
     state = State()
 
     def json_response(body: bytes, status: int = 200) -> Any:
-        return web.Response(body=body, status=status, content_type="application/json")
+        # rate limits and overloads say when to come back, as the real APIs do
+        headers = {"Retry-After": "7"} if status in (429, 503, 529) else None
+        return web.Response(
+            body=body, status=status, content_type="application/json", headers=headers
+        )
 
     async def read_json(request: Any) -> dict | None:
         try:

@@ -532,6 +532,7 @@ class FakeResponse:
     def __init__(self, status: int, lines: list[bytes]) -> None:
         self.status = status
         self._lines = lines
+        self.headers: dict[str, str] = {}
 
     async def read(self) -> bytes:
         return b"".join(self._lines)
@@ -550,9 +551,11 @@ class FakeTransport:
         self.status, self.lines = status, lines
         self.sent: list[tuple[str, dict[str, Any], dict[str, str]]] = []
 
-    async def post(self, provider: str, url: str, body: bytes, headers: Any) -> tuple[int, bytes]:
+    async def post(
+        self, provider: str, url: str, body: bytes, headers: Any
+    ) -> tuple[int, bytes, str | None]:
         self.sent.append((url, orjson.loads(body), dict(headers)))
-        return self.status, b"".join(self.lines)
+        return self.status, b"".join(self.lines), None
 
     @asynccontextmanager
     async def stream(

@@ -83,11 +83,11 @@ class AnthropicProvider:
     async def complete(self, request: UpstreamRequest) -> Completion:
         body = to_anthropic_body(request)
         body.pop("stream", None)
-        status, raw = await self._transport.post(
+        status, raw, retry_after = await self._transport.post(
             self.name, self._url, orjson.dumps(body), self._headers
         )
         if status >= 400:
-            raise self._http_error(status, raw)
+            raise self._http_error(status, raw, retry_after)
         doc = json_object(raw, self.name)
         model = str(doc.get("model") or request.upstream_model)
         answer = from_anthropic_message(doc, model)
@@ -104,7 +104,9 @@ class AnthropicProvider:
             self.name, self._url, orjson.dumps(body), self._headers
         ) as resp:
             if resp.status >= 400:
-                raise self._http_error(resp.status, await resp.read())
+                raise self._http_error(
+                    resp.status, await resp.read(), resp.headers.get("Retry-After")
+                )
             try:
                 async for line in resp.content:
                     data = sse_data(line)
@@ -130,11 +132,12 @@ class AnthropicProvider:
     async def aclose(self) -> None:
         return None
 
-    def _http_error(self, status: int, raw: bytes) -> ProviderError:
+    def _http_error(self, status: int, raw: bytes, retry_after: str | None = None) -> ProviderError:
         return ProviderError(
             error_message(status, raw),
             provider=self.name,
             status=status,
             retryable=status in (408, 429) or status >= 500,
             overloaded=status == 529,  # Anthropic is at capacity: a 503, not a broken gateway
+            retry_after=retry_after,
         )

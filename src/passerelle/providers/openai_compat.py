@@ -112,12 +112,8 @@ class OpenAICompatProvider:
             self.name, self._url + "/chat/completions", to_upstream_body(request), self._headers
         ) as resp:
             if resp.status >= 400:
-                raw = await resp.read()
-                raise ProviderError(
-                    error_message(self.name, resp.status, raw),
-                    provider=self.name,
-                    status=resp.status,
-                    retryable=resp.status in RETRYABLE_STATUS,
+                raise self._http_error(
+                    resp.status, await resp.read(), resp.headers.get("Retry-After")
                 )
             done = False
             pending = b""
@@ -167,15 +163,21 @@ class OpenAICompatProvider:
         return StreamChunk(data=payload, usage=usage, content_chars=chars, forward=forward)
 
     async def _post(self, path: str, body: bytes) -> bytes:
-        status, raw = await self._transport.post(self.name, self._url + path, body, self._headers)
+        status, raw, retry_after = await self._transport.post(
+            self.name, self._url + path, body, self._headers
+        )
         if status >= 400:
-            raise ProviderError(
-                error_message(self.name, status, raw),
-                provider=self.name,
-                status=status,
-                retryable=status in RETRYABLE_STATUS,
-            )
+            raise self._http_error(status, raw, retry_after)
         return raw
+
+    def _http_error(self, status: int, raw: bytes, retry_after: str | None) -> ProviderError:
+        return ProviderError(
+            error_message(self.name, status, raw),
+            provider=self.name,
+            status=status,
+            retryable=status in RETRYABLE_STATUS,
+            retry_after=retry_after,
+        )
 
     async def aclose(self) -> None:
         await self._transport.aclose()

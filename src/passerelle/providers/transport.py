@@ -70,12 +70,13 @@ class HttpTransport:
 
     async def post(
         self, provider: str, url: str, body: bytes, headers: Mapping[str, str]
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, bytes, str | None]:
+        """Status, body, and the upstream's ``Retry-After`` if it sent one."""
         with translated(provider):
             async with self.session.post(
                 url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
-                return resp.status, await resp.read()
+                return resp.status, await resp.read(), resp.headers.get("Retry-After")
 
     @asynccontextmanager
     async def stream(
