@@ -208,7 +208,9 @@ def build_routes(config: Config, providers: dict[str, Provider]) -> dict[str, Ro
             pc = by_name[t.provider]
             price = None
             if t.price is not None:
-                price = configured_price(t.price.input, t.price.output, t.price.cached_input)
+                price = configured_price(
+                    t.price.input, t.price.output, t.price.cached_input, t.price.cache_write
+                )
             targets.append(
                 Target(
                     provider=providers[t.provider],

@@ -299,7 +299,7 @@ def test_cached_tokens_are_counted_once_inside_input_tokens() -> None:
         "cache_creation_input_tokens": 50,
         "output_tokens": 7,
     }
-    expected = Usage(input_tokens=1150, output_tokens=7, cached_tokens=1000)
+    expected = Usage(input_tokens=1150, output_tokens=7, cached_tokens=1000, cache_write_tokens=50)
     assert usage_from_anthropic(raw) == expected
     usage = from_anthropic_message({"id": "m", "content": [], "usage": raw}, "m")["usage"]
     assert usage == {

@@ -39,6 +39,12 @@ class Price(Strict):
         ge=0,
         description="USD per million cached input tokens; the input price when absent.",
     )
+    cache_write: Decimal | None = Field(
+        default=None,
+        ge=0,
+        description="USD per million input tokens written to the prompt cache (Anthropic); "
+        "the input price when absent.",
+    )
 
 
 class ProviderConfig(Strict):

@@ -69,6 +69,7 @@ class Meter:
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cached_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
         ), price.version
 
     async def _record(self, call: Call) -> None:

@@ -26,6 +26,11 @@ class Price:
     output: Decimal
     cached_input: Decimal
     version: str
+    cache_write: Decimal | None = None  # writing the prompt cache (Anthropic); else the input price
+
+    @property
+    def cache_write_input(self) -> Decimal:
+        return self.input if self.cache_write is None else self.cache_write
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,7 @@ class Catalogue:
             since = date.fromisoformat(str(row["since"]))
             inp = Decimal(str(row["input"]))
             cached = row.get("cached_input")
+            write = row.get("cache_write")
             entries.append(
                 CatalogueEntry(
                     model=row["model"],
@@ -66,6 +72,7 @@ class Catalogue:
                         output=Decimal(str(row["output"])),
                         cached_input=inp if cached is None else Decimal(str(cached)),
                         version=f"catalogue:{row['model']}@{since.isoformat()}",
+                        cache_write=None if write is None else Decimal(str(write)),
                     ),
                 )
             )
@@ -82,8 +89,16 @@ def configured_price(
     input: Decimal,
     output: Decimal,
     cached_input: Decimal | None,
+    cache_write: Decimal | None = None,
 ) -> Price:
     """A price from the configuration; its version is a digest of its numbers."""
     cached = input if cached_input is None else cached_input
-    digest = hashlib.sha256(f"{input}/{output}/{cached}".encode()).hexdigest()[:8]
-    return Price(input=input, output=output, cached_input=cached, version=f"config:{digest}")
+    numbers = f"{input}/{output}/{cached}" + ("" if cache_write is None else f"/{cache_write}")
+    digest = hashlib.sha256(numbers.encode()).hexdigest()[:8]
+    return Price(
+        input=input,
+        output=output,
+        cached_input=cached,
+        version=f"config:{digest}",
+        cache_write=cache_write,
+    )

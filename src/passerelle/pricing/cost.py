@@ -16,18 +16,26 @@ def cost_usd(
     input_tokens: int,
     output_tokens: int,
     cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
 ) -> Decimal:
-    """Cost of one call. Cached tokens are part of ``input_tokens`` (as OpenAI reports them)."""
+    """Cost of one call. Cached (read) and cache-written tokens are part of ``input_tokens``, as
+    OpenAI reports them; each is priced at its own rate, the rest at the input price."""
     cached = min(max(cached_tokens, 0), input_tokens)
-    uncached = input_tokens - cached
+    written = min(max(cache_write_tokens, 0), input_tokens - cached)
+    plain = input_tokens - cached - written
     return (
-        uncached * price.input + cached * price.cached_input + output_tokens * price.output
+        plain * price.input
+        + cached * price.cached_input
+        + written * price.cache_write_input
+        + output_tokens * price.output
     ) / MILLION
 
 
 def worst_case_usd(price: Price, *, input_tokens: int, max_output_tokens: int) -> Decimal:
-    """The most a call can cost: every input token uncached, every allowed output token used."""
-    return (input_tokens * price.input + max_output_tokens * price.output) / MILLION
+    """The most a call can cost: every input token at its dearest rate (uncached, or written to
+    the cache), every allowed output token used."""
+    dearest = max(price.input, price.cache_write_input)
+    return (input_tokens * dearest + max_output_tokens * price.output) / MILLION
 
 
 def usd_report(amount: Decimal, quantum: Decimal = MICRO) -> str:

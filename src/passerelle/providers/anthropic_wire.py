@@ -232,6 +232,7 @@ def usage_from_anthropic(obj: Any) -> Usage:
         input_tokens=_int(obj.get("input_tokens")) + read + written,
         output_tokens=_int(obj.get("output_tokens")),
         cached_tokens=read,
+        cache_write_tokens=written,
     )
 
 

@@ -30,7 +30,8 @@ class Capabilities:
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # read from the prompt cache; part of input_tokens
+    cache_write_tokens: int = 0  # written to the prompt cache (Anthropic); part of input_tokens
     # False when the numbers were counted by the gateway (a stream cut short), not reported
     reported: bool = True
 
