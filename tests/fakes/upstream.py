@@ -156,6 +156,30 @@ def usage_for(b: Behaviour, body: dict) -> Usage:
     return chars // 4 + 1, len(b.reply.split()), 0
 
 
+def output_limit(body: dict) -> int | None:
+    """The most output tokens the request allows (OpenAI or Anthropic field), or None."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def limited(b: Behaviour, body: dict) -> tuple[Behaviour, Usage, bool]:
+    """Like a real upstream, stop at the request's output limit: the reply is cut to that many
+    words (one word is one token here) and the completion tokens reported never pass it.
+    Returns the behaviour with the reply as sent, its usage, and whether the limit stopped it."""
+    usage = usage_for(b, body)
+    limit = output_limit(body)
+    if limit is None:
+        return b, usage, False
+    words = b.reply.split(" ")
+    cut = len(words) > limit
+    if cut:
+        b = replace(b, reply=" ".join(words[:limit]))
+    return b, (usage[0], min(usage[1], limit), usage[2]), cut
+
+
 def reply_pieces(reply: str) -> list[str]:
     """One piece per word; concatenating the pieces gives back the reply."""
     words = reply.split(" ")
@@ -227,13 +251,13 @@ def usage_obj(usage: Usage) -> dict:
     }
 
 
-def chat_body(model: str, reply: str, usage: Usage) -> bytes:
+def chat_body(model: str, reply: str, usage: Usage, finish: str = "stop") -> bytes:
     """Non-streaming chat.completion: all but id and created is serialised once per variant."""
-    rest = _chat_cache.get((model, reply, usage))
+    rest = _chat_cache.get((model, reply, usage, finish))
     if rest is None:
         if len(_chat_cache) > 4096:
             _chat_cache.clear()
-        rest = _chat_cache[(model, reply, usage)] = dumps(
+        rest = _chat_cache[(model, reply, usage, finish)] = dumps(
             {
                 "model": model,
                 "choices": [
@@ -241,7 +265,7 @@ def chat_body(model: str, reply: str, usage: Usage) -> bytes:
                         "index": 0,
                         "message": {"role": "assistant", "content": reply, "refusal": None},
                         "logprobs": None,
-                        "finish_reason": "stop",
+                        "finish_reason": finish,
                     }
                 ],
                 "usage": usage_obj(usage),
@@ -255,7 +279,7 @@ def chat_body(model: str, reply: str, usage: Usage) -> bytes:
     )
 
 
-def chat_events(body: dict, reply: str, usage: Usage) -> list[bytes]:
+def chat_events(body: dict, reply: str, usage: Usage, finish: str = "stop") -> list[bytes]:
     """SSE events of a streamed chat completion, [DONE] included."""
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     base = {
@@ -269,7 +293,7 @@ def chat_events(body: dict, reply: str, usage: Usage) -> list[bytes]:
     pieces = reply_pieces(reply)
     deltas = [({"role": "assistant", "content": ""}, None)]
     deltas += [
-        ({"content": p}, "stop" if i == len(pieces) - 1 else None) for i, p in enumerate(pieces)
+        ({"content": p}, finish if i == len(pieces) - 1 else None) for i, p in enumerate(pieces)
     ]
     events = [
         {**base, "choices": [{"index": 0, "delta": d, "logprobs": None, "finish_reason": f}]}
@@ -299,7 +323,7 @@ def anthropic_message(model: str, content: list, usage: Usage, stop: str | None)
     }
 
 
-def anthropic_events(model: str, reply: str, usage: Usage) -> list[bytes]:
+def anthropic_events(model: str, reply: str, usage: Usage, stop: str = "end_turn") -> list[bytes]:
     """The Messages API stream for one text block, as Anthropic sends it."""
     start = anthropic_message(
         model, [], (usage[0], 1, usage[2]), None
@@ -316,7 +340,7 @@ def anthropic_events(model: str, reply: str, usage: Usage) -> list[bytes]:
         {"type": "content_block_stop", "index": 0},
         {
             "type": "message_delta",
-            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "delta": {"stop_reason": stop, "stop_sequence": None},
             "usage": {"output_tokens": usage[1]},
         },
         {"type": "message_stop"},
@@ -391,20 +415,24 @@ def build_app() -> Any:
         body, b, failure = await prelude(request, openai_error)
         if failure is not None:
             return failure
-        model, usage = body.get("model", "fake-model"), usage_for(b, body)
+        model = body.get("model", "fake-model")
+        b, usage, cut = limited(b, body)
+        finish = "length" if cut else "stop"
         if body.get("stream"):
-            return await stream(request, chat_events(body, b.reply, usage), b)
-        return json_response(chat_body(model, b.reply, usage))
+            return await stream(request, chat_events(body, b.reply, usage, finish), b)
+        return json_response(chat_body(model, b.reply, usage, finish))
 
     async def messages(request: Any) -> Any:
         body, b, failure = await prelude(request, anthropic_error)
         if failure is not None:
             return failure
-        model, usage = body.get("model", "fake-model"), usage_for(b, body)
+        model = body.get("model", "fake-model")
+        b, usage, cut = limited(b, body)
+        stop = "max_tokens" if cut else "end_turn"
         if body.get("stream"):
-            return await stream(request, anthropic_events(model, b.reply, usage), b)
+            return await stream(request, anthropic_events(model, b.reply, usage, stop), b)
         content = [{"type": "text", "text": b.reply}]
-        return json_response(dumps(anthropic_message(model, content, usage, "end_turn")))
+        return json_response(dumps(anthropic_message(model, content, usage, stop)))
 
     async def embeddings(request: Any) -> Any:
         body = await read_json(request)

@@ -75,7 +75,7 @@ def ask(text: str) -> list[Any]:
 
 def test_plain_answer_is_translated_and_metered(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
     raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=ask("hi #usage:1000,500,200"), max_tokens=64
+        model=MODEL, messages=ask("hi #usage:1000,500,200"), max_tokens=512
     )
     answer = raw.parse()
     assert answer.object == "chat.completion"
@@ -95,7 +95,7 @@ def test_plain_answer_is_translated_and_metered(gw, fresh_upstream, client) -> N
     stats = fresh_upstream.stats()
     assert stats["by_path"] == {"/v1/messages": 1}
     sent = stats["last_request"]
-    assert sent["model"] == "claude-haiku-test" and sent["max_tokens"] == 64
+    assert sent["model"] == "claude-haiku-test" and sent["max_tokens"] == 512
     assert sent["system"] == "Be brief."
     assert stats["last_headers"]["x-api-key"] == "sk-upstream-secret"
     assert "anthropic-version" in stats["last_headers"]
