@@ -21,7 +21,7 @@ from passerelle.limits.counters import Counters, LocalCounters
 from passerelle.limits.periods import period_start
 from passerelle.limits.rules import BudgetRule, Limits, build_limits, to_nano
 from passerelle.pipeline.auth import Auth
-from passerelle.pipeline.budget import Budget
+from passerelle.pipeline.budget import Budget, OutputCeiling
 from passerelle.pipeline.chain import Next, Stage, build_chain
 from passerelle.pipeline.dispatch import Dispatch
 from passerelle.pipeline.idempotency import Idempotency
@@ -69,18 +69,17 @@ class Gateway:
             Meter(self.ledger, self.pricer),
             Idempotency(self.idempotency),
         ]
+        floors = None
         if self.floor_tenants():
             plans = {p.name: p for p in self.config.plans}
-            stages.append(MarginFloor(plans, self.revenue, self.counters, self.routes))
-        if self.limits.any or self.floor_tenants():
-            stages.append(
-                Budget(
-                    self.limits,
-                    self.counters,
-                    self.pricer,
-                    self.config.server.default_max_tokens_ceiling,
-                )
+            floors = MarginFloor(plans, self.revenue, self.routes)
+        if self.limits.any or floors is not None:
+            server = self.config.server
+            ceiling = OutputCeiling(
+                server.default_max_tokens_ceiling, server.max_tokens_above_ceiling == "refuse"
             )
+            # the budget stage checks the margin floor in the same atomic admission
+            stages.append(Budget(self.limits, self.counters, self.pricer, ceiling, floors))
         stages.append(Dispatch())
         return stages
 

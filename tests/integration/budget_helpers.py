@@ -22,6 +22,21 @@ BODY = {
 }
 WORST_CASE = (Decimal(16) * Decimal("0.15") + Decimal(100) * Decimal("0.60")) / Decimal(10**6)
 
+# a dear model for the attacks: $10 in, $60 out per million tokens. Without max_tokens a call may
+# produce the configured ceiling (4,096 by default): about $0.246 of output, so four fit in $1;
+# a 10,000-word answer would cost $0.60
+DEAR_PRICE = {"input": 10, "output": 60}
+DEAR_MODEL = {
+    "name": "dear",
+    "targets": [{"provider": "fake", "upstream_model": "dear-1", "price": DEAR_PRICE}],
+}
+CEILING = 4096
+
+
+def dear_worst_case(prompt_tokens: int, output_tokens: int = CEILING) -> Decimal:
+    """What one call to ``dear`` may cost at most, from the gateway's own prompt estimate."""
+    return (Decimal(prompt_tokens) * 10 + Decimal(output_tokens) * 60) / Decimal(10**6)
+
 
 def budget_config(
     upstream_url: str, tenant: str, tenant_extra: dict[str, Any], **overrides: Any
@@ -48,6 +63,24 @@ async def race(
             url = urls[i % len(urls)] + "/v1/chat/completions"
             async with session.post(url, data=payload, headers=hdrs) as resp:
                 return resp.status, await resp.json(content_type=None)
+
+        return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+async def race_raw(
+    urls: list[str], key: str, n: int, body: dict[str, Any]
+) -> list[tuple[int, bytes]]:
+    """n requests at once (streamed or not), read to their end; returns (status, body) pairs."""
+    payload = json.dumps(body).encode()
+    hdrs = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(i: int) -> tuple[int, bytes]:
+            url = urls[i % len(urls)] + "/v1/chat/completions"
+            async with session.post(url, data=payload, headers=hdrs) as resp:
+                return resp.status, await resp.read()
 
         return await asyncio.gather(*(one(i) for i in range(n)))
 

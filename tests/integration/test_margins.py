@@ -7,6 +7,7 @@ costs $100 per million tokens and degrades to ``cheap`` ($1 per million). One pr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -22,6 +23,7 @@ from openai import OpenAI, RateLimitError
 
 from tests.fakes.gateway import ADMIN_TOKEN, TENANT_KEYS, GatewayProcess, fake_upstream_config
 from tests.fakes.upstream import UpstreamProcess
+from tests.integration.budget_helpers import race_raw
 
 DEAR = "hello #usage:1000,2000,0"  # $0.30 on premium, $0.003 on cheap, $0.00135 on gpt-4o-mini
 PLANS = [
@@ -396,3 +398,48 @@ def test_the_margin_floor_trips_the_same_with_redis_counters(
         gw.stop()
         gw.start()
         assert floors.ask(tenant).headers["x-passerelle-degraded"] == "margin-floor"
+
+
+def _burst(urls: list[str], key: str, n: int = 30) -> list[int]:
+    body = {"model": "premium", "messages": [{"role": "user", "content": DEAR}]}
+    return [s for s, _ in asyncio.run(race_raw(urls, key, n, body))]
+
+
+def test_a_burst_is_degraded_from_the_first_request_past_the_floor(
+    floors: Floors, fresh_upstream: UpstreamProcess
+) -> None:
+    # one premium call may cost $0.41 (4,096 tokens of output allowed): the first call's
+    # reservation alone passes the $0.20 floor, so every call that finds it in flight is degraded
+    assert _burst([floors.gw.url], floors.keys[floors.pro]) == [200] * 30
+    rows = floors.rows(floors.pro)
+    assert len(rows) == 30
+    premium = [r for r in rows if r["upstream_model"] == "premium-1"]
+    assert len(premium) == 1 and premium[0]["decision"] is None
+    assert {r["decision"] for r in rows if r not in premium} == {
+        "degraded: margin floor premium -> cheap"
+    }
+
+
+def test_a_burst_is_refused_from_the_first_request_past_a_refusing_floor(
+    floors: Floors, fresh_upstream: UpstreamProcess
+) -> None:
+    statuses = _burst([floors.gw.url], floors.keys[floors.strict])
+    assert sorted(statuses) == [200] + [429] * 29
+    assert fresh_upstream.stats()["requests"] == 1
+
+
+def test_a_burst_over_two_replicas_passes_the_floor_once(
+    tmp_path: Path, fresh_upstream: UpstreamProcess, redis_url: str
+) -> None:
+    # the floor is checked in the same atomic step as the reservation, across replicas
+    tenant, key = "pro-" + uuid.uuid4().hex[:10], "sk-pro-" + uuid.uuid4().hex
+    config = fake_upstream_config(fresh_upstream.url, redis=redis_url)
+    config["models"] += MODELS
+    config["plans"] = PLANS
+    config["tenants"].append({"name": tenant, "plan": "pro", "keys": ["env:PRO_KEY"]})
+    gws = [GatewayProcess(tmp_path / f"gw{i}", config, env={"PRO_KEY": key}) for i in range(2)]
+    with gws[0], gws[1]:
+        assert _burst([g.url for g in gws], key) == [200] * 30
+        rows = [r for g in gws for r in g.ledger_rows("tenant = ?", (tenant,))]
+    assert len(rows) == 30
+    assert sum(1 for r in rows if r["upstream_model"] == "premium-1") == 1

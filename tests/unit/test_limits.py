@@ -6,12 +6,25 @@ here sleeps or reads the wall clock.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
+import orjson
 import pytest
 
-from passerelle.limits.counters import Admission, LocalCounters, Refusal, Reservation, dedupe
+from passerelle.errors import InvalidRequestError
+from passerelle.limits.counters import (
+    Admission,
+    Floor,
+    LocalCounters,
+    Refusal,
+    Reservation,
+    dedupe,
+)
 from passerelle.limits.periods import (
     FAR,
     period_end,
@@ -20,6 +33,12 @@ from passerelle.limits.periods import (
     seconds_left,
 )
 from passerelle.limits.rules import BudgetRule, RateRule, from_nano, to_nano
+from passerelle.pipeline.budget import OutputCeiling, choices, output_limit
+from passerelle.pipeline.context import Call
+from passerelle.providers.anthropic_wire import to_anthropic_body
+from passerelle.providers.base import UpstreamRequest
+from passerelle.providers.local import engine_body
+from passerelle.providers.openai_compat import to_upstream_body
 
 # 2024-05-10 12:00:00 UTC
 NOON = datetime(2024, 5, 10, 12, tzinfo=UTC).timestamp()
@@ -366,8 +385,6 @@ def test_nano_dollars_round_trip_exactly() -> None:
 
 
 async def test_a_redis_counter_that_vanished_is_reseeded_from_the_ledger(redis_url: str) -> None:
-    import uuid
-
     import redis.asyncio as aioredis
 
     from passerelle.limits.redis_counters import RedisCounters
@@ -407,3 +424,178 @@ async def test_a_redis_counter_that_vanished_is_reseeded_from_the_ledger(redis_u
         )
         await raw.aclose()
         await counters.close()
+
+
+# --- the margin floor, checked in the admission that reserves ------------------------------------
+
+
+@pytest.fixture(params=["in-process", "redis"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """Which implementation of ``Counters`` runs the contract they share (Redis' URL, or none)."""
+    if request.param == "redis":
+        return str(request.getfixturevalue("redis_url"))
+    return ""
+
+
+@asynccontextmanager
+async def counters_of(redis_url: str) -> AsyncIterator[Any]:
+    if not redis_url:
+        yield await started()
+        return
+    from passerelle.limits.redis_counters import RedisCounters
+
+    counters = RedisCounters(redis_url)
+    await counters.start([], zero)
+    try:
+        yield counters
+    finally:
+        await counters.close()
+
+
+def tracking(tag: str) -> BudgetRule:
+    """A tenant's month counter (soft, far above any amount here), on a scope of its own."""
+    return budget("1000", "month", hard=False, scope=f"tenant:floor-{tag}-{uuid.uuid4().hex}")
+
+
+async def test_the_margin_floor_counts_calls_in_flight(kind: str) -> None:
+    async with counters_of(kind) as any_counters:
+        rule = tracking("flight")
+        floor = Floor(rule=rule, limit_nano=to_nano(Decimal("0.20")))
+        first = await any_counters.admit(
+            with_floor(admission("r1", NOON, "0.30", budgets=[rule]), floor)
+        )
+        assert isinstance(first, Reservation)
+        # nothing is spent yet, but 0.30 is in flight: the next call is past the floor
+        second = await any_counters.admit(
+            with_floor(admission("r2", NOON, "0.01", budgets=[rule]), floor)
+        )
+        assert isinstance(second, Refusal) and second.rule == floor
+        assert second.used == to_nano(Decimal("0.30"))
+        # the refusal reserved nothing; once settled at its real cost (0.10), the floor is clear again
+        await any_counters.settle(first, to_nano(Decimal("0.10")), tokens=0)
+        third = await any_counters.admit(
+            with_floor(admission("r3", NOON, "0.05", budgets=[rule]), floor)
+        )
+        assert isinstance(third, Reservation)
+
+
+async def test_a_call_that_reaches_the_floor_exactly_is_not_past_it(kind: str) -> None:
+    async with counters_of(kind) as any_counters:
+        rule = tracking("exact")
+        floor = Floor(rule=rule, limit_nano=to_nano(Decimal("0.20")))
+        assert isinstance(
+            await any_counters.admit(admission("r1", NOON, "0.20", budgets=[rule])), Reservation
+        )
+        at_floor = await any_counters.admit(
+            with_floor(admission("r2", NOON, "0.01", budgets=[rule]), floor)
+        )
+        assert isinstance(at_floor, Reservation)
+        past = await any_counters.admit(
+            with_floor(admission("r3", NOON, "0.01", budgets=[rule]), floor)
+        )
+        assert isinstance(past, Refusal) and past.rule == floor
+
+
+async def test_the_floor_is_reported_before_a_hard_budget_the_cheaper_model_may_fit(
+    kind: str,
+) -> None:
+    async with counters_of(kind) as any_counters:
+        # past the floor the call is degraded, and re-admitted at the cheaper worst case: a hard
+        # budget the dear worst case would break must not refuse it first
+        rule = tracking("order")
+        hard = budget("0.50", scope=f"feature:floor-{uuid.uuid4().hex}:chat")
+        floor = Floor(rule=rule, limit_nano=0)
+        assert isinstance(
+            await any_counters.admit(admission("r1", NOON, "0.01", budgets=[rule])), Reservation
+        )
+        out = await any_counters.admit(
+            with_floor(admission("r2", NOON, "1", budgets=[hard, rule]), floor)
+        )
+        assert isinstance(out, Refusal) and out.rule == floor
+        cheap = await any_counters.admit(admission("r3", NOON, "0.40", budgets=[hard, rule]))
+        assert isinstance(cheap, Reservation)
+
+
+def with_floor(a: Admission, floor: Floor) -> Admission:
+    a.floor = floor
+    return a
+
+
+# --- the output a call may produce: reserved, counted, and sent upstream -----------------------------
+
+
+def chat_call(
+    body: dict[str, Any], max_tokens: int | None = None, endpoint: str = "chat.completions"
+) -> Call:
+    call = Call(endpoint=endpoint, headers={}, raw_body=b"")
+    call.body, call.max_tokens = body, max_tokens
+    return call
+
+
+def test_a_call_without_max_tokens_is_held_to_the_ceiling() -> None:
+    call = chat_call({"messages": []})
+    assert output_limit(call, OutputCeiling(300)) == 300
+    assert call.max_tokens == 300 and "decision" not in call.annotations
+
+
+def test_a_max_tokens_under_the_ceiling_is_kept() -> None:
+    call = chat_call({"max_tokens": 50}, 50)
+    assert output_limit(call, OutputCeiling(300, refuse=True)) == 50 and call.max_tokens == 50
+
+
+def test_a_max_tokens_above_the_ceiling_is_capped_and_annotated() -> None:
+    call = chat_call({"max_tokens": 9000}, 9000)
+    assert output_limit(call, OutputCeiling(300)) == 300
+    assert call.max_tokens == 300
+    assert call.annotations["decision"] == "max_tokens capped: 9000 -> 300"
+    assert call.response_headers["x-passerelle-max-tokens-capped"] == "300"
+
+
+def test_a_max_completion_tokens_above_the_ceiling_is_refused_by_name() -> None:
+    call = chat_call({"max_completion_tokens": 301}, 301)
+    with pytest.raises(InvalidRequestError) as exc:
+        output_limit(call, OutputCeiling(300, refuse=True))
+    assert exc.value.param == "max_completion_tokens"
+    assert exc.value.code == "integer_above_max_value"
+
+
+def test_embeddings_produce_no_output() -> None:
+    call = chat_call({"input": "x"}, endpoint="embeddings")
+    assert output_limit(call, OutputCeiling(300)) == 0 and call.max_tokens is None
+
+
+def test_n_choices_each_get_the_limit() -> None:
+    assert choices(chat_call({"n": 4})) == 4
+    assert choices(chat_call({})) == 1
+
+
+def upstream(body: dict[str, Any], limit: int | None) -> UpstreamRequest:
+    return UpstreamRequest(body=body, upstream_model="m", stream=False, max_output_tokens=limit)
+
+
+@pytest.mark.parametrize(
+    ("body", "sent"),
+    [
+        ({}, {"max_tokens": 300}),
+        ({"max_tokens": 9000}, {"max_tokens": 300}),
+        ({"max_completion_tokens": 9000}, {"max_completion_tokens": 300}),
+        (
+            {"max_tokens": 100, "max_completion_tokens": 9000},
+            {"max_tokens": 100, "max_completion_tokens": 300},
+        ),
+    ],
+)
+def test_openai_upstreams_get_the_limit_in_the_field_the_client_used(
+    body: dict[str, Any], sent: dict[str, int]
+) -> None:
+    out = orjson.loads(to_upstream_body(upstream(body, 300)))
+    assert {k: v for k, v in out.items() if k in ("max_tokens", "max_completion_tokens")} == sent
+
+
+def test_anthropic_and_local_upstreams_get_the_limit_as_max_tokens() -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 9000}
+    assert to_anthropic_body(upstream(body, 300))["max_tokens"] == 300
+    assert to_anthropic_body(upstream(body, None))["max_tokens"] == 9000
+    engine = engine_body(upstream(body, 300))
+    assert engine["max_tokens"] == 300 and "max_completion_tokens" not in engine
+    assert engine_body(upstream(body, None)) is body

@@ -199,8 +199,16 @@ class ServerConfig(Strict):
     default_max_tokens_ceiling: int = Field(
         default=4096,
         ge=1,
-        description="Worst-case output tokens assumed for budgets when a request sets no "
-        "`max_tokens`.",
+        description="The most output tokens (per choice) a call under a budget, rate limit or "
+        "margin floor may produce: reserved as its worst case and sent upstream as its limit when "
+        "the request sets no `max_tokens` / `max_completion_tokens`.",
+    )
+    max_tokens_above_ceiling: Literal["cap", "refuse"] = Field(
+        default="cap",
+        description="A call under a budget, rate limit or margin floor whose own `max_tokens` is "
+        "above `default_max_tokens_ceiling`: `cap` sends the ceiling instead (the answer may stop "
+        "with `finish_reason: length`; the ledger's decision says so), `refuse` answers 400 "
+        "naming the field.",
     )
 
 

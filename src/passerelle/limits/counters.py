@@ -3,7 +3,10 @@
 Admission checks every rule of a call and reserves its worst-case cost in one atomic step; in one
 process that is a plain function with no ``await`` inside, so no other request can interleave.
 Settlement replaces the reservation with the real cost. Rate limits are sliding windows of one
-minute, exact: a request is counted at admission, its tokens corrected at settlement.
+minute, exact: a request is counted at admission (its tokens at prompt estimate plus the output it
+may produce), corrected at settlement. An admission may carry a ``Floor`` (a margin floor): it is
+refused as such when the floor's counter, spent plus reserved, is already past the floor, in the
+same step as the reservation, so a burst in flight cannot slip past it.
 ``RedisCounters`` (``limits/redis_counters.py``) keeps the same contract across replicas.
 """
 
@@ -24,6 +27,15 @@ WINDOW_S = 60.0
 Seed = Callable[[BudgetRule, float], Awaitable[int]]
 
 
+@dataclass(frozen=True, slots=True)
+class Floor:
+    """Admit only while ``rule``'s counter (spent + reserved, in flight included) is at most
+    ``limit_nano``; past it, the caller decides (degrade or refuse)."""
+
+    rule: BudgetRule
+    limit_nano: int
+
+
 @dataclass(slots=True)
 class Admission:
     reservation_id: str
@@ -32,11 +44,12 @@ class Admission:
     budgets: list[BudgetRule]
     rates: list[RateRule]
     tokens: int
+    floor: Floor | None = None
 
 
 @dataclass(slots=True)
 class Refusal:
-    rule: BudgetRule | RateRule
+    rule: BudgetRule | RateRule | Floor
     used: int  # nano-dollars spent + reserved, or requests / tokens in the window
     retry_after_s: int
 
@@ -59,6 +72,15 @@ class Counters(Protocol):
     async def settle(self, reservation: Reservation, actual_nano: int, tokens: int) -> None: ...
 
     async def spent_nano(self, rule: BudgetRule, at: float) -> int: ...
+
+
+def with_floor(admission: Admission, at: float) -> list[BudgetRule]:
+    """The admission's budgets, one per counter, the floor's counter among them (it is counted
+    like any budget: a tenant under a margin floor has it among its budgets already)."""
+    rules = admission.budgets
+    if admission.floor is not None:
+        rules = [*rules, admission.floor.rule]
+    return dedupe(rules, at)
 
 
 def dedupe(rules: list[BudgetRule], at: float) -> list[BudgetRule]:
@@ -112,10 +134,16 @@ class LocalCounters:
 
     async def admit(self, admission: Admission) -> Reservation | Refusal:
         at = admission.at
-        budgets = dedupe(admission.budgets, at)
+        budgets = with_floor(admission, at)
         await self._ensure_seeded(budgets, at)
         # from here to the end: no await, so the check and the reservation are one step
         counters = [rule.counter(at) for rule in budgets]
+        floor = admission.floor
+        if floor is not None:
+            counter = floor.rule.counter(at)
+            used = self._spent.get(counter, 0) + self._reserved.get(counter, 0)
+            if used > floor.limit_nano:
+                return Refusal(floor, used, 0)
         soft = []
         for rule, counter in zip(budgets, counters, strict=True):
             used = self._spent.get(counter, 0) + self._reserved.get(counter, 0)

@@ -17,7 +17,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from passerelle.errors import StoreError
-from passerelle.limits.counters import Admission, Refusal, Reservation, Seed, dedupe
+from passerelle.limits.counters import Admission, Refusal, Reservation, Seed, with_floor
 from passerelle.limits.rules import BudgetRule, RateRule
 from passerelle.store.redis import connect
 
@@ -30,7 +30,10 @@ WINDOW_MS = 60_000
 # KEYS: budget hash, budget reservations zset (pairs), then per rate rule its window (a zset of
 # "reservation:amount" by time) and the window's running total (so no admission sums a window)
 # ARGV: now_ms, reservation id, amount, reservation ttl ms, n_budgets, n_rates,
-#       then per budget: limit, hard, expire_s; then per rate: limit, amount (1 or tokens)
+#       then per budget: limit, hard, expire_s; then per rate: limit, amount (1 or tokens);
+#       then the margin floor: the index of its budget (0: none), its limit
+# Returns {1, soft budget indexes...}, {0, index, used[, retry_ms]} (refused), {2, index}
+# (counter lost), or {3, index, used}: the floor's counter is past the floor, nothing reserved
 ADMIT = """
 local now = tonumber(ARGV[1])
 local rid = ARGV[2]
@@ -38,7 +41,10 @@ local amount = tonumber(ARGV[3])
 local rttl = tonumber(ARGV[4])
 local nb = tonumber(ARGV[5])
 local nr = tonumber(ARGV[6])
+local fi = tonumber(ARGV[7 + 3*nb + 2*nr] or '0')
+local flimit = tonumber(ARGV[8 + 3*nb + 2*nr] or '0')
 local soft = {}
+local refused = nil
 for i = 1, nb do
   -- a counter without 'spent' was never seeded, or Redis lost it (restarted empty, evicted):
   -- counting from 0 would hand out the budget again, so the caller seeds it from the ledger first
@@ -56,11 +62,13 @@ for i = 1, nb do
   local hard = ARGV[6 + 3*i - 1] == '1'
   local used = tonumber(redis.call('HGET', h, 'spent') or '0')
              + tonumber(redis.call('HGET', h, 'reserved') or '0')
+  -- past the margin floor, with what is in flight: the caller degrades or refuses the call
+  if i == fi and used > flimit then return {3, i, used} end
   if used + amount > limit then
-    if hard then return {0, i, used} end
-    table.insert(soft, i)
+    if hard then refused = refused or {0, i, used} else table.insert(soft, i) end
   end
 end
+if refused then return refused end
 local base = 6 + 3*nb
 for j = 1, nr do
   local z, zs = KEYS[2*nb + 2*j - 1], KEYS[2*nb + 2*j]
@@ -177,7 +185,7 @@ class RedisCounters:
 
     async def admit(self, admission: Admission) -> Reservation | Refusal:
         at = admission.at
-        budgets = dedupe(admission.budgets, at)
+        budgets = with_floor(admission, at)
         await self._ensure_seeded(budgets, at)
         keys: list[str] = []
         args: list[Any] = [
@@ -194,6 +202,11 @@ class RedisCounters:
         for rate in admission.rates:
             keys.extend(_rate_keys(rate))
             args.extend([rate.limit, 1 if rate.kind == "rpm" else admission.tokens])
+        floor = admission.floor
+        if floor is not None:
+            counter = floor.rule.counter(at)
+            index = next(i for i, r in enumerate(budgets, 1) if r.counter(at) == counter)
+            args.extend([index, floor.limit_nano])
         for _ in range(len(budgets) + 2):
             try:
                 out = await self._admit(keys=keys, args=args)
@@ -214,6 +227,8 @@ class RedisCounters:
         if int(out[0]) == 1:
             return Reservation(admission, soft_exceeded=[budgets[int(i) - 1] for i in out[1:]])
         index, used = int(out[1]), int(out[2])
+        if int(out[0]) == 3 and floor is not None:
+            return Refusal(floor, used, 0)
         if index <= len(budgets):
             rule = budgets[index - 1]
             return Refusal(rule, used, rule.ttl(at) - 86400)

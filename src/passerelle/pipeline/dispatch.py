@@ -23,11 +23,14 @@ CLIENT_ERRORS = frozenset({400, 413, 422})
 
 
 def upstream_request(call: Call, target: Target) -> UpstreamRequest:
+    """What the provider is asked. ``call.max_tokens`` is the output limit in force: the client's,
+    or for a call under a budget or rate limit the one the budget stage reserved and set."""
     return UpstreamRequest(
         body=call.body,
         upstream_model=target.upstream_model,
         stream=call.stream,
         include_usage=call.include_usage,
+        max_output_tokens=call.max_tokens if call.endpoint == "chat.completions" else None,
     )
 
 

@@ -4,21 +4,27 @@ Per plan, ``margin_floor: {max_cost_share: 0.2, action: degrade}``: once the ten
 month exceeds 20% of its revenue for the month (recorded revenue, else the plan's price), each
 request is either refused (429, code ``margin_floor``) or served by the next cheaper model of the
 route's ``degrade_to`` chain, with the header ``x-passerelle-degraded: margin-floor``. Every such
-decision is written to the ledger with the call. The month's cost comes from the same counters as
-budgets (in memory or Redis), never from a database query on the request path.
+decision is written to the ledger with the call.
+
+The month's cost is what the budget counters hold for the tenant (in memory or Redis): spent plus
+what calls in flight have reserved at their worst case, never a database query on the request
+path. The floor is not a stage of its own: it is checked by the budget stage inside the atomic
+admission that reserves the call (``limits.counters.Floor``), so a burst, even over several
+replicas, cannot pass it between a check and a reservation. The first call past the floor is the
+last served as asked; the calls that find it in flight are degraded or refused.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 
 from passerelle.config.schema import PlanConfig
 from passerelle.economics.revenue import RevenueBook
-from passerelle.errors import RateLimitError, ServiceUnavailableError, StoreError
-from passerelle.limits.counters import Counters
+from passerelle.errors import RateLimitError
+from passerelle.limits.counters import Floor
 from passerelle.limits.periods import period_id
-from passerelle.limits.rules import BudgetRule, from_nano
-from passerelle.pipeline.chain import Next
+from passerelle.limits.rules import BudgetRule, to_nano
 from passerelle.pipeline.context import Call
 from passerelle.pipeline.resolve import Route
 
@@ -34,57 +40,57 @@ def tracking_rule(tenant: str) -> BudgetRule:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class FloorCheck:
+    """A call's margin floor: what admission checks, and what to do past it."""
+
+    floor: Floor
+    action: str  # degrade | refuse
+    pct: str  # the share of revenue, for messages: "20%"
+
+
 class MarginFloor:
     def __init__(
-        self,
-        plans: dict[str, PlanConfig],
-        book: RevenueBook,
-        counters: Counters,
-        routes: dict[str, Route],
+        self, plans: dict[str, PlanConfig], book: RevenueBook, routes: dict[str, Route]
     ) -> None:
         self._plans = plans
         self._book = book
-        self._counters = counters
         self._routes = routes
 
-    async def __call__(self, call: Call, next: Next) -> None:
+    def check_for(self, call: Call) -> FloorCheck | None:
+        """The floor the call's admission must respect; None when its tenant's plan has none."""
         tenant = call.tenant
         assert tenant is not None
         plan = self._plans.get(self._book.plan(tenant) or "")
         floor = plan.margin_floor if plan else None
         if floor is None:
-            await next(call)
-            return
-        month = period_id("month", call.received_at)
-        try:
-            cost = from_nano(
-                await self._counters.spent_nano(tracking_rule(tenant), call.received_at)
-            )
-        except StoreError as exc:
-            raise ServiceUnavailableError(
-                "margin state is unreachable; the request is refused rather than passed unchecked",
-                code="budget_store_unavailable",
-            ) from exc
-        revenue, _ = self._book.revenue(tenant, month)
-        share_limit = floor.max_cost_share
-        over = cost > 0 and (not revenue or cost / revenue > share_limit)
-        if over:
-            self._apply(call, tenant, floor.action, f"{share_limit * 100:.0f}%")
-        await next(call)
+            return None
+        revenue, _ = self._book.revenue(tenant, period_id("month", call.received_at))
+        # past the floor: cost over the share of revenue (any cost at all, without revenue)
+        limit = to_nano((revenue or Decimal(0)) * floor.max_cost_share)
+        return FloorCheck(
+            floor=Floor(rule=tracking_rule(tenant), limit_nano=limit),
+            action=floor.action,
+            pct=f"{floor.max_cost_share * 100:.0f}%",
+        )
 
-    def _apply(self, call: Call, tenant: str, action: str, pct: str) -> None:
-        if action == "refuse":
-            call.annotate(f"refused: margin floor ({pct} of revenue)")
+    def apply(self, call: Call, check: FloorCheck) -> None:
+        """The call found its tenant past the floor: refuse it, or move it to the cheaper model."""
+        tenant = call.tenant
+        if check.action == "refuse":
+            call.annotate(f"refused: margin floor ({check.pct} of revenue)")
             err = RateLimitError(
-                f"margin floor reached for tenant {tenant}: LLM cost this month is over {pct} "
-                "of its revenue",
+                f"margin floor reached for tenant {tenant}: LLM cost this month is over "
+                f"{check.pct} of its revenue",
                 code="margin_floor",
             )
             err.type = "insufficient_quota"
             raise err
         cheaper = call.route.degrade_to
         if cheaper is None:
-            call.annotate(f"margin floor ({pct}) passed; {call.route.model} has no cheaper model")
+            call.annotate(
+                f"margin floor ({check.pct}) passed; {call.route.model} has no cheaper model"
+            )
             return
         original = call.route.model
         call.route = self._routes[cheaper]

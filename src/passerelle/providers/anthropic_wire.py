@@ -43,7 +43,7 @@ def to_anthropic_body(request: UpstreamRequest) -> dict[str, Any]:
     system, messages = _split_messages(src.get("messages") or [])
     out: dict[str, Any] = {
         "model": request.upstream_model,
-        "max_tokens": _max_tokens(src),
+        "max_tokens": request.max_output_tokens or _max_tokens(src),
         "messages": messages,
     }
     if system:

@@ -44,6 +44,9 @@ class UpstreamRequest:
     upstream_model: str
     stream: bool
     include_usage: bool = False  # the client asked for the usage chunk
+    # the most output tokens per choice the upstream may produce: what admission reserved (or the
+    # client's own limit); each provider sends it in its own field. None: the upstream's default
+    max_output_tokens: int | None = None
 
 
 @dataclass(slots=True)

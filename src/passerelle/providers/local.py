@@ -178,6 +178,17 @@ def engine_error(provider: str, exc: Exception) -> ProviderError:
     return ProviderError(f"local engine failed ({type(exc).__name__})", provider=provider)
 
 
+def engine_body(request: UpstreamRequest) -> dict[str, Any]:
+    """The body the engine samples from, held to the request's output limit (llama.cpp reads
+    ``max_tokens``)."""
+    limit = request.max_output_tokens
+    if limit is None:
+        return request.body
+    body = {k: v for k, v in request.body.items() if k != "max_completion_tokens"}
+    body["max_tokens"] = limit
+    return body
+
+
 class LocalProvider:
     kind = "local"
 
@@ -300,7 +311,7 @@ class LocalProvider:
 
         try:
             future = loop.run_in_executor(
-                self._executor, self._work, request.body, tally, stop, post
+                self._executor, self._work, engine_body(request), tally, stop, post
             )
             started = False
             while (item := await queue.get()) is not _END:

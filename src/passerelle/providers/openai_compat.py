@@ -54,9 +54,25 @@ def sse_payloads(buffer: bytes) -> tuple[list[bytes], bytes]:
     return payloads, rest
 
 
+OUTPUT_LIMIT_FIELDS = ("max_completion_tokens", "max_tokens")
+
+
+def limit_output(body: dict[str, Any], limit: int | None) -> None:
+    """Hold the answer to ``limit`` tokens per choice, in the field the client used (both if it
+    sent both), else in ``max_tokens``, which every OpenAI-compatible server reads."""
+    if limit is None:
+        return
+    used = [f for f in OUTPUT_LIMIT_FIELDS if f in body] or ["max_tokens"]
+    for name in used:
+        own = body.get(name)
+        valid = isinstance(own, int) and not isinstance(own, bool) and own > 0
+        body[name] = min(own, limit) if valid and isinstance(own, int) else limit
+
+
 def to_upstream_body(request: UpstreamRequest) -> bytes:
     body = dict(request.body)
     body["model"] = request.upstream_model
+    limit_output(body, request.max_output_tokens)
     if request.stream:
         opts = dict(body.get("stream_options") or {})
         opts["include_usage"] = True
