@@ -2,8 +2,8 @@
 
 The order itself is listed once, in ``Gateway.stages()`` (``gateway.py``):
 
-    auth → parse → resolve → meter → idempotency → [policy] → margin floor → budget → [cache]
-         → dispatch
+    auth → parse → resolve → meter → idempotency → [policy] → budget (with the margin floor)
+         → [cache] → dispatch
 
 Each stage is a small object with ``async __call__(call, next)``; ``build_chain`` links them once at
 start-up, so a request pays one bound call per stage and nothing else. Stages in brackets come with
@@ -12,9 +12,9 @@ else. Why this order: authentication before any parsing of an unknown caller's b
 resolved to its targets before anything prices it; the meter wraps everything after it, so a
 refusal, a replay or (later) a cache hit is recorded too; an idempotent replay is served before any
 policy or budget would count it again; redaction (policy) must come before the cache so that no
-cache key holds personal data; the margin floor may switch the route to a cheaper model, so it runs
-before the budget reserves that route's worst case; dispatch is the only stage that talks to
-providers.
+cache key holds personal data; the margin floor may switch the route to a cheaper model, so the
+budget stage checks it in the same atomic admission and reserves the worst case of the route it
+leaves; dispatch is the only stage that talks to providers.
 """
 
 from __future__ import annotations
