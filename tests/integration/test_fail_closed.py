@@ -25,7 +25,7 @@ from tests.fakes.gateway import ADMIN_TOKEN, GatewayProcess, fake_upstream_confi
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.fakes.upstream import UpstreamProcess
 
-CONTENT = "hi #usage:1000,2000,0"  # $0.00135 on gpt-4o-mini
+CONTENT = "hi #usage:9000,10,0"  # $0.001356 on gpt-4o-mini, within max_tokens=10
 
 
 def free_port() -> int:
@@ -164,7 +164,8 @@ def test_a_gateway_started_while_redis_is_down_answers_503(
 def test_an_emptied_redis_is_reseeded_from_the_ledger_so_the_budget_still_holds(
     tmp_path: Path, fresh_upstream: UpstreamProcess, private_redis: PrivateRedis
 ) -> None:
-    # $0.01 a month; each call costs $0.00135 and reserves far less: 8 calls fit, the 9th not
+    # $0.01 a month; each call costs $0.001356 (its prompt is far longer than the estimate) and
+    # reserves far less: 8 calls fit, the 9th not
     _, key, gw = gateway(tmp_path / "gw", fresh_upstream, BUDGET, redis=private_redis.url)
     with gw:
         for _ in range(7):
