@@ -202,6 +202,13 @@ class ServerConfig(Strict):
         description="Worst-case output tokens assumed for budgets when a request sets no "
         "`max_tokens`.",
     )
+    idempotency_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Without `redis`: the bytes of stored answers the in-process idempotency "
+        "store keeps; past it the oldest are forgotten first (a retry under a forgotten key runs "
+        "again).",
+    )
 
 
 class Config(Strict):
