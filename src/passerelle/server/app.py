@@ -1,4 +1,8 @@
-"""The application factory and the serve loop."""
+"""The application factory and the serve loop.
+
+The HTTP server is aiohttp's, guarded (``server/connections.py``): idle, head and body timeouts,
+a connection cap, and parse errors answered in OpenAI's error shape.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from passerelle.gateway import Gateway
 from passerelle.server.admin import add_admin_routes
+from passerelle.server.connections import ConnectionLimits, GuardedAppRunner
 from passerelle.server.errors import error_middleware
 from passerelle.server.routes import GATEWAY, add_routes
 
@@ -67,7 +72,16 @@ async def serve(
 ) -> None:
     app = create_app(gateway)
     logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
+    settings = gateway.config.server
+    limits = ConnectionLimits(
+        idle_timeout_s=settings.idle_timeout_s,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=settings.max_connections,
+    )
+    runner = GuardedAppRunner(
+        app, limits=limits, access_log=None, handle_signals=False, shutdown_timeout=10
+    )
     await runner.setup()
     site = web.TCPSite(
         runner, host, port, backlog=2048, reuse_address=True, reuse_port=reuse_port or None
