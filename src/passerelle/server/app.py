@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 import signal
 from collections.abc import AsyncIterator, Callable
 
@@ -42,6 +43,26 @@ class MalformedRequestFilter(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+def ensure_descriptors(needed: int) -> None:
+    """Client connections and upstream pools need descriptors: raise the soft limit towards the
+    hard one if it is short, and say so when even that is not enough (new clients would be
+    reset instead of answered)."""
+    needed += 64  # the ledger, Redis, the listening socket, logs
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "the open-file limit (%d) is under what server.max_connections and the upstream "
+            "pools may use (%d): lower server.max_connections or raise `ulimit -n`",
+            soft,
+            needed,
+        )
 
 
 def create_app(gateway: Gateway) -> web.Application:
@@ -78,6 +99,9 @@ async def serve(
         header_timeout_s=settings.header_timeout_s,
         body_timeout_s=settings.body_timeout_s,
         max_connections=settings.max_connections,
+    )
+    ensure_descriptors(
+        limits.max_connections + sum(p.max_connections for p in gateway.config.providers)
     )
     runner = GuardedAppRunner(
         app, limits=limits, access_log=None, handle_signals=False, shutdown_timeout=10
