@@ -7,6 +7,7 @@ of what it recorded.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 
@@ -29,6 +30,9 @@ def gw(
     upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
     url = upstream.base_url
+    with socket.socket() as s:  # a port nothing listens on: connections are refused
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
     config = fake_upstream_config(
         upstream.url,
         providers=[
@@ -44,6 +48,7 @@ def gw(
             provider("main", url, max_retries=1, breaker_failures=5, breaker_cooldown_s=60),
             provider("backup", url, max_retries=0, breaker_failures=5, breaker_cooldown_s=60),
             provider("main2", url, max_retries=1, breaker_failures=2, breaker_cooldown_s=60),
+            provider("dead", dead, max_retries=0, breaker_failures=2, breaker_cooldown_s=60),
         ],
         models=[
             {"name": "gpt-4o-mini", "targets": [{"provider": "fake"}]},
@@ -61,6 +66,13 @@ def gw(
                 "targets": [
                     {"provider": "main", "upstream_model": "gpt-4o-mini", "price": PRICE},
                     {"provider": "backup", "upstream_model": "gpt-4o-mini", "price": DEARER},
+                ],
+            },
+            {
+                "name": "dead-model",
+                "targets": [
+                    {"provider": "dead", "upstream_model": "gpt-4o-mini"},
+                    {"provider": "secondary", "upstream_model": "gpt-4o-mini"},
                 ],
             },
             {
@@ -236,3 +248,17 @@ def test_rate_limits_and_overload_with_retry_after_never_open_the_breaker(
             fresh_upstream.reset()
     _served_by_main_at_its_price(acme, fresh_upstream, "pressed-model")
     _served_by_main_at_its_price(globex, fresh_upstream, "pressed-model")
+
+
+def test_an_unreachable_provider_is_skipped_for_every_tenant(gw, fresh_upstream, sdk) -> None:  # type: ignore[no-untyped-def]
+    acme, globex = sdk(gw, TENANT_KEYS["acme"]), sdk(gw, TENANT_KEYS["globex"])
+    for _ in range(2):  # refused twice (breaker_failures=2): the fallback answers
+        raw = acme.chat.completions.with_raw_response.create(model="dead-model", messages=HI)
+        assert raw.headers["x-passerelle-target"] == "secondary/gpt-4o-mini"
+        [row] = gw.ledger_rows("request_id = ?", (raw.headers["x-request-id"],))
+        assert row["attempt"] == 2
+    # a refused connection is the provider's health, not acme's content: globex skips it too
+    raw = globex.chat.completions.with_raw_response.create(model="dead-model", messages=HI)
+    assert raw.headers["x-passerelle-target"] == "secondary/gpt-4o-mini"
+    [row] = gw.ledger_rows("request_id = ?", (raw.headers["x-request-id"],))
+    assert row["attempt"] == 1

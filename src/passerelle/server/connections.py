@@ -34,6 +34,7 @@ from passerelle.errors import APIError, InvalidRequestError, ServiceUnavailableE
 
 log = logging.getLogger("passerelle.server")
 REFUSED_LINGER_S = 1.0  # how long a refused connection may finish sending before it is closed
+MAX_LINGERING = 64  # refused connections left to finish sending; past it, closed at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +118,8 @@ class GuardedRequestHandler(web_protocol.RequestHandler):
         self._refused = True
         tcp = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio subclass
         tcp.write(TOO_MANY)
-        if tcp.can_write_eof():
-            tcp.write_eof()
-        self._loop.call_later(REFUSED_LINGER_S, tcp.close)
+        if not self._guard.linger(tcp):  # a flood of refusals must not hold descriptors either
+            tcp.close()
 
     def handle_error(
         self,
@@ -156,6 +156,7 @@ class GuardedServer(web_server.Server):
         super().__init__(handler, **kwargs)
         self.limits = limits
         self._held: set[GuardedRequestHandler] = set()
+        self._lingering = 0
         self._sweeper: asyncio.TimerHandle | None = None
 
     @classmethod
@@ -183,6 +184,21 @@ class GuardedServer(web_server.Server):
 
     def release(self, handler: GuardedRequestHandler) -> None:
         self._held.discard(handler)
+
+    def linger(self, transport: asyncio.Transport) -> bool:
+        """Let a refused connection finish sending its request, for a moment, so that closing it
+        does not reset it before the client read its answer. False when too many already do."""
+        if self._lingering >= MAX_LINGERING or not transport.can_write_eof():
+            return False
+        transport.write_eof()
+        self._lingering += 1
+
+        def close() -> None:
+            self._lingering -= 1
+            transport.close()
+
+        self._loop.call_later(REFUSED_LINGER_S, close)
+        return True
 
     def _sweep(self) -> None:
         now = self._loop.time()
