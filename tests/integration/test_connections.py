@@ -171,3 +171,31 @@ def test_a_request_aiohttp_cannot_parse_gets_the_error_shape_and_no_echo(gw, hea
     assert err["type"] == "invalid_request_error" and err["code"] == "malformed_http_request"
     assert b"CANARY" not in raw
     assert "CANARY" not in gw.stderr()
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\nzz-CANARY\r\n',  # bad chunk size
+        b"Content-Encoding: gzip\r\nContent-Length: 11\r\n\r\n{CANARY:1}",  # not gzip
+    ],
+    ids=["chunk-framing", "not-gzip"],
+)
+def test_a_body_aiohttp_cannot_decode_gets_a_400_and_one_log_line(gw, framing) -> None:  # type: ignore[no-untyped-def]
+    logged = len(gw.stderr())
+    with connect(gw) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + KEY.encode() + b"\r\n" + framing
+        )
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith((b"HTTP/1.1 400 ", b"HTTP/1.0 400 ")), raw
+    err = json.loads(body)["error"]
+    assert err["type"] == "invalid_request_error" and err["code"] == "malformed_http_request"
+    assert b"CANARY" not in raw
+    time.sleep(0.2)
+    log = gw.stderr()[logged:]
+    assert "Traceback" not in log and " ERROR " not in log and "CANARY" not in log, log

@@ -28,20 +28,22 @@ log = logging.getLogger("passerelle")
 
 class MalformedRequestFilter(logging.Filter):
     """aiohttp logs a request it cannot parse with the offending bytes (an oversized
-    ``Authorization`` header, say, holds a key): log the kind of error, never the bytes."""
+    ``Authorization`` header, say, holds a key), and a body it cannot decode with a traceback
+    once the answer is sent: log the kind of error in one line, never the bytes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            record.msg, record.args = (
-                "malformed HTTP request rejected: %s (status %s)",
-                (
-                    type(exc).__name__,
-                    exc.code,
-                ),
-            )
-            record.exc_info = None
-            record.exc_text = None
+        if isinstance(exc, web.RequestPayloadError):
+            kind, status = type(exc.__cause__ or exc).__name__, 400
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        elif isinstance(exc, HttpProcessingError):
+            kind, status = type(exc).__name__, exc.code
+        else:
+            return True
+        record.msg = "malformed HTTP request rejected: %s (status %s)"
+        record.args = (kind, status)
+        record.exc_info = None
+        record.exc_text = None
         return True
 
 

@@ -49,6 +49,17 @@ async def run_call(request: web.Request, endpoint: str) -> web.StreamResponse:
     except ConnectionError:  # the client left, or was cut off by the body timeout: no error
         log.info("a client went away before its request body was whole")
         return error_response(InvalidRequestError("the request body did not arrive whole"))
+    except web.RequestPayloadError as exc:  # aiohttp's body parser: framing, Content-Encoding
+        log.warning("request body rejected: %s", type(exc.__cause__ or exc).__name__)
+        response = error_response(
+            InvalidRequestError(
+                "the request body cannot be read as sent (its framing or Content-Encoding "
+                "is invalid)",
+                code="malformed_http_request",
+            )
+        )
+        response.force_close()
+        return response
     call = Call(endpoint=endpoint, headers=request.headers, raw_body=raw_body)
     try:
         await gateway.chain(call)
