@@ -115,7 +115,8 @@ class Gateway:
 
             counters, idempotency = RedisCounters(config.redis), RedisIdempotency(config.redis)
         else:
-            counters, idempotency = LocalCounters(), LocalIdempotency()
+            counters = LocalCounters()
+            idempotency = LocalIdempotency(max_bytes=config.server.idempotency_max_bytes)
         return cls(
             config=config,
             admin_token=loaded.secrets.get(config.admin_token),

@@ -51,7 +51,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     loads = json.loads
 
 DEFAULT_REPLY = "Hello from fake upstream."
-DIRECTIVE_RE = re.compile(r"#(status|latency|chunk_delay|cut|usage|reply|words):(\S+)")
+DIRECTIVE_RE = re.compile(r"#(status|latency|chunk_delay|cut|usage|reply|words|garbage):(\S+)")
 MODELS_BODY = dumps(
     {
         "object": "list",
@@ -95,6 +95,7 @@ class Behaviour:
     cut: int | None = None
     usage: Usage | None = None
     reply: str = DEFAULT_REPLY
+    garbage: bool = False  # a 200 whose body is not JSON
 
 
 DEFAULT = Behaviour()
@@ -118,6 +119,8 @@ def apply(b: Behaviour, name: str, value: Any) -> Behaviour:
         if name == "usage":
             parts = value.split(",") if isinstance(value, str) else list(value)
             return replace(b, usage=tuple([*map(int, parts), 0, 0, 0][:3]))
+        if name == "garbage":
+            return replace(b, garbage=str(value).lower() in ("1", "true"))
         if name == "words":
             return replace(b, reply=" ".join(f"w{i}" for i in range(1, int(value) + 1)))
     except (TypeError, ValueError):
@@ -397,6 +400,8 @@ def build_app() -> Any:
             return body, b, json_response(error(b.status, message), b.status)
         if b.cut is not None and not body.get("stream"):
             abort_connection(request)
+        if b.garbage and not body.get("stream"):
+            return body, b, json_response(b'{"id": "chatcmpl-broken", "choi')
         return body, b, None
 
     async def stream(request: Any, events: list[bytes], b: Behaviour) -> Any:

@@ -301,3 +301,39 @@ def test_an_idempotency_key_longer_than_255_characters_is_refused(
         create(client, "k" * 256)
     assert exc.value.body["param"] == "Idempotency-Key"
     assert fresh_upstream.stats()["requests"] == 0
+
+
+def _rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        line = next(x for x in f if x.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+def test_stored_answers_are_bounded_by_bytes_in_one_process(upstream, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """400 answers of ~129 KB under distinct keys once grew the gateway by ~50 MB; with a 2 MiB
+    bound the store forgets the oldest and the process stays flat."""
+    config = fake_upstream_config(upstream.url, server={"idempotency_max_bytes": 2 * 1024 * 1024})
+    with GatewayProcess(tmp_path / "bounded", config) as g:
+        assert g.process is not None
+        body = json.dumps(
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "big #words:19000"}]}
+        ).encode()
+
+        async def send(keys: range) -> None:
+            headers = {"Authorization": "Bearer sk-test-acme", "Content-Type": "application/json"}
+            async with aiohttp.ClientSession() as http:
+                for i in keys:
+                    headers["Idempotency-Key"] = f"big-{i}"
+                    url = g.base_url + "/chat/completions"
+                    async with http.post(url, data=body, headers=headers) as resp:
+                        assert resp.status == 200
+                        assert len(await resp.read()) > 120_000
+
+        async def burst(start: int, n: int) -> None:
+            await asyncio.gather(*(send(range(start + j, start + n, 8)) for j in range(8)))
+
+        asyncio.run(burst(0, 40))  # warm-up: pools, buffers, the first allocations
+        before = _rss_bytes(g.process.pid)
+        asyncio.run(burst(40, 400))
+        grown = _rss_bytes(g.process.pid) - before
+    assert grown < 24 * 1024 * 1024, f"the gateway grew by {grown / 2**20:.1f} MiB"

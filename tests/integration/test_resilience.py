@@ -7,6 +7,7 @@ of what it recorded.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 
@@ -20,6 +21,8 @@ from tests.fakes.upstream import UpstreamProcess
 
 COOLDOWN_S = 0.5
 HI = [{"role": "user", "content": "hi"}]
+PRICE = {"input": 1.0, "output": 2.0}
+DEARER = {"input": 1.5, "output": 3.0}  # the fallback, at 1.5x
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +30,9 @@ def gw(
     upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
     url = upstream.base_url
+    with socket.socket() as s:  # a port nothing listens on: connections are refused
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
     config = fake_upstream_config(
         upstream.url,
         providers=[
@@ -39,6 +45,10 @@ def gw(
             provider(
                 "flaky2", url, max_retries=0, breaker_failures=2, breaker_cooldown_s=COOLDOWN_S
             ),
+            provider("main", url, max_retries=1, breaker_failures=5, breaker_cooldown_s=60),
+            provider("backup", url, max_retries=0, breaker_failures=5, breaker_cooldown_s=60),
+            provider("main2", url, max_retries=1, breaker_failures=2, breaker_cooldown_s=60),
+            provider("dead", dead, max_retries=0, breaker_failures=2, breaker_cooldown_s=60),
         ],
         models=[
             {"name": "gpt-4o-mini", "targets": [{"provider": "fake"}]},
@@ -51,6 +61,27 @@ def gw(
             },
             {"name": "flaky-model", "targets": [{"provider": "flaky"}]},
             {"name": "flaky2-model", "targets": [{"provider": "flaky2"}]},
+            {
+                "name": "shared-model",
+                "targets": [
+                    {"provider": "main", "upstream_model": "gpt-4o-mini", "price": PRICE},
+                    {"provider": "backup", "upstream_model": "gpt-4o-mini", "price": DEARER},
+                ],
+            },
+            {
+                "name": "dead-model",
+                "targets": [
+                    {"provider": "dead", "upstream_model": "gpt-4o-mini"},
+                    {"provider": "secondary", "upstream_model": "gpt-4o-mini"},
+                ],
+            },
+            {
+                "name": "pressed-model",
+                "targets": [
+                    {"provider": "main2", "upstream_model": "gpt-4o-mini", "price": PRICE},
+                    {"provider": "backup", "upstream_model": "gpt-4o-mini", "price": DEARER},
+                ],
+            },
         ],
     )
     with GatewayProcess(tmp_path_factory.mktemp("resilience"), config) as g:
@@ -104,7 +135,7 @@ def test_client_error_from_upstream_is_not_retried_nor_sent_to_the_fallback(
 def test_circuit_breaker_opens_then_lets_a_trial_through_after_cooldown(
     gw, fresh_upstream, client
 ) -> None:  # type: ignore[no-untyped-def]
-    fresh_upstream.script({"status": 503}, {"status": 503})
+    fresh_upstream.script({"status": 500}, {"status": 500})
     for _ in range(2):  # breaker_failures=2 consecutive failures open it
         with pytest.raises(openai.InternalServerError):
             client.chat.completions.create(model="flaky-model", messages=HI)
@@ -128,7 +159,7 @@ def test_circuit_breaker_opens_then_lets_a_trial_through_after_cooldown(
 
 
 def test_failed_trial_reopens_the_circuit_breaker(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
-    fresh_upstream.script({"status": 503}, {"status": 503}, {"status": 503})
+    fresh_upstream.script({"status": 500}, {"status": 500}, {"status": 500})
     for _ in range(2):
         with pytest.raises(openai.InternalServerError):
             client.chat.completions.create(model="flaky2-model", messages=HI)
@@ -174,3 +205,60 @@ def test_request_fields_and_headers_cannot_redirect_the_gateway(gw, fresh_upstre
         headers
     )
     assert TENANT_KEYS["acme"] not in str(headers)
+
+
+def _served_by_main_at_its_price(
+    client: OpenAI, fresh_upstream: UpstreamProcess, model: str = "shared-model"
+) -> None:
+    before = fresh_upstream.stats()["requests"]
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=HI)
+    main = "main" if model == "shared-model" else "main2"
+    assert raw.headers["x-passerelle-target"] == f"{main}/gpt-4o-mini"
+    usage = raw.parse().usage
+    assert usage is not None
+    cost = (usage.prompt_tokens * 1.0 + usage.completion_tokens * 2.0) / 1e6
+    assert float(raw.headers["x-passerelle-cost-usd"]) == pytest.approx(cost)
+    assert fresh_upstream.stats()["requests"] == before + 1
+
+
+def test_one_tenants_poison_requests_do_not_open_the_breaker_for_other_tenants(
+    gw, fresh_upstream, sdk
+) -> None:  # type: ignore[no-untyped-def]
+    mallory, globex = sdk(gw, TENANT_KEYS["acme"]), sdk(gw, TENANT_KEYS["globex"])
+    poison = [{"role": "user", "content": "make it fail #status:500"}]
+    for _ in range(10):
+        with pytest.raises(openai.APIError):
+            mallory.chat.completions.create(model="shared-model", messages=poison)
+    # the poisoned tenant was cut off from `main` (its own breaker), so its attempts stopped
+    sent = fresh_upstream.stats()["requests"]
+    assert sent < 10 * 3, sent
+    for _ in range(5):
+        _served_by_main_at_its_price(globex, fresh_upstream)
+
+
+def test_rate_limits_and_overload_with_retry_after_never_open_the_breaker(
+    gw, fresh_upstream, sdk
+) -> None:  # type: ignore[no-untyped-def]
+    acme, globex = sdk(gw, TENANT_KEYS["acme"]), sdk(gw, TENANT_KEYS["globex"])
+    for status in (429, 503):  # the fake sends Retry-After with both
+        for c in (acme, globex, acme, globex, acme, globex, acme, globex):
+            fresh_upstream.script({"status": status}, {"status": status}, {"status": status})
+            with pytest.raises(openai.APIError):
+                c.chat.completions.create(model="pressed-model", messages=HI)
+            fresh_upstream.reset()
+    _served_by_main_at_its_price(acme, fresh_upstream, "pressed-model")
+    _served_by_main_at_its_price(globex, fresh_upstream, "pressed-model")
+
+
+def test_an_unreachable_provider_is_skipped_for_every_tenant(gw, fresh_upstream, sdk) -> None:  # type: ignore[no-untyped-def]
+    acme, globex = sdk(gw, TENANT_KEYS["acme"]), sdk(gw, TENANT_KEYS["globex"])
+    for _ in range(2):  # refused twice (breaker_failures=2): the fallback answers
+        raw = acme.chat.completions.with_raw_response.create(model="dead-model", messages=HI)
+        assert raw.headers["x-passerelle-target"] == "secondary/gpt-4o-mini"
+        [row] = gw.ledger_rows("request_id = ?", (raw.headers["x-request-id"],))
+        assert row["attempt"] == 2
+    # a refused connection is the provider's health, not acme's content: globex skips it too
+    raw = globex.chat.completions.with_raw_response.create(model="dead-model", messages=HI)
+    assert raw.headers["x-passerelle-target"] == "secondary/gpt-4o-mini"
+    [row] = gw.ledger_rows("request_id = ?", (raw.headers["x-request-id"],))
+    assert row["attempt"] == 1

@@ -198,3 +198,42 @@ def test_stream_cut_before_any_event_is_retried(gw, fresh_upstream, client) -> N
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
     assert fresh_upstream.stats()["requests"] == 2
+
+
+def test_clients_that_leave_at_once_are_all_metered_and_log_no_error(gw, fresh_upstream) -> None:  # type: ignore[no-untyped-def]
+    """100 clients send a streamed request and close within ~2 ms: whatever reached the upstream
+    has its ledger row, and a client going away is no ERROR in the log."""
+    logged_before = len(gw.stderr())
+    before = len(gw.ledger_rows())
+    body = stream_body("leaving at once #latency:5 #words:30")
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer " + KEY.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    for _ in range(100):
+        sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        sock.sendall(head + body)
+        time.sleep(0.002)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()  # an abrupt close (RST), as a client process that dies
+    sent = 0
+    rows: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        sent = fresh_upstream.stats()["requests"]
+        rows = [r for r in gw.ledger_rows()[before:] if r["provider"] is not None]
+        if sent and len(rows) >= sent:
+            time.sleep(0.3)  # late rows would show as an excess below
+            rows = [r for r in gw.ledger_rows()[before:] if r["provider"] is not None]
+            break
+        time.sleep(0.1)
+    assert sent > 0, "no request reached the upstream; the test did not attack anything"
+    assert len(rows) == sent, (len(rows), sent)
+    upstream_rows = rows
+    assert all(r["status"] == "client_disconnected" for r in upstream_rows), {
+        r["status"] for r in rows
+    }
+    assert all(r["output_tokens"] == 30 for r in upstream_rows)  # drained: the whole answer
+    log = gw.stderr()[logged_before:]
+    assert " ERROR " not in log and "Traceback" not in log, log[-3000:]

@@ -210,6 +210,38 @@ class ServerConfig(Strict):
         "with `finish_reason: length`; the ledger's decision says so), `refuse` answers 400 "
         "naming the field.",
     )
+    idle_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A client connection with no request begun this long after it opened or "
+        "after its last answer is closed.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A request's head (request line and headers) must arrive whole within this "
+        "long of its first byte, or the connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A request's body must arrive whole within this long of its head, or the "
+        "connection is closed.",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Client connections held at once; past it a new one is answered 503 "
+        "`too_many_connections` with `Retry-After` and closed. Keep it under the process's "
+        "open-file limit less the upstream pools.",
+    )
+    idempotency_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Without `redis`: the bytes of stored answers the in-process idempotency "
+        "store keeps; past it the oldest are forgotten first (a retry under a forgotten key runs "
+        "again).",
+    )
 
 
 class Config(Strict):

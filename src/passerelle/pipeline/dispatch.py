@@ -1,7 +1,8 @@
 """Dispatch: the only stage that talks to providers.
 
 Targets are tried in order. Each gets its retries (429, 5xx, connection errors, timeouts; with
-exponential backoff), unless its circuit breaker is open; then the next target takes over. A
+exponential backoff), unless its circuit breaker is open for the calling tenant (see
+providers/resilience.py for what counts towards which breaker); then the next target takes over. A
 client error from upstream (400) is the client's to fix: no retry, no fallback. A stream counts as
 answered once its first chunk arrives; after that nothing is retried, since bytes may already be
 on their way to the client.
@@ -17,9 +18,7 @@ from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import Call, ChunkStream
 from passerelle.pipeline.resolve import Target
 from passerelle.providers.base import UpstreamRequest
-from passerelle.providers.resilience import backoff_delay
-
-CLIENT_ERRORS = frozenset({400, 413, 422})
+from passerelle.providers.resilience import CLIENT_ERRORS, backoff_delay, classify
 
 
 def upstream_request(call: Call, target: Target) -> UpstreamRequest:
@@ -74,18 +73,16 @@ async def _try_target(call: Call, target: Target) -> ProviderError | None:
             await _attempt(call, target)
         except ProviderError as exc:
             last = exc
-            if exc.status in CLIENT_ERRORS:
-                target.breaker.success()  # the provider is healthy; the request is not
+            target.breaker.failure(call.tenant, classify(exc))
+            if exc.status in CLIENT_ERRORS:  # the client's to fix: no retry, no fallback
                 raise exc.to_api_error() from exc
-            if not exc.overloaded:  # busy is not broken: an overloaded provider keeps its breaker
-                target.breaker.failure()
-            if not exc.retryable or not target.breaker.allow():
+            if not exc.retryable or not target.breaker.allow(call.tenant):
                 return exc
             continue
         except BaseException:
-            target.breaker.abandon()  # cancelled mid-attempt: no verdict on the provider
+            target.breaker.abandon(call.tenant)  # cancelled mid-attempt: no verdict on the provider
             raise
-        target.breaker.success()
+        target.breaker.success(call.tenant)
         return None
     return last
 
@@ -94,7 +91,7 @@ class Dispatch:
     async def __call__(self, call: Call, next: Next) -> None:
         last: ProviderError | None = None
         for target in call.route.targets:
-            if not target.breaker.allow():
+            if not target.breaker.allow(call.tenant):
                 continue
             failure = await _try_target(call, target)
             if failure is None:

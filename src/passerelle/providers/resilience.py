@@ -1,18 +1,61 @@
-"""Retries with backoff, and a circuit breaker per provider.
+"""Retries with backoff, and circuit breakers that one tenant cannot trip for everyone.
 
-A breaker opens after ``failures`` consecutive failed attempts and keeps traffic away from the
-provider for ``cooldown_s``; then one trial request is let through (half-open): success closes
-it, failure opens it again. The clock is injected so tests never sleep on it.
+A ``Breaker`` opens after ``failures`` consecutive failed attempts and keeps traffic away for
+``cooldown_s``; then one trial request is let through (half-open): success closes it, failure
+opens it again.
+
+A provider has one shared breaker and one per tenant (``CircuitBreaker``). Which one a failed
+attempt counts towards depends on what failed (``Fault``):
+
+- back-pressure (a 429, an overloaded provider, a 503 with ``Retry-After``) and client errors
+  (400, 413, 422) say nothing about the provider's health: no breaker moves.
+- a connection that could not be opened (refused, unreachable, DNS) is the provider's health,
+  whatever the request held: it counts towards the shared breaker.
+- any other failure (a 5xx answer, a timeout, a reset, a truncated stream, invalid JSON) may be
+  caused by what the request asked for, so it counts towards the tenant's own breaker, and
+  towards the shared one only once it is seen from more than one tenant: the shared breaker
+  opens when at least two tenants failed in its current run of failures and each tenant counts
+  for at most half the threshold (rounded up). A tenant whose requests alone fail is cut off
+  alone; every other tenant keeps the provider at its price.
+
+The clock is injected; the unit tests drive it by hand.
 """
 
 from __future__ import annotations
 
+import enum
+import math
 import random
 import time
 from collections.abc import Callable
 
+import aiohttp
 
-class CircuitBreaker:
+from passerelle.errors import ProviderError
+
+CLIENT_ERRORS = frozenset({400, 413, 422})
+MAX_TENANT_BREAKERS = 10_000
+
+
+class Fault(enum.Enum):
+    NONE = "none"  # back-pressure or the client's own error: no verdict on the provider
+    PROVIDER = "provider"  # the provider could not be reached at all
+    ANSWER = "answer"  # the provider answered badly, perhaps because of the request
+
+
+def classify(exc: ProviderError) -> Fault:
+    if exc.status in CLIENT_ERRORS or exc.overloaded or exc.status == 429:
+        return Fault.NONE
+    if exc.status == 503 and exc.retry_after is not None:
+        return Fault.NONE
+    if isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+        return Fault.PROVIDER
+    return Fault.ANSWER
+
+
+class Breaker:
+    """Consecutive failures open it for a cooldown; then one half-open trial decides."""
+
     def __init__(
         self, *, failures: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
@@ -29,8 +72,13 @@ class CircuitBreaker:
             self._clock() < self._open_until or self._trial_in_flight
         )
 
+    @property
+    def idle(self) -> bool:
+        """Closed with nothing counted: forgetting it changes nothing."""
+        return self._consecutive == 0 and not self._trial_in_flight
+
     def allow(self) -> bool:
-        """May a request go to this provider now? Claims the half-open trial when it is due."""
+        """May a request go through now? Claims the half-open trial when it is due."""
         if self._consecutive < self._threshold:
             return True
         if self._clock() < self._open_until or self._trial_in_flight:
@@ -43,7 +91,7 @@ class CircuitBreaker:
         self._trial_in_flight = False
 
     def abandon(self) -> None:
-        """An attempt ended without a verdict (cancelled, or our own bug): free the trial."""
+        """An attempt ended without a verdict: free the trial."""
         self._trial_in_flight = False
 
     def failure(self) -> None:
@@ -51,6 +99,83 @@ class CircuitBreaker:
         self._trial_in_flight = False
         if self._consecutive >= self._threshold:
             self._open_until = self._clock() + self._cooldown
+
+    def trip(self) -> None:
+        """Open now, as if the threshold had been reached."""
+        self._consecutive = max(self._consecutive, self._threshold - 1)
+        self.failure()
+
+
+class CircuitBreaker:
+    """One provider's breakers: shared by all tenants, and one per tenant (see the module)."""
+
+    def __init__(
+        self, *, failures: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._failures = failures
+        self._cooldown = cooldown_s
+        self._clock = clock
+        self._shared = Breaker(failures=failures, cooldown_s=cooldown_s, clock=clock)
+        self._tenants: dict[str, Breaker] = {}
+        self._run: dict[str, int] = {}  # the shared run of answer failures, per tenant
+        self._per_tenant_cap = max(1, math.ceil(failures / 2))
+
+    def allow(self, tenant: str | None) -> bool:
+        """May this tenant's request go to the provider now? Claims a due half-open trial."""
+        own = self._tenants.get(tenant or "")  # only tenants with failures have one
+        if own is not None and not own.allow():
+            return False
+        if not self._shared.allow():
+            if own is not None:
+                own.abandon()
+            return False
+        return True
+
+    def success(self, tenant: str | None) -> None:
+        self._shared.success()
+        self._run.clear()
+        own = self._tenants.get(tenant or "")
+        if own is not None:
+            own.success()
+            if own.idle:
+                del self._tenants[tenant or ""]
+
+    def abandon(self, tenant: str | None) -> None:
+        """An attempt ended without a verdict (cancelled, back-pressure, a client error)."""
+        self._shared.abandon()
+        own = self._tenants.get(tenant or "")
+        if own is not None:
+            own.abandon()
+
+    def failure(self, tenant: str | None, fault: Fault) -> None:
+        if fault is Fault.NONE:
+            self.abandon(tenant)
+            return
+        if fault is Fault.PROVIDER:
+            self._shared.failure()
+            own = self._tenants.get(tenant or "")
+            if own is not None:
+                own.abandon()
+            return
+        name = tenant or ""
+        self._tenant(tenant).failure()
+        self._run[name] = self._run.get(name, 0) + 1
+        counted = sum(min(n, self._per_tenant_cap) for n in self._run.values())
+        if len(self._run) >= 2 and counted >= self._failures:
+            self._shared.trip()
+        else:
+            self._shared.abandon()
+
+    def _tenant(self, tenant: str | None) -> Breaker:
+        name = tenant or ""
+        own = self._tenants.get(name)
+        if own is None:
+            if len(self._tenants) >= MAX_TENANT_BREAKERS:  # bounded: forget the idle ones
+                self._tenants = {k: b for k, b in self._tenants.items() if not b.idle}
+            own = self._tenants[name] = Breaker(
+                failures=self._failures, cooldown_s=self._cooldown, clock=self._clock
+            )
+        return own
 
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float = 5.0) -> float:

@@ -13,7 +13,7 @@ import logging
 import orjson
 from aiohttp import web
 
-from passerelle.errors import APIError, ServiceUnavailableError, StoreError
+from passerelle.errors import APIError, InvalidRequestError, ServiceUnavailableError, StoreError
 from passerelle.gateway import Gateway
 from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.context import Call, ChunkStream
@@ -44,7 +44,23 @@ async def _finish(call: Call) -> None:
 
 async def run_call(request: web.Request, endpoint: str) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
-    call = Call(endpoint=endpoint, headers=request.headers, raw_body=await request.read())
+    try:
+        raw_body = await request.read()
+    except ConnectionError:  # the client left, or was cut off by the body timeout: no error
+        log.info("a client went away before its request body was whole")
+        return error_response(InvalidRequestError("the request body did not arrive whole"))
+    except web.RequestPayloadError as exc:  # aiohttp's body parser: framing, Content-Encoding
+        log.warning("request body rejected: %s", type(exc.__cause__ or exc).__name__)
+        response = error_response(
+            InvalidRequestError(
+                "the request body cannot be read as sent (its framing or Content-Encoding "
+                "is invalid)",
+                code="malformed_http_request",
+            )
+        )
+        response.force_close()
+        return response
+    call = Call(endpoint=endpoint, headers=request.headers, raw_body=raw_body)
     try:
         await gateway.chain(call)
     except APIError as exc:

@@ -9,6 +9,7 @@ The ledger commit happens before ``data: [DONE]``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -33,53 +34,86 @@ async def write_stream(
             **headers,
         },
     )
-    await response.prepare(request)
-    connected = True
     error: APIError | None = None
     out = bytearray()  # events that arrived together leave together: one write, one syscall
     try:
-        async for chunk in stream:
-            call.chunks += 1
-            call.content_chars += chunk.content_chars
-            if chunk.usage is not None:
-                call.usage = chunk.usage
-            if not connected:
-                continue
-            if chunk.forward:
-                out += b"data: " + chunk.data + b"\n\n"
-            if chunk.more or not out:
-                continue
-            try:
-                await response.write(bytes(out))
-                out.clear()
-            except ConnectionError:
-                connected = False
-                call.status = "client_disconnected"
-                if not stream.drain_on_disconnect:
-                    break
+        # preparing writes the status line: a client that already left fails it, and the stream
+        # must still be closed (or drained) and the call metered, so it is inside this block
+        connected = await _pump(request, response, call, stream, out)
     except ProviderError as exc:
+        connected = response.prepared and call.status != "client_disconnected"
         error = exc.to_api_error()
         call.status = "upstream_cut"
         call.error = error
     except Exception:  # our own bug: still metered, still answered in the stream's own terms
         log.exception("stream of %s failed", call.request_id)
+        connected = response.prepared and call.status != "client_disconnected"
         error = APIError("internal error; see the gateway's log")
         call.fail(error)
     finally:
-        await stream.aclose()
-    try:
-        await call.finish()
-    except Exception:
-        log.error("usage of %s could not be recorded", call.request_id)
-        error = error or APIError("usage could not be recorded; the answer is incomplete")
+        try:
+            await stream.aclose()
+        finally:
+            error = await _finish(call) or error
     if connected:
         try:
-            if error is not None:
-                out += b"data: " + error.to_json() + b"\n\n"
-            else:
-                out += DONE
+            out += DONE if error is None else b"data: " + error.to_json() + b"\n\n"
             await response.write(bytes(out))
             await response.write_eof()
         except ConnectionError:
             pass
     return response
+
+
+async def _pump(
+    request: web.Request,
+    response: web.StreamResponse,
+    call: Call,
+    stream: ChunkStream,
+    out: bytearray,
+) -> bool:
+    """Write the stream's events; True while the client is still there at the end."""
+    connected = True
+    try:
+        await response.prepare(request)
+    except ConnectionError:
+        connected = _gone(call)
+        if not stream.drain_on_disconnect:
+            return connected
+    async for chunk in stream:
+        call.chunks += 1
+        call.content_chars += chunk.content_chars
+        if chunk.usage is not None:
+            call.usage = chunk.usage
+        if not connected:
+            continue
+        if chunk.forward:
+            out += b"data: " + chunk.data + b"\n\n"
+        if chunk.more or not out:
+            continue
+        try:
+            await response.write(bytes(out))
+            out.clear()
+        except ConnectionError:
+            connected = _gone(call)
+            if not stream.drain_on_disconnect:
+                break
+    return connected
+
+
+def _gone(call: Call) -> bool:
+    """The client went away: an ordinary event, not an error; the call is metered as such."""
+    call.status = "client_disconnected"
+    return False
+
+
+async def _finish(call: Call) -> APIError | None:
+    """The call's deferred work (the ledger commit); it runs even when the handler is cancelled."""
+    try:
+        await asyncio.shield(call.finish())
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.error("usage of %s could not be recorded", call.request_id)
+        return APIError("usage could not be recorded; the answer is incomplete")
+    return None

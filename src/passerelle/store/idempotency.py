@@ -3,12 +3,14 @@
 ``begin`` claims a key for a request body (by digest): the first caller proceeds; a later one with
 the same body gets the stored answer (or 409 while the first is still running); another body under
 the same key is a conflict (409). ``complete`` stores the answer; ``abandon`` frees the key when
-the first attempt failed, so the client's retry can run. In one process a dictionary; across
-replicas Redis, where the claim is one atomic script.
+the first attempt failed, so the client's retry can run. In one process a dictionary bounded by
+entries and by bytes (``server.idempotency_max_bytes``); across replicas Redis, where the claim is
+one atomic script.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +24,10 @@ from passerelle.store.redis import connect
 
 TTL_S = 24 * 3600
 PENDING_TTL_S = 600
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_ENTRIES = 100_000
+ENTRY_OVERHEAD_BYTES = 256  # the key, the digest, the tuple and the headers, roughly
+log = logging.getLogger("passerelle.idempotency")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +35,13 @@ class StoredAnswer:
     headers: dict[str, str]
     body: bytes | None  # a JSON answer
     chunks: list[bytes] | None  # or the SSE payloads of a stream
+
+    def size(self) -> int:
+        """The bytes this answer holds in memory, roughly (what a byte bound counts)."""
+        held = len(self.body) if self.body is not None else 0
+        if self.chunks is not None:
+            held += sum(len(c) + 40 for c in self.chunks) + 8 * len(self.chunks)
+        return held + ENTRY_OVERHEAD_BYTES + sum(len(k) + len(v) for k, v in self.headers.items())
 
     def dumps(self) -> bytes:
         return orjson.dumps(
@@ -66,36 +79,86 @@ class IdempotencyStore(Protocol):
 
 
 class LocalIdempotency:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._entries: dict[str, tuple[str, float, StoredAnswer | None]] = {}
+    """In one process: bounded by entries and by the bytes of the answers it keeps.
+
+    Past either bound the oldest stored answers are forgotten first (a retry under a forgotten
+    key runs again); a key still in progress is never forgotten before it expires, so two copies
+    of one request never run at once. An answer larger than the whole byte bound is not kept.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+    ) -> None:
+        self._pending: dict[str, tuple[str, float]] = {}  # key -> (digest, expires)
+        # key -> (digest, expires, answer, size); insertion order is age, oldest first
+        self._answers: dict[str, tuple[str, float, StoredAnswer, int]] = {}
+        self._bytes = 0
+        self._max_bytes = max_bytes
+        self._max_entries = max_entries
         self._clock = clock
+
+    @property
+    def stored_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._pending) + len(self._answers)
 
     async def begin(self, key: str, digest: str) -> Claim:
         now = self._clock()
-        entry = self._entries.get(key)
-        if entry is not None and entry[1] < now:
-            entry = None
-        if entry is None:
-            if len(self._entries) > 100_000:
-                self._entries = {k: v for k, v in self._entries.items() if v[1] >= now}
-            self._entries[key] = (digest, now + PENDING_TTL_S, None)
-            return Claim("new")
-        if entry[0] != digest:
-            return Claim("conflict")
-        if entry[2] is None:
-            return Claim("pending")
-        return Claim("replay", entry[2])
+        stored = self._answers.get(key)
+        if stored is not None and stored[1] < now:
+            self._forget(key)
+            stored = None
+        if stored is not None:
+            return Claim("conflict") if stored[0] != digest else Claim("replay", stored[2])
+        pending = self._pending.get(key)
+        if pending is not None and pending[1] < now:
+            del self._pending[key]
+            pending = None
+        if pending is not None:
+            return Claim("conflict") if pending[0] != digest else Claim("pending")
+        if len(self) >= self._max_entries:
+            self._make_room(now)
+        self._pending[key] = (digest, now + PENDING_TTL_S)
+        return Claim("new")
 
     async def complete(self, key: str, digest: str, answer: StoredAnswer) -> None:
-        self._entries[key] = (digest, self._clock() + TTL_S, answer)
+        self._pending.pop(key, None)
+        if key in self._answers:
+            self._forget(key)
+        size = answer.size()
+        if size > self._max_bytes:
+            log.warning("an answer of %d bytes is over the idempotency store's bound", size)
+            return
+        self._answers[key] = (digest, self._clock() + TTL_S, answer, size)
+        self._bytes += size
+        while self._bytes > self._max_bytes:
+            self._forget(next(iter(self._answers)))
 
     async def abandon(self, key: str, digest: str) -> None:
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] == digest and entry[2] is None:
-            del self._entries[key]
+        pending = self._pending.get(key)
+        if pending is not None and pending[0] == digest:
+            del self._pending[key]
 
     async def close(self) -> None:
         return None
+
+    def _forget(self, key: str) -> None:
+        self._bytes -= self._answers.pop(key)[3]
+
+    def _make_room(self, now: float) -> None:
+        """Expired entries go first, then the oldest answers, down to nine tenths of the bound."""
+        self._pending = {k: v for k, v in self._pending.items() if v[1] >= now}
+        for key in [k for k, v in self._answers.items() if v[1] < now]:
+            self._forget(key)
+        target = self._max_entries * 9 // 10
+        while self._answers and len(self) > target:
+            self._forget(next(iter(self._answers)))
 
 
 BEGIN = """
