@@ -78,6 +78,12 @@ class ProviderConfig(Strict):
         default=30.0, ge=0, description="How long an open breaker keeps traffic away."
     )
     max_connections: int = Field(default=256, ge=1, description="Pooled connections to upstream.")
+    max_response_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="The most bytes of one upstream answer (or one streamed event) the gateway "
+        "reads; a larger one fails the attempt (502) instead of filling memory.",
+    )
     # local kind
     model: str | None = Field(
         default=None, description="`local`: a shipped model name (`gemma-3-270m`) or a GGUF path."

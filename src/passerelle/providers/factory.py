@@ -18,6 +18,7 @@ def build_provider(config: ProviderConfig, secrets: Secrets) -> Provider:
         timeout_s=config.timeout_s,
         connect_timeout_s=config.connect_timeout_s,
         max_connections=config.max_connections,
+        max_response_bytes=config.max_response_bytes,
     )
     if config.kind == "anthropic":
         from passerelle.providers.anthropic import AnthropicProvider

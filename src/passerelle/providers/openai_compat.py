@@ -23,7 +23,7 @@ from passerelle.providers.base import (
     UpstreamRequest,
     Usage,
 )
-from passerelle.providers.transport import HttpTransport, json_object
+from passerelle.providers.transport import HttpTransport, json_object, too_large
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
@@ -138,6 +138,8 @@ class OpenAICompatProvider:
                 # event, so the server writes it to the client in one system call
                 async for data in resp.content.iter_any():
                     payloads, pending = sse_payloads(pending + data)
+                    if len(pending) > self._transport.max_response_bytes:
+                        raise too_large(self.name, self._transport.max_response_bytes)
                     for i, payload in enumerate(payloads):
                         if payload == b"[DONE]":
                             done = True

@@ -2,7 +2,9 @@
 
 One ``aiohttp.ClientSession`` per provider, created at start-up and closed at shutdown. Every
 low-level failure (refused connection, reset, timeout) becomes a retryable ``ProviderError`` here,
-chained to its cause, so providers only deal with HTTP statuses.
+chained to its cause, so providers only deal with HTTP statuses. An answer is read up to
+``max_response_bytes`` and no further: an upstream (or a client's request for 100,000 embeddings)
+cannot make the gateway hold more than that per call.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ def json_object(raw: bytes, provider: str) -> dict[str, Any]:
     return doc
 
 
+def too_large(provider: str, cap: int) -> ProviderError:
+    return ProviderError(
+        f"answer larger than max_response_bytes ({cap} bytes); not read", provider=provider
+    )
+
+
 class HttpTransport:
     def __init__(
         self,
@@ -48,13 +56,19 @@ class HttpTransport:
         timeout_s: float,
         connect_timeout_s: float,
         max_connections: int,
+        max_response_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
         self._stream_timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout_s, sock_read=timeout_s
         )
         self._max_connections = max_connections
+        self._max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def max_response_bytes(self) -> int:
+        return self._max_response_bytes
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -76,7 +90,22 @@ class HttpTransport:
             async with self.session.post(
                 url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
-                return resp.status, await resp.read(), resp.headers.get("Retry-After")
+                body = await self._read_capped(provider, resp)
+                return resp.status, body, resp.headers.get("Retry-After")
+
+    async def _read_capped(self, provider: str, resp: aiohttp.ClientResponse) -> bytes:
+        cap = self._max_response_bytes
+        declared = resp.content_length
+        if declared is not None and "Content-Encoding" not in resp.headers:
+            if declared > cap:
+                raise too_large(provider, cap)
+            return await resp.read()  # the usual case: one read of a known, allowed size
+        out = bytearray()
+        async for piece in resp.content.iter_chunked(1 << 16):
+            out += piece
+            if len(out) > cap:
+                raise too_large(provider, cap)
+        return bytes(out)
 
     @asynccontextmanager
     async def stream(
