@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 
-.PHONY: install run test lint typecheck bench docs clean
+.PHONY: install run test check lint typecheck contracts bench docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,15 +18,21 @@ install: $(STAMP)  ## create .venv with the gateway, the embedded model and the 
 run: $(STAMP)  ## start the gateway on http://127.0.0.1:8080 with the embedded model
 	$(BIN)/passerelle serve $(if $(CONFIG),--config $(CONFIG))
 
-test: $(STAMP)  ## run every test (starts PostgreSQL and Redis where they are down)
+test: $(STAMP)  ## run every test (PostgreSQL and Redis tests skip where they are down; .ci/run starts them)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+check: lint typecheck contracts  ## what CI runs: lint, type check, import contracts, then every test
+	$(MAKE) test
+
+lint: $(STAMP)  ## ruff: lint rules and formatting
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-typecheck: $(STAMP)
+typecheck: $(STAMP)  ## mypy (strict on pipeline/, pricing/, store/)
 	$(BIN)/mypy
+
+contracts: $(STAMP)  ## the import contracts of pyproject.toml: layers, no cycles
+	$(BIN)/lint-imports --no-cache
 
 bench: $(STAMP)  ## the overhead benchmark (prints a table)
 	$(BIN)/python bench/overhead.py

@@ -23,11 +23,11 @@ from typing import Any
 
 import orjson
 
-from passerelle.config.schema import ProviderConfig
 from passerelle.providers import local
 from passerelle.providers.base import UpstreamRequest
 from passerelle.providers.local import LocalProvider
 from passerelle.providers.local_framing import Framing, message_text
+from passerelle.providers.settings import LocalSettings
 
 Check = Callable[[str], bool]
 
@@ -198,7 +198,7 @@ async def score(
 
 async def quality(args: argparse.Namespace) -> None:
     provider = LocalProvider(
-        ProviderConfig(name="bench", kind="local", model="gemma-3-270m", n_threads=args.threads)
+        LocalSettings(name="bench", model="gemma-3-270m", n_threads=args.threads)
     )
     await provider.load()
     chosen = local.transcript
@@ -224,7 +224,7 @@ async def speed() -> None:
     try:
         for threads in (1, 2, 1, 2):
             provider = LocalProvider(
-                ProviderConfig(name="bench", kind="local", model="gemma-3-270m", n_threads=threads)
+                LocalSettings(name="bench", model="gemma-3-270m", n_threads=threads)
             )
             await provider.load()
             await answer(provider, story, temperature=0, max_tokens=8)  # warm up

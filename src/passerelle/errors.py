@@ -3,7 +3,7 @@
 The API speaks OpenAI's error shape, ``{"error": {"message", "type", "param", "code"}}``, with the
 HTTP status the official SDKs map to the right exception class. Each class below fixes its status
 and type; raising one anywhere on the request path is enough for the client to get the right
-answer. Messages never carry keys or prompts.
+answer. An error is complete once constructed: nothing sets its type or status afterwards. Messages never carry keys or prompts.
 
     PasserelleError
     ├── ConfigError                      bad or incomplete configuration (start-up, `config check`)
@@ -16,8 +16,10 @@ answer. Messages never carry keys or prompts.
         ├── MethodNotAllowedError        405
         ├── ConflictError                409 (idempotency key reused with another body)
         ├── RequestTooLargeError         413
-        ├── RateLimitError               429 rate_limit_exceeded / insufficient_quota
+        ├── RateLimitError               429 rate_limit_error (rate limits, upstream back-pressure)
+        │   └── InsufficientQuotaError   429 insufficient_quota (hard budget, margin floor)
         ├── ServiceUnavailableError      503 (local queue full, store down under a hard budget)
+        ├── HTTPStatusError              any other status the HTTP server refused a request with
         └── UpstreamError                502 every target failed
             └── UpstreamTimeoutError     504
 
@@ -123,6 +125,24 @@ class RateLimitError(APIError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class InsufficientQuotaError(RateLimitError):
+    """The tenant's money is spent (a hard budget, a margin floor): OpenAI's own type for it, so
+    clients tell it from a short rate limit that waiting would clear."""
+
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class HTTPStatusError(APIError):
+    """A refusal by the HTTP server itself, with a status no other class names: complete from
+    its constructor, its type following the status (a client's fault below 500)."""
+
+    def __init__(self, message: str, *, status: int, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers=headers)
+        self.status = status
+        self.type = "invalid_request_error" if status < 500 else "server_error"
 
 
 class ServiceUnavailableError(APIError):

@@ -30,11 +30,13 @@ from passerelle.pipeline.meter import Meter
 from passerelle.pipeline.parse import Parse
 from passerelle.pipeline.resolve import Pricer, Resolve, Route, Target
 from passerelle.pricing.catalogue import Catalogue, configured_price
+from passerelle.provider_settings import provider_settings
 from passerelle.providers.base import Provider
 from passerelle.providers.factory import build_provider
 from passerelle.providers.resilience import CircuitBreaker
-from passerelle.store.base import Ledger, open_ledger
+from passerelle.store.base import Ledger
 from passerelle.store.idempotency import IdempotencyStore, LocalIdempotency, RedisIdempotency
+from passerelle.store.ledgers import open_ledger
 from passerelle.tenancy import KeyRing
 
 log = logging.getLogger("passerelle")
@@ -99,7 +101,9 @@ class Gateway:
                 secret = loaded.secrets.get(ref_str)
                 assert secret is not None
                 keys.add_secret(secret, tenant.name, name)
-        providers = {p.name: build_provider(p, loaded.secrets) for p in config.providers}
+        providers = {
+            p.name: build_provider(provider_settings(p, loaded.secrets)) for p in config.providers
+        }
         routes = build_routes(config, providers)
         limits = build_limits(config, dict(loaded.secrets.values))
         floors = {p.name for p in config.plans if p.margin_floor is not None}
@@ -172,9 +176,7 @@ class Gateway:
         rules = self.limits.all_budgets() + [tracking_rule(t) for t in self.floor_tenants()]
         await self.counters.start(rules, self.seed)
         for provider in self.providers.values():
-            load = getattr(provider, "load", None)
-            if load is not None:
-                await load()
+            await provider.load()
 
     async def _refresh_revenue(self) -> None:
         """Revenue imported by the CLI or another replica reaches this one within a minute."""

@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 import pytest
 
-from passerelle.config.schema import ProviderConfig
 from passerelle.errors import ProviderError
 from passerelle.providers.anthropic import (
     AnthropicProvider,
@@ -23,6 +22,7 @@ from passerelle.providers.anthropic import (
     usage_from_anthropic,
 )
 from passerelle.providers.base import StreamChunk, UpstreamRequest, Usage
+from passerelle.providers.settings import RemoteSettings
 
 
 def body_of(messages: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
@@ -567,8 +567,8 @@ class FakeTransport:
 
 def provider_with(status: int, lines: list[bytes]) -> tuple[AnthropicProvider, FakeTransport]:
     transport = FakeTransport(status, lines)
-    config = ProviderConfig(name="claude", kind="anthropic")
-    return AnthropicProvider(config, "sk-test", transport), transport  # type: ignore[arg-type]
+    settings = RemoteSettings(name="claude", kind="anthropic", api_key="sk-test")
+    return AnthropicProvider(settings, transport), transport  # type: ignore[arg-type]
 
 
 REQUEST = UpstreamRequest(

@@ -14,7 +14,6 @@ import numpy as np
 import orjson
 import pytest
 
-from passerelle.config.schema import ProviderConfig
 from passerelle.errors import ProviderError
 from passerelle.providers.base import UpstreamRequest
 from passerelle.providers.local import LocalProvider, Vocabulary
@@ -27,6 +26,7 @@ from passerelle.providers.local_framing import (
     sampling,
     transcript,
 )
+from passerelle.providers.settings import LocalSettings
 
 EXAMPLE_BLOCK = "Question: What is the capital of Italy?\nAnswer: The capital of Italy is Rome."
 
@@ -212,9 +212,7 @@ class ScriptedEngine:
 def provider_with(tmp_path: Path, engine: ScriptedEngine, **config: Any) -> LocalProvider:
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")
-    provider = LocalProvider(
-        ProviderConfig(name="on-prem", kind="local", model=str(gguf), **config)
-    )
+    provider = LocalProvider(LocalSettings(name="on-prem", model=str(gguf), **config))
     provider._llm = engine  # the engine is loaded: no llama.cpp here
     provider._vocabulary = Vocabulary(blank=frozenset({0, 1, 3}), enders=(0, 1))
     return provider

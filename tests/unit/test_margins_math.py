@@ -16,9 +16,9 @@ from passerelle.economics.margins import (
     previous_month,
     share,
 )
-from passerelle.economics.revenue import RevenueBook, RevenueEntry, parse_revenue_csv
+from passerelle.economics.revenue import RevenueBook, parse_revenue_csv
 from passerelle.errors import InvalidRequestError
-from passerelle.store.records import UsageRecord
+from passerelle.store.records import RevenueEntry, UsageRecord
 from passerelle.store.sqlite import SQLiteLedger
 
 

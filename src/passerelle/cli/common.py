@@ -13,7 +13,8 @@ import click
 
 from passerelle.config.defaults import DATA_DIR, EMBEDDED
 from passerelle.config.load import Loaded, load_config, load_config_text
-from passerelle.store.base import Ledger, open_ledger
+from passerelle.store.base import Ledger
+from passerelle.store.ledgers import open_ledger
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ import click
 from passerelle.cli.common import config_option, load, with_ledger
 from passerelle.errors import APIError
 from passerelle.pricing.cost import usd_report
-from passerelle.server.admin import parse_group_by, parse_when
+from passerelle.store.query import parse_group_by, parse_when
 from passerelle.store.records import UsageRow
 
 

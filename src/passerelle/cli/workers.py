@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from passerelle.cli.serve import banner
+from passerelle.cli.startup import banner, first_key
 from passerelle.config.load import Loaded
 from passerelle.gateway import Gateway
 
@@ -41,12 +41,11 @@ def supervise(
     check_shareable(loaded)
     key = None
     if config_path is None:
-        from passerelle.cli.serve import _first_key
 
         async def first() -> str | None:
             gateway = Gateway.from_config(loaded)
             try:
-                return await _first_key(gateway)
+                return await first_key(gateway)
             finally:
                 await gateway.ledger.close()
 

@@ -10,20 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from passerelle.config.schema import Config
 from passerelle.errors import InvalidRequestError
-
-
-@dataclass(frozen=True, slots=True)
-class RevenueEntry:
-    tenant: str
-    period: str  # YYYY-MM
-    amount: Decimal
-    currency: str = "USD"
-    source: str = "config"
+from passerelle.store.records import RevenueEntry
 
 
 class RevenueBook:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from passerelle.errors import (
+    InsufficientQuotaError,
     InvalidRequestError,
     RateLimitError,
     ServiceUnavailableError,
@@ -107,14 +108,11 @@ def refusal_error(refusal: Refusal, at: float) -> RateLimitError:
     if isinstance(rule, BudgetRule):
         end = period_end(rule.period, at)
         resets = f"resets at {end.strftime('%Y-%m-%dT%H:%M:%SZ')}" if end else "never resets"
-        err = RateLimitError(
+        return InsufficientQuotaError(
             f"budget exceeded: {rule.label} has a {rule.kind_label} budget of ${rule.usd} per "
             f"{rule.period}; this request could cost more than what is left; {resets}",
-            code="insufficient_quota",
             headers={"retry-after": str(refusal.retry_after_s)},
         )
-        err.type = "insufficient_quota"
-        return err
     assert isinstance(rule, RateRule)
     unit = "requests" if rule.kind == "rpm" else "tokens"
     return RateLimitError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -32,7 +32,7 @@ class ChunkStream:
     """A stream whose first chunk has already arrived (so retries are over)."""
 
     first: StreamChunk
-    rest: AsyncIterator[StreamChunk]
+    rest: AsyncGenerator[StreamChunk, None]  # a provider's stream: closing it frees the upstream
     drain_on_disconnect: bool = True
 
     async def __aiter__(self) -> AsyncIterator[StreamChunk]:
@@ -41,9 +41,7 @@ class ChunkStream:
             yield chunk
 
     async def aclose(self) -> None:
-        closer = getattr(self.rest, "aclose", None)
-        if closer is not None:
-            await closer()
+        await self.rest.aclose()
 
 
 @dataclass(slots=True)

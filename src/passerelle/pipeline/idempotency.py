@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from passerelle.errors import (
     ConflictError,
@@ -29,18 +29,21 @@ log = logging.getLogger("passerelle.idempotency")
 REPLAYED_HEADERS = ("x-passerelle-target",)
 
 
-async def _replay_rest(chunks: list[bytes]) -> AsyncIterator[StreamChunk]:
+async def _replay_rest(chunks: list[bytes]) -> AsyncGenerator[StreamChunk, None]:
     for data in chunks:
         yield StreamChunk(data=data)
 
 
 async def _capture(
-    rest: AsyncIterator[StreamChunk], into: list[bytes]
-) -> AsyncIterator[StreamChunk]:
-    async for chunk in rest:
-        if chunk.forward:
-            into.append(chunk.data)
-        yield chunk
+    rest: AsyncGenerator[StreamChunk, None], into: list[bytes]
+) -> AsyncGenerator[StreamChunk, None]:
+    try:
+        async for chunk in rest:
+            if chunk.forward:
+                into.append(chunk.data)
+            yield chunk
+    finally:  # closing the capture closes the provider's stream (and frees its connection)
+        await rest.aclose()
 
 
 class Idempotency:

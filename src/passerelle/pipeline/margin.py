@@ -21,7 +21,7 @@ from decimal import Decimal
 
 from passerelle.config.schema import PlanConfig
 from passerelle.economics.revenue import RevenueBook
-from passerelle.errors import RateLimitError
+from passerelle.errors import InsufficientQuotaError
 from passerelle.limits.counters import Floor
 from passerelle.limits.periods import period_id
 from passerelle.limits.rules import BudgetRule, to_nano
@@ -79,13 +79,11 @@ class MarginFloor:
         tenant = call.tenant
         if check.action == "refuse":
             call.annotate(f"refused: margin floor ({check.pct} of revenue)")
-            err = RateLimitError(
+            raise InsufficientQuotaError(
                 f"margin floor reached for tenant {tenant}: LLM cost this month is over "
                 f"{check.pct} of its revenue",
                 code="margin_floor",
             )
-            err.type = "insufficient_quota"
-            raise err
         cheaper = call.route.degrade_to
         if cheaper is None:
             call.annotate(

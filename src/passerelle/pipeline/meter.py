@@ -42,7 +42,7 @@ class Meter:
         self._pricer = pricer
 
     async def __call__(self, call: Call, next: Next) -> None:
-        if not getattr(self._ledger, "healthy", True):
+        if not self._ledger.healthy:
             # never serve what cannot be recorded
             raise ServiceUnavailableError(
                 "the ledger is unreachable; requests are refused until it is back",

@@ -7,12 +7,11 @@ alone; the translation itself lives in ``anthropic_wire.py`` as pure functions.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import aiohttp
 import orjson
 
-from passerelle.config.schema import ProviderConfig
 from passerelle.errors import ProviderError
 from passerelle.providers.anthropic_wire import (
     AnthropicStreamTranslator,
@@ -25,9 +24,11 @@ from passerelle.providers.base import (
     Capabilities,
     Completion,
     Embeddings,
+    Provider,
     StreamChunk,
     UpstreamRequest,
 )
+from passerelle.providers.settings import RemoteSettings
 from passerelle.providers.transport import HttpTransport, json_object
 
 __all__ = [
@@ -66,19 +67,19 @@ def error_message(status: int, raw: bytes) -> str:
     return f"HTTP {status}"
 
 
-class AnthropicProvider:
+class AnthropicProvider(Provider):
     kind = "anthropic"
 
-    def __init__(self, config: ProviderConfig, api_key: str | None, transport: HttpTransport):
-        self.name = config.name
+    def __init__(self, settings: RemoteSettings, transport: HttpTransport):
+        self.name = settings.name
         self.capabilities = Capabilities(
             streaming=True, tools=True, json_schema=False, vision=True, embeddings=False
         )
-        self._url = messages_url(config.base_url or DEFAULT_BASE_URL)
+        self._url = messages_url(settings.base_url or DEFAULT_BASE_URL)
         self._transport = transport
         self._headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
-        if api_key:
-            self._headers["x-api-key"] = api_key
+        if settings.api_key:
+            self._headers["x-api-key"] = settings.api_key
 
     async def complete(self, request: UpstreamRequest) -> Completion:
         body = to_anthropic_body(request)
@@ -94,7 +95,7 @@ class AnthropicProvider:
         usage = usage_from_anthropic(doc.get("usage"))
         return Completion(body=orjson.dumps(answer), usage=usage, upstream_model=model)
 
-    async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
+    async def stream(self, request: UpstreamRequest) -> AsyncGenerator[StreamChunk, None]:
         body = to_anthropic_body(request)
         body["stream"] = True
         translator = AnthropicStreamTranslator(

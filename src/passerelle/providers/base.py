@@ -2,14 +2,14 @@
 
 A provider has a name, its capabilities as data, and four methods: ``complete`` (one JSON answer),
 ``stream`` (Server-Sent Events, as OpenAI ``chat.completion.chunk`` payloads), ``embed`` and
-``aclose``. Whatever the upstream speaks, it answers in OpenAI's wire format and reports usage as a
+``aclose``; ``load`` is optional, with a default on the protocol. Whatever the upstream speaks, it answers in OpenAI's wire format and reports usage as a
 ``Usage``; the translation lives inside each provider as pure functions. Upstream failures leave a
 provider only as ``ProviderError``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -85,14 +85,24 @@ class StreamState:
 
 
 class Provider(Protocol):
+    """What every upstream implements. Providers subclass it, and so inherit the defaults of the
+    optional capabilities (``load``) instead of the gateway probing for them."""
+
     name: str
     kind: str
     capabilities: Capabilities
 
     async def complete(self, request: UpstreamRequest) -> Completion: ...
 
-    def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]: ...
+    def stream(self, request: UpstreamRequest) -> AsyncGenerator[StreamChunk, None]:
+        """An async generator: closing it (``aclose``) frees the upstream connection."""
+        ...
 
     async def embed(self, request: UpstreamRequest) -> Embeddings: ...
 
     async def aclose(self) -> None: ...
+
+    async def load(self) -> None:
+        """Get ready before the first request (the local engine loads its weights); by default
+        there is nothing to do."""
+        return None

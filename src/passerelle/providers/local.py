@@ -49,18 +49,18 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from passerelle.config.schema import ProviderConfig
 from passerelle.errors import ConfigError, ProviderError
 from passerelle.providers.base import (
     Capabilities,
     Completion,
     Embeddings,
+    Provider,
     StreamChunk,
     UpstreamRequest,
     Usage,
@@ -74,6 +74,7 @@ from passerelle.providers.local_framing import (
     transcript,
     usage_chunk_body,
 )
+from passerelle.providers.settings import LocalSettings
 
 log = logging.getLogger("passerelle.providers.local")
 
@@ -189,15 +190,14 @@ def engine_body(request: UpstreamRequest) -> dict[str, Any]:
     return body
 
 
-class LocalProvider:
+class LocalProvider(Provider):
     kind = "local"
 
-    def __init__(self, config: ProviderConfig) -> None:
-        assert config.model is not None
-        self.name = config.name
+    def __init__(self, settings: LocalSettings) -> None:
+        self.name = settings.name
         self.capabilities = Capabilities(streaming=True, drain_on_disconnect=False)
-        self._config = config
-        self._path = model_path(config.model)
+        self._settings = settings
+        self._path = model_path(settings.model)
         self._llm: Any = None
         self._vocabulary = EMPTY_VOCABULARY
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{self.name}")
@@ -214,10 +214,10 @@ class LocalProvider:
             if self._llm is None:
                 from llama_cpp import Llama
 
-                threads = self._config.n_threads or default_threads()
+                threads = self._settings.n_threads or default_threads()
                 llm = Llama(
                     model_path=str(self._path),
-                    n_ctx=self._config.n_ctx,
+                    n_ctx=self._settings.n_ctx,
                     n_threads=threads,
                     n_threads_batch=threads,
                     verbose=False,
@@ -230,9 +230,9 @@ class LocalProvider:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._engine)
 
     def _admit(self) -> None:
-        if self._pending > self._config.max_queue:
+        if self._pending > self._settings.max_queue:
             raise ProviderError(
-                f"local model queue is full ({self._config.max_queue} waiting)",
+                f"local model queue is full ({self._settings.max_queue} waiting)",
                 provider=self.name,
                 status=503,
                 overloaded=True,
@@ -243,9 +243,9 @@ class LocalProvider:
         """On the engine thread: yields (text piece, finish reason or None)."""
         llm = self._engine()
         tally.vocabulary = self._vocabulary
-        params = sampling(body, self._config.default_max_tokens)
+        params = sampling(body, self._settings.default_max_tokens)
         messages = body.get("messages") or []
-        if self._config.chat_format == "template":
+        if self._settings.chat_format == "template":
             parts = llm.create_chat_completion(
                 messages=messages,
                 stream=True,
@@ -332,7 +332,7 @@ class LocalProvider:
             self._stops.discard(stop)
             self._pending -= 1
 
-    async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
+    async def stream(self, request: UpstreamRequest) -> AsyncGenerator[StreamChunk, None]:
         rid = "chatcmpl-" + uuid.uuid4().hex
         model = request.upstream_model
         tally = _Tally()

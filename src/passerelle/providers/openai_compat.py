@@ -7,22 +7,23 @@ ask the upstream for the usage chunk and hide it from clients that did not ask f
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
 import orjson
 
-from passerelle.config.schema import ProviderConfig
 from passerelle.errors import ProviderError
 from passerelle.providers.base import (
     Capabilities,
     Completion,
     Embeddings,
+    Provider,
     StreamChunk,
     UpstreamRequest,
     Usage,
 )
+from passerelle.providers.settings import RemoteSettings
 from passerelle.providers.transport import HttpTransport, json_object, too_large
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
@@ -89,20 +90,21 @@ def error_message(provider: str, status: int, raw: bytes) -> str:
     return str(msg)[:300] if msg else f"HTTP {status}"
 
 
-class OpenAICompatProvider:
+class OpenAICompatProvider(Provider):
     kind = "openai"
 
-    def __init__(self, config: ProviderConfig, api_key: str | None, transport: HttpTransport):
-        assert config.base_url is not None
-        self.name = config.name
+    def __init__(self, settings: RemoteSettings, transport: HttpTransport):
+        if not settings.base_url:
+            raise ValueError(f"provider {settings.name!r}: an OpenAI-compatible API needs base_url")
+        self.name = settings.name
         self.capabilities = Capabilities(
             streaming=True, tools=True, json_schema=True, vision=True, embeddings=True
         )
-        self._url = config.base_url.rstrip("/")
+        self._url = settings.base_url.rstrip("/")
         self._transport = transport
         self._headers = {"Content-Type": "application/json"}
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
+        if settings.api_key:
+            self._headers["Authorization"] = f"Bearer {settings.api_key}"
 
     async def complete(self, request: UpstreamRequest) -> Completion:
         raw = await self._post("/chat/completions", to_upstream_body(request))
@@ -123,7 +125,7 @@ class OpenAICompatProvider:
         usage = Usage(input_tokens=int(tokens or 0), output_tokens=0)
         return Embeddings(body=raw, usage=usage, upstream_model=request.upstream_model)
 
-    async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
+    async def stream(self, request: UpstreamRequest) -> AsyncGenerator[StreamChunk, None]:
         async with self._transport.stream(
             self.name, self._url + "/chat/completions", to_upstream_body(request), self._headers
         ) as resp:

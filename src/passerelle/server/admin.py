@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,11 +21,10 @@ from passerelle.errors import AuthenticationError, InvalidRequestError, Permissi
 from passerelle.pipeline.auth import bearer
 from passerelle.pricing.cost import format_usd, usd_report
 from passerelle.server.routes import GATEWAY
-from passerelle.store.records import GROUP_COLUMNS
+from passerelle.store.query import parse_group_by, parse_when
 from passerelle.tenancy import ApiKey, key_digest, key_id_for, new_key
 
 MICRO = Decimal("0.000001")
-RELATIVE = re.compile(r"^(\d+)([hdm])$")
 
 
 def require_admin(request: web.Request) -> None:
@@ -37,40 +36,6 @@ def require_admin(request: web.Request) -> None:
         token.encode(), gateway.admin_token.encode()
     ):
         raise PermissionDeniedError("this key may not use the admin API")
-
-
-def parse_when(value: str | None, param: str) -> datetime | None:
-    if not value:
-        return None
-    m = RELATIVE.match(value)
-    if m:
-        n, unit = int(m.group(1)), m.group(2)
-        try:
-            delta = {"h": timedelta(hours=n), "d": timedelta(days=n), "m": timedelta(minutes=n)}[
-                unit
-            ]
-            return datetime.now(UTC) - delta
-        except OverflowError:  # a span reaching before year 1
-            raise InvalidRequestError(f"{param} reaches too far back", param=param) from None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidRequestError(
-            f"{param} must be an ISO date or time, or a span like 24h or 7d", param=param
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def parse_group_by(value: str | None) -> list[str]:
-    if not value:
-        return []
-    groups = [g.strip() for g in value.split(",") if g.strip()]
-    for g in groups:
-        if g not in GROUP_COLUMNS:
-            raise InvalidRequestError(
-                f"group_by accepts {', '.join(GROUP_COLUMNS)}; got {g!r}", param="group_by"
-            )
-    return groups
 
 
 async def usage(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from passerelle.errors import (
     APIError,
+    HTTPStatusError,
     MethodNotAllowedError,
     NotFoundError,
     RequestTooLargeError,
@@ -47,10 +48,7 @@ def from_http_exception(exc: web.HTTPException, request: web.Request) -> APIErro
         )
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return RequestTooLargeError("request body is too large")
-    err = APIError(exc.reason or "error")
-    err.status = exc.status
-    err.type = "invalid_request_error" if exc.status < 500 else "server_error"
-    return err
+    return HTTPStatusError(exc.reason or "error", status=exc.status)
 
 
 @web.middleware

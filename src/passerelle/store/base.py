@@ -1,4 +1,4 @@
-"""The ``Ledger`` protocol, and opening the one the configuration names.
+"""The ``Ledger`` protocol: what every ledger implements (``ledgers.py`` opens one by URL).
 
 A ledger records usage durably (``record`` returns once the row is committed, in a batch with its
 neighbours), answers usage reports, and keeps the API keys created at run time.
@@ -10,12 +10,20 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from passerelle.economics.revenue import RevenueEntry
-from passerelle.store.records import UsageRecord, UsageRow
+from passerelle.store.records import RevenueEntry, UsageRecord, UsageRow
 from passerelle.tenancy import ApiKey
 
 
 class Ledger(Protocol):
+    """What every ledger implements. A ledger that subclasses it inherits the defaults of the
+    optional capabilities (``healthy``); one that does not must provide them itself."""
+
+    @property
+    def healthy(self) -> bool:
+        """False while the store is unreachable: the meter then refuses calls (503) rather than
+        serve what it could not record. A store that cannot tell is always healthy."""
+        return True
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -40,15 +48,3 @@ class Ledger(Protocol):
     async def set_revenue(self, entries: Sequence[RevenueEntry]) -> None: ...
 
     async def list_revenue(self) -> list[RevenueEntry]: ...
-
-
-def open_ledger(url: str) -> Ledger:
-    if url.startswith("sqlite:///"):
-        from passerelle.store.sqlite import SQLiteLedger
-
-        return SQLiteLedger(url.removeprefix("sqlite:///"))
-    if url.startswith(("postgresql://", "postgres://")):
-        from passerelle.store.postgres import PostgresLedger
-
-        return PostgresLedger(url)
-    raise ValueError(f"unsupported store URL scheme: {url.split(':', 1)[0]}")

@@ -22,9 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from passerelle.economics.revenue import RevenueEntry
 from passerelle.errors import StoreError
-from passerelle.store.records import UsageRecord, UsageRow, row_of
+from passerelle.store.records import RevenueEntry, UsageRecord, UsageRow, row_of
 from passerelle.store.sql import (
     MAX_BATCH,
     QUEUE_SIZE,

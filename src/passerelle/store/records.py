@@ -1,4 +1,5 @@
-"""``UsageRecord``: one row of the ledger, one per call, and how money is stored.
+"""What the ledger stores: ``UsageRecord`` (one row per call), ``RevenueEntry``, and how money is
+stored.
 
 Costs are exact decimals in code and whole pico-dollars (1e-12 USD) in the database: every list
 price with up to six decimals per million tokens is exact in that unit, integer sums stay exact,
@@ -33,6 +34,17 @@ def to_pico(usd: Decimal) -> int:
 
 def from_pico(pusd: int) -> Decimal:
     return Decimal(pusd) / PICO
+
+
+@dataclass(frozen=True, slots=True)
+class RevenueEntry:
+    """What a tenant paid for a month, as recorded by the admin API or a billing import."""
+
+    tenant: str
+    period: str  # YYYY-MM
+    amount: Decimal
+    currency: str = "USD"
+    source: str = "config"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from passerelle.economics.revenue import RevenueEntry
 from passerelle.store.records import (
     COLUMNS,
     GROUP_COLUMNS,
+    RevenueEntry,
     UsageRecord,
     UsageRow,
     from_pico,

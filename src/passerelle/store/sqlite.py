@@ -21,9 +21,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from passerelle.economics.revenue import RevenueEntry
 from passerelle.errors import StoreError
-from passerelle.store.records import UsageRecord, UsageRow, row_of
+from passerelle.store.base import Ledger
+from passerelle.store.records import RevenueEntry, UsageRecord, UsageRow, row_of
 from passerelle.store.sql import (
     MAX_BATCH,
     QUEUE_SIZE,
@@ -48,7 +48,7 @@ log = logging.getLogger("passerelle.store")
 _STOP = object()
 
 
-class SQLiteLedger:
+class SQLiteLedger(Ledger):
     def __init__(self, path: str) -> None:
         self.path = Path(path)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_SIZE)
