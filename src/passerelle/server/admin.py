@@ -2,6 +2,12 @@
 
 A tenant key never opens these routes, whatever tenant it belongs to. With no admin token
 configured, the admin API answers 403 to everyone.
+
+Every parameter is bounded before it is used: times within 1970 to 2999 (``since``/``until``, as an
+ISO date or a span of at most six digits), months likewise, revenue amounts as ``revenue`` allows,
+key names of at most ``MAX_KEY_NAME`` characters. A key is only created for a tenant that exists
+(declared in the configuration, or holding keys already) unless ``"create_tenant": true`` asks
+for a new one, which then has no budget and no rate limit: the answer says so.
 """
 
 from __future__ import annotations
@@ -16,16 +22,21 @@ import orjson
 from aiohttp import web
 
 from passerelle.economics.margins import margins
-from passerelle.economics.revenue import revenue_entry
+from passerelle.economics.revenue import check_period, revenue_entry
 from passerelle.errors import AuthenticationError, InvalidRequestError, PermissionDeniedError
 from passerelle.pipeline.auth import bearer
+from passerelle.pipeline.parse import CONTROL_RE, MAX_JSON_DEPTH, deepest_field
 from passerelle.pricing.cost import format_usd, usd_report
+from passerelle.server.body import read_body
 from passerelle.server.routes import GATEWAY
 from passerelle.store.records import GROUP_COLUMNS
-from passerelle.tenancy import ApiKey, key_digest, key_id_for, new_key
+from passerelle.tenancy import ApiKey, key_digest, key_id_for, new_key, tenant_name_problem
 
 MICRO = Decimal("0.000001")
-RELATIVE = re.compile(r"^(\d+)([hdm])$")
+RELATIVE = re.compile(r"(\d{1,6})([hdm])")
+MAX_WHEN = 40  # characters of an ISO time with its offset
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(3000, 1, 1, tzinfo=UTC)
+MAX_KEY_NAME = 128
 
 
 def require_admin(request: web.Request) -> None:
@@ -42,23 +53,26 @@ def require_admin(request: web.Request) -> None:
 def parse_when(value: str | None, param: str) -> datetime | None:
     if not value:
         return None
-    m = RELATIVE.match(value)
+    shape = InvalidRequestError(
+        f"{param} must be an ISO date or time, or a span like 24h or 7d (at most 6 digits)",
+        param=param,
+    )
+    if len(value) > MAX_WHEN:
+        raise shape
+    m = RELATIVE.fullmatch(value)
     if m:
         n, unit = int(m.group(1)), m.group(2)
+        delta = {"h": timedelta(hours=n), "d": timedelta(days=n), "m": timedelta(minutes=n)}[unit]
+        when = datetime.now(UTC) - delta
+    else:
         try:
-            delta = {"h": timedelta(hours=n), "d": timedelta(days=n), "m": timedelta(minutes=n)}[
-                unit
-            ]
-            return datetime.now(UTC) - delta
-        except OverflowError:  # a span reaching before year 1
-            raise InvalidRequestError(f"{param} reaches too far back", param=param) from None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidRequestError(
-            f"{param} must be an ISO date or time, or a span like 24h or 7d", param=param
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise shape from None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    if not EARLIEST <= when < LATEST:
+        raise InvalidRequestError(f"{param} must be between 1970 and 2999", param=param)
+    return when
 
 
 def parse_group_by(value: str | None) -> list[str]:
@@ -100,10 +114,41 @@ async def usage(request: web.Request) -> web.Response:
 
 
 async def read_json(request: web.Request, empty: bytes) -> Any:
+    raw = await read_body(request) or empty
     try:
-        return orjson.loads(await request.read() or empty)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidRequestError("request body is not valid JSON", code="invalid_json") from None
+    items = body if isinstance(body, list) else [body]
+    for item in items:
+        deep = deepest_field(item, MAX_JSON_DEPTH) if isinstance(item, dict) else None
+        if deep is not None:
+            raise InvalidRequestError(f"{deep} is nested too deep", param=deep, code="invalid_json")
+    return body
+
+
+def key_name(body: dict[str, Any]) -> str | None:
+    name = body.get("name")
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise InvalidRequestError("name must be a string", param="name", code="invalid_type")
+    if len(name) > MAX_KEY_NAME:
+        raise InvalidRequestError(
+            f"name must be at most {MAX_KEY_NAME} characters",
+            param="name",
+            code="string_above_max_length",
+        )
+    if CONTROL_RE.search(name):
+        raise InvalidRequestError("name must not contain control characters", param="name")
+    return name
+
+
+async def tenant_exists(request: web.Request, tenant: str) -> bool:
+    gateway = request.app[GATEWAY]
+    if any(t.name == tenant for t in gateway.config.tenants):
+        return True
+    return bool(await gateway.ledger.list_keys(tenant))
 
 
 async def create_key(request: web.Request) -> web.Response:
@@ -112,16 +157,45 @@ async def create_key(request: web.Request) -> web.Response:
     tenant = body.get("tenant") if isinstance(body, dict) else None
     if not isinstance(tenant, str) or not tenant:
         raise InvalidRequestError("tenant is required", param="tenant")
-    name = body.get("name")
-    if name is not None and not isinstance(name, str):
-        raise InvalidRequestError("name must be a string", param="name", code="invalid_type")
+    name = key_name(body)
+    create = body.get("create_tenant", False)
+    if not isinstance(create, bool):
+        raise InvalidRequestError(
+            "create_tenant must be a boolean", param="create_tenant", code="invalid_type"
+        )
+    created = False
+    if not await tenant_exists(request, tenant):
+        declared = sorted(t.name for t in request.app[GATEWAY].config.tenants)
+        if not create:
+            raise InvalidRequestError(
+                f"unknown tenant {tenant[:MAX_KEY_NAME]!r}; the configuration declares: "
+                f'{", ".join(declared) or "none"}. Send "create_tenant": true to create it '
+                "(it will have no budgets or rate limits)",
+                param="tenant",
+                code="unknown_tenant",
+            )
+        problem = tenant_name_problem(tenant)
+        if problem is not None:
+            raise InvalidRequestError(problem, param="tenant")
+        created = True
     gateway = request.app[GATEWAY]
     secret = new_key()
     digest = key_digest(secret)
     key = ApiKey(key_id=key_id_for(digest), tenant=tenant, digest=digest, name=name)
     await gateway.ledger.create_key(key)
     gateway.keys.add(key)
-    return web.json_response({"key": secret, "key_id": key.key_id, "tenant": tenant}, status=201)
+    answer: dict[str, Any] = {
+        "key": secret,
+        "key_id": key.key_id,
+        "tenant": tenant,
+        "tenant_created": created,
+    }
+    if created:
+        answer["warning"] = (
+            f"tenant {tenant} was created with no budgets and no rate limits; declare it in the "
+            "configuration to give it some"
+        )
+    return web.json_response(answer, status=201)
 
 
 async def list_keys(request: web.Request) -> web.Response:
@@ -138,9 +212,7 @@ async def list_keys(request: web.Request) -> web.Response:
 async def get_margins(request: web.Request) -> web.Response:
     require_admin(request)
     gateway = request.app[GATEWAY]
-    period = request.query.get("period") or datetime.now(UTC).strftime("%Y-%m")
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
-        raise InvalidRequestError("period must be YYYY-MM", param="period")
+    period = check_period(request.query.get("period") or datetime.now(UTC).strftime("%Y-%m"))
     rows = await margins(gateway.ledger, gateway.revenue, period)
     return web.Response(
         body=orjson.dumps(
@@ -150,16 +222,35 @@ async def get_margins(request: web.Request) -> web.Response:
     )
 
 
+def revenue_row(item: dict[str, Any], where: str) -> dict[str, str]:
+    """An admin API revenue item as the text fields ``revenue_entry`` checks."""
+    row: dict[str, str] = {}
+    for field in ("tenant", "period", "currency"):
+        v = item.get(field)
+        if v is not None and not isinstance(v, str):
+            raise InvalidRequestError(
+                f"{where}: {field} must be a string", param=field, code="invalid_type"
+            )
+        if v is not None:
+            row[field] = v
+    amount = item.get("amount")
+    if isinstance(amount, bool) or not isinstance(amount, str | int | float):
+        raise InvalidRequestError(
+            f"{where}: amount must be a number or a decimal string", param="amount"
+        )
+    row["amount"] = str(amount)
+    return row
+
+
 async def post_revenue(request: web.Request) -> web.Response:
     require_admin(request)
     body = await read_json(request, b"null")
     items = body if isinstance(body, list) else [body]
     if not items or not all(isinstance(i, dict) for i in items):
         raise InvalidRequestError("send an object {tenant, period, amount, currency} or a list")
-    entries = [
-        revenue_entry({k: str(v) for k, v in i.items() if v is not None}, f"item {n}")
-        for n, i in enumerate(items)
-    ]
+    if len(items) > 10_000:
+        raise InvalidRequestError("send at most 10000 revenue entries at once")
+    entries = [revenue_entry(revenue_row(i, f"item {n}"), f"item {n}") for n, i in enumerate(items)]
     gateway = request.app[GATEWAY]
     await gateway.ledger.set_revenue(entries)
     for e in entries:

@@ -18,6 +18,7 @@ from passerelle.gateway import Gateway
 from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.context import Call, ChunkStream
 from passerelle.pricing.cost import format_usd
+from passerelle.server.body import read_body
 from passerelle.server.errors import error_response
 from passerelle.server.sse import write_stream
 
@@ -44,7 +45,7 @@ async def _finish(call: Call) -> None:
 
 async def run_call(request: web.Request, endpoint: str) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
-    call = Call(endpoint=endpoint, headers=request.headers, raw_body=await request.read())
+    call = Call(endpoint=endpoint, headers=request.headers, raw_body=await read_body(request))
     try:
         await gateway.chain(call)
     except APIError as exc:
