@@ -134,6 +134,13 @@ ADMIN_CASES: list[tuple[str, str, str, bytes | None, str]] = [
         b'{"tenant": "acme", "period": "2026-01", "amount": 1e20}',
         "amount",
     ),
+    (  # found by the fuzzer: past the ledger's 64-bit pico-dollar column
+        "revenue_past_64_bits",
+        "POST",
+        "/admin/revenue",
+        b'{"tenant": "acme", "period": "1970-09", "amount": 143995732051.95673}',
+        "amount",
+    ),
     (
         "revenue_sub_micro",
         "POST",

@@ -6,8 +6,8 @@ list price. The book lives in memory and is refreshed from the store in the back
 margin floor never waits on a database.
 
 Every way in checks an entry the same way (``revenue_entry``): a month from 1970-01 to 2999-12, a
-tenant name as ``tenancy`` allows it, and an amount from 0 to ``MAX_AMOUNT`` with at most six
-decimal places (the ledger counts micro-dollars), so no figure can overflow a column or a sum.
+tenant name as ``tenancy`` allows it, and an amount from 0 to ``MAX_AMOUNT`` ($9,000,000) with at
+most six decimal places, so no figure can overflow the ledger's 64-bit pico-dollar column.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from passerelle.errors import InvalidRequestError
 from passerelle.tenancy import tenant_name_problem
 
 PERIOD_RE = re.compile(r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$")
-MAX_AMOUNT = Decimal(10) ** 12  # a trillion dollars a month
+# the ledger keeps amounts in pico-dollars, in 64-bit integers (at most ~9.22e18): $9M a month
+MAX_AMOUNT = Decimal(9_000_000)
 AMOUNT_PLACES = 6
 MAX_AMOUNT_TEXT = 40
 

@@ -20,6 +20,7 @@ from passerelle.pipeline.context import Call, ChunkStream
 from passerelle.pricing.cost import format_usd
 from passerelle.server.body import read_body
 from passerelle.server.errors import error_response
+from passerelle.server.openapi import openapi_json
 from passerelle.server.sse import write_stream
 
 log = logging.getLogger("passerelle.server")
@@ -105,8 +106,13 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=openapi_json(), content_type="application/json")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
+    app.router.add_get("/openapi.json", openapi)
