@@ -183,6 +183,8 @@ ADMIN_CASES: list[tuple[str, str, str, bytes | None, str]] = [
         b'{"tenant": "acme", "period": "2026-01", "amount": ' + raw_nested(400) + b"}",
         "amount",
     ),
+    # found by the fuzzer: on PostgreSQL a NUL in a query was a 503 "ledger unreachable"
+    ("keys_tenant_nul", "GET", "/admin/keys?tenant=a%00b", None, "tenant"),
     ("keys_nested", "POST", "/admin/keys", b'{"tenant": ' + raw_nested(400) + b"}", "tenant"),
 ]
 

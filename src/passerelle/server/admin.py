@@ -200,7 +200,12 @@ async def create_key(request: web.Request) -> web.Response:
 
 async def list_keys(request: web.Request) -> web.Response:
     require_admin(request)
-    keys = await request.app[GATEWAY].ledger.list_keys(request.query.get("tenant"))
+    tenant = request.query.get("tenant")
+    if tenant is not None and (len(tenant) > 256 or CONTROL_RE.search(tenant)):
+        raise InvalidRequestError(
+            "tenant must be at most 256 characters, without control characters", param="tenant"
+        )
+    keys = await request.app[GATEWAY].ledger.list_keys(tenant)
     return web.json_response(
         {
             "object": "list",
