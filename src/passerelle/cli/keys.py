@@ -33,17 +33,18 @@ def create(config_path: str | None, tenant: str, name: str | None, create_tenant
     loaded = load(config_path)
     known = {t.name for t in loaded.config.tenants}
     created = False
-    if tenant not in known and not with_ledger(loaded, lambda ledger: ledger.list_keys(tenant)):
-        if not create_tenant:
-            raise click.UsageError(
-                f"unknown tenant {tenant!r}; the configuration declares: "
-                f"{', '.join(sorted(known)) or 'none'}. Check the spelling, or pass "
-                "--create-tenant to create it (it will have no budgets or rate limits)"
-            )
+    if tenant not in known:
         problem = tenant_name_problem(tenant)
         if problem is not None:
             raise click.UsageError(f"invalid tenant {tenant!r}: {problem}")
-        created = True
+        if not with_ledger(loaded, lambda ledger: ledger.list_keys(tenant)):
+            if not create_tenant:
+                raise click.UsageError(
+                    f"unknown tenant {tenant!r}; the configuration declares: "
+                    f"{', '.join(sorted(known)) or 'none'}. Check the spelling, or pass "
+                    "--create-tenant to create it (it will have no budgets or rate limits)"
+                )
+            created = True
     if name is not None and (len(name) > 128 or not name.isprintable()):
         raise click.UsageError("--name is at most 128 printable characters")
     secret = new_key()

@@ -144,11 +144,8 @@ def key_name(body: dict[str, Any]) -> str | None:
     return name
 
 
-async def tenant_exists(request: web.Request, tenant: str) -> bool:
-    gateway = request.app[GATEWAY]
-    if any(t.name == tenant for t in gateway.config.tenants):
-        return True
-    return bool(await gateway.ledger.list_keys(tenant))
+def declared(request: web.Request) -> list[str]:
+    return sorted(t.name for t in request.app[GATEWAY].config.tenants)
 
 
 async def create_key(request: web.Request) -> web.Response:
@@ -164,20 +161,21 @@ async def create_key(request: web.Request) -> web.Response:
             "create_tenant must be a boolean", param="create_tenant", code="invalid_type"
         )
     created = False
-    if not await tenant_exists(request, tenant):
-        declared = sorted(t.name for t in request.app[GATEWAY].config.tenants)
-        if not create:
-            raise InvalidRequestError(
-                f"unknown tenant {tenant[:MAX_KEY_NAME]!r}; the configuration declares: "
-                f'{", ".join(declared) or "none"}. Send "create_tenant": true to create it '
-                "(it will have no budgets or rate limits)",
-                param="tenant",
-                code="unknown_tenant",
-            )
+    if tenant not in declared(request):
+        # checked before the ledger is asked: a name no tenant can have is not looked up
         problem = tenant_name_problem(tenant)
         if problem is not None:
             raise InvalidRequestError(problem, param="tenant")
-        created = True
+        if not await request.app[GATEWAY].ledger.list_keys(tenant):
+            if not create:
+                raise InvalidRequestError(
+                    f"unknown tenant {tenant!r}; the configuration declares: "
+                    f'{", ".join(declared(request)) or "none"}. Send "create_tenant": true to '
+                    "create it (it will have no budgets or rate limits)",
+                    param="tenant",
+                    code="unknown_tenant",
+                )
+            created = True
     gateway = request.app[GATEWAY]
     secret = new_key()
     digest = key_digest(secret)
