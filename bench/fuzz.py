@@ -1,6 +1,6 @@
 """The long fuzz run: tests/integration/test_fuzz.py with many more examples, randomised.
 
-The normal test run fuzzes every route of ``/openapi.json`` for at most 25 s per store with a
+The normal test run fuzzes every route of ``/openapi.json`` for at most 20 s per store with a
 fixed seed; this runs the same test for longer with a new seed each time and prints, per store,
 how many requests were sent and the statuses they got. It exits 1 when a request got a 5xx or a
 4xx that is not in OpenAI's error shape (the failing request is printed as a curl command).

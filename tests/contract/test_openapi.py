@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import schemathesis
+
 from passerelle.config.load import load_config_text
 from passerelle.gateway import Gateway
 from passerelle.server.app import create_app
@@ -47,9 +49,6 @@ def test_it_is_served_to_anyone_and_names_no_secret(gateway: GatewayProcess) -> 
 
 
 def test_schemathesis_reads_every_operation() -> None:
-    import pytest
-
-    schemathesis = pytest.importorskip("schemathesis")
     schema = schemathesis.openapi.from_dict(openapi_document())
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == len(ROUTES)

@@ -20,25 +20,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
 
-schemathesis = pytest.importorskip("schemathesis")
-hypothesis = pytest.importorskip("hypothesis")
-
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-from hypothesis.errors import Unsatisfiable  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
-
-from tests.fakes.gateway import (  # noqa: E402
-    ADMIN_TOKEN,
-    TENANT_KEYS,
-    GatewayProcess,
-    fake_upstream_config,
-)
-from tests.fakes.upstream import UpstreamProcess  # noqa: E402
+from tests.fakes.gateway import ADMIN_TOKEN, TENANT_KEYS, GatewayProcess, fake_upstream_config
+from tests.fakes.upstream import UpstreamProcess
 
 # a longer, randomised run: PASSERELLE_FUZZ_EXAMPLES=500 PASSERELLE_FUZZ_BUDGET_S=600 pytest <this file>
 EXAMPLES = int(os.environ.get("PASSERELLE_FUZZ_EXAMPLES", "25"))
-BUDGET_S = float(os.environ.get("PASSERELLE_FUZZ_BUDGET_S", "25"))  # per store
+BUDGET_S = float(os.environ.get("PASSERELLE_FUZZ_BUDGET_S", "20"))  # per store
 DERANDOMIZE = "PASSERELLE_FUZZ_EXAMPLES" not in os.environ  # the normal run is the same every time
 SECRETS = (TENANT_KEYS["acme"], ADMIN_TOKEN, "sk-upstream-secret")
 
