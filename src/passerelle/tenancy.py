@@ -5,12 +5,18 @@ is the right one); the digest found is compared again in constant time. Keys dec
 configuration are loaded at start-up; keys created with ``passerelle keys create`` live in the
 store and are fetched on first use, then cached. Unknown keys are remembered briefly so a flood
 of bad keys cannot turn into a flood of store queries.
+
+A tenant exists on purpose: it is declared in the configuration, or created explicitly with its
+first key (``--create-tenant``, ``"create_tenant": true``). A new tenant's name follows the rule the
+configuration applies, bounded to ``MAX_TENANT_NAME`` characters: letters, digits and ``_ . @ -``,
+starting with a letter or digit (so never a ``:``, a space or a control character).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +24,17 @@ from dataclasses import dataclass
 
 KEY_PREFIX = "sk-"
 NEGATIVE_TTL_S = 2.0
+MAX_TENANT_NAME = 64
+TENANT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+
+
+def tenant_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a tenant's name, or None when it can."""
+    if not 1 <= len(name) <= MAX_TENANT_NAME:
+        return f"a tenant name is 1 to {MAX_TENANT_NAME} characters"
+    if not TENANT_NAME_RE.fullmatch(name) or not name.isascii():
+        return "a tenant name is letters, digits and _ . @ -, starting with a letter or a digit"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

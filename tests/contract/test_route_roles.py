@@ -22,6 +22,7 @@ ROUTES = {
     ("POST", "/v1/embeddings"): "tenant",
     ("GET", "/v1/models"): "tenant",
     ("GET", "/health"): "anyone",
+    ("GET", "/openapi.json"): "anyone",
     ("GET", "/admin/usage"): "admin",
     ("GET", "/admin/margins"): "admin",
     ("GET", "/admin/revenue"): "admin",

@@ -47,7 +47,7 @@ def new_tenant(gw: GatewayProcess) -> tuple[str, str]:
     tenant = "idem-" + uuid.uuid4().hex[:10]
     req = urllib.request.Request(
         f"{gw.url}/admin/keys",
-        data=json.dumps({"tenant": tenant}).encode(),
+        data=json.dumps({"tenant": tenant, "create_tenant": True}).encode(),
         method="POST",
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
     )

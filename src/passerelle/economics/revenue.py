@@ -4,17 +4,29 @@ Revenue comes from the configuration (``plans``, ``revenue``), from the admin AP
 ``passerelle revenue import`` (a billing export). Recorded revenue for a month wins over the plan's
 list price. The book lives in memory and is refreshed from the store in the background, so the
 margin floor never waits on a database.
+
+Every way in checks an entry the same way (``revenue_entry``): a month from 1970-01 to 2999-12, a
+tenant name as ``tenancy`` allows it, and an amount from 0 to ``MAX_AMOUNT`` ($9,000,000) with at
+most six decimal places, so no figure can overflow the ledger's 64-bit pico-dollar column.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from decimal import Decimal, InvalidOperation
 
 from passerelle.config.schema import Config
 from passerelle.errors import InvalidRequestError
 from passerelle.store.records import RevenueEntry
+from passerelle.tenancy import tenant_name_problem
+
+PERIOD_RE = re.compile(r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$")
+# the ledger keeps amounts in pico-dollars, in 64-bit integers (at most ~9.22e18): $9M a month
+MAX_AMOUNT = Decimal(9_000_000)
+AMOUNT_PLACES = 6
+MAX_AMOUNT_TEXT = 40
 
 
 class RevenueBook:
@@ -70,27 +82,56 @@ def parse_revenue_csv(text: str, source: str) -> list[RevenueEntry]:
     return entries
 
 
-def revenue_entry(row: dict[str, str], where: str) -> RevenueEntry:
-    import re
+def check_period(period: str, where: str = "") -> str:
+    """A month, YYYY-MM, between 1970-01 and 2999-12."""
+    if not PERIOD_RE.fullmatch(period):
+        shown = period if len(period) <= 20 else period[:20] + "..."
+        raise InvalidRequestError(
+            f"{where}period must be YYYY-MM, got {shown!r}"
+            + (
+                " (a month from 1970-01 to 2999-12)" if re.fullmatch(r"\d{4}-\d{2}", period) else ""
+            ),
+            param="period",
+        )
+    return period
 
+
+def parse_amount(text: str, where: str) -> Decimal:
+    """Dollars, from 0 to ``MAX_AMOUNT``, to the micro-dollar at most."""
+    try:
+        amount = Decimal(text) if len(text) <= MAX_AMOUNT_TEXT else None
+    except InvalidOperation:
+        amount = None
+    if amount is None:
+        raise InvalidRequestError(f"{where}: amount is not a number", param="amount")
+    if not amount.is_finite() or amount < 0:
+        raise InvalidRequestError(f"{where}: amount must be a non-negative number", param="amount")
+    if amount > MAX_AMOUNT:
+        raise InvalidRequestError(
+            f"{where}: amount must be at most {MAX_AMOUNT:,f} a month", param="amount"
+        )
+    exponent = amount.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -AMOUNT_PLACES:
+        raise InvalidRequestError(
+            f"{where}: amount has more than {AMOUNT_PLACES} decimal places", param="amount"
+        )
+    return amount
+
+
+def revenue_entry(row: dict[str, str], where: str) -> RevenueEntry:
     tenant, period = row.get("tenant", ""), row.get("period", "")
     currency = (row.get("currency") or "USD").upper()
     if not tenant:
         raise InvalidRequestError(f"{where}: tenant is empty", param="tenant")
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
-        raise InvalidRequestError(
-            f"{where}: period must be YYYY-MM, got {period!r}", param="period"
-        )
+    problem = tenant_name_problem(tenant)
+    if problem is not None:
+        raise InvalidRequestError(f"{where}: {problem}", param="tenant")
+    check_period(period, f"{where}: ")
     if currency != "USD":
         raise InvalidRequestError(
-            f"{where}: only USD is supported, got {currency}", param="currency"
+            f"{where}: only USD is supported, got {currency[:10]}", param="currency"
         )
-    try:
-        amount = Decimal(str(row.get("amount", "")))
-    except InvalidOperation:
-        raise InvalidRequestError(f"{where}: amount is not a number", param="amount") from None
-    if not amount.is_finite() or amount < 0:
-        raise InvalidRequestError(f"{where}: amount must be a non-negative number", param="amount")
+    amount = parse_amount(str(row.get("amount", "")), where)
     return RevenueEntry(
         tenant=tenant, period=period, amount=amount, currency=currency, source=where.split(":")[0]
     )

@@ -2,7 +2,9 @@
 
 No second upstream call, no second charge: the replay is metered at cost 0 with status
 ``replayed``. The same key with another body is a 409, as is a key whose first request is still
-running. The key is scoped to the tenant, so two tenants can never see each other's answers.
+running. The key is scoped to the tenant, so two tenants can never see each other's answers: the
+scope starts with the tenant name's length, so no (tenant, key) pair can spell another's scope
+(``acme:x`` with key ``k9`` and ``acme`` with key ``x:k9`` once shared one).
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ async def _capture(
         await rest.aclose()
 
 
+def idempotency_scope(tenant: str, key: str) -> str:
+    """The store key of an Idempotency-Key: unambiguous whatever either string contains."""
+    return f"{len(tenant)}:{tenant}:{key}"
+
+
 class Idempotency:
     def __init__(self, store: IdempotencyStore) -> None:
         self._store = store
@@ -59,7 +66,7 @@ class Idempotency:
             raise InvalidRequestError(
                 "Idempotency-Key must be 1-255 characters", param="Idempotency-Key"
             )
-        scoped = f"{call.tenant}:{key}"
+        scoped = idempotency_scope(call.tenant or "", key)
         digest = hashlib.sha256(call.endpoint.encode() + b"\0" + call.raw_body).hexdigest()
         try:
             claim = await self._store.begin(scoped, digest)

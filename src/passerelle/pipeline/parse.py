@@ -3,6 +3,12 @@
 Only what the gateway acts on is checked (types, ranges, shape of messages); everything else is
 passed to the upstream untouched, so new OpenAI fields work without a release. Each failure names
 the offending ``param`` the way OpenAI does (``messages[2].role``).
+
+Two checks guard the gateway itself rather than the upstream's contract. JSON nested deeper than
+``MAX_JSON_DEPTH`` is refused here, so nothing later (the token estimate, orjson's dump, which
+stops at 255 levels) can fail on it. The text fields the gateway stores in its ledger (``user``,
+``model``; ``feature`` has its own pattern) are bounded in length and may hold no control
+character: a NUL is refused here, before the upstream is paid, not left to the database.
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ from passerelle.pipeline.context import Call
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 FEATURE_HEADER = "X-Passerelle-Feature"
 FEATURE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")
+MAX_JSON_DEPTH = 64  # arrays and objects, the body itself counting as 1
+MAX_STORED_TEXT = 256  # characters of ``user`` and ``model``
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+FIELD_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 def bad(message: str, param: str | None, code: str = "invalid_value") -> InvalidRequestError:
@@ -34,7 +44,55 @@ def load_json_object(raw: bytes) -> dict[str, Any]:
         raise bad("request body is not valid JSON", None, "invalid_json") from None
     if not isinstance(body, dict):
         raise bad("request body must be a JSON object", None, "invalid_json")
+    # a body with few brackets cannot be deep (brackets inside strings only overcount): the common
+    # case costs two C-level scans of the bytes and no walk
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:
+        too_deep = deepest_field(body, MAX_JSON_DEPTH)
+        if too_deep is not None:
+            raise bad(
+                f"{too_deep} is nested too deep: at most {MAX_JSON_DEPTH} levels of arrays and "
+                "objects are accepted",
+                too_deep,
+                "invalid_json",
+            )
     return body
+
+
+def deepest_field(body: dict[str, Any], limit: int) -> str | None:
+    """The top-level field whose value nests arrays and objects past ``limit`` (the body is level
+    1), or None. Iterative, one level at a time: no input can exhaust the interpreter's stack, and
+    a too-deep value is found after at most ``limit`` levels."""
+    for name, value in body.items():
+        level = [value] if type(value) is dict or type(value) is list else []
+        depth = 2
+        while level:
+            if depth > limit:  # a field name is echoed and logged: never a client's odd key
+                return name if FIELD_NAME_RE.fullmatch(name) else "body"
+            below = []
+            for node in level:
+                for child in node.values() if type(node) is dict else node:
+                    if type(child) is dict or type(child) is list:
+                        below.append(child)
+            level = below
+            depth += 1
+    return None
+
+
+def stored_text(value: object, param: str) -> str | None:
+    """A text field the ledger keeps: a string, bounded, without control characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise bad(f"{param} must be a string", param, "invalid_type")
+    if len(value) > MAX_STORED_TEXT:
+        raise bad(
+            f"{param} must be at most {MAX_STORED_TEXT} characters",
+            param,
+            "string_above_max_length",
+        )
+    if CONTROL_RE.search(value):
+        raise bad(f"{param} must not contain control characters", param)
+    return value
 
 
 def _is_int(v: object) -> bool:
@@ -51,6 +109,7 @@ def require_model(body: dict[str, Any]) -> str:
         raise bad("you must provide a model parameter", "model", "missing_required_parameter")
     if not isinstance(model, str) or not model:
         raise bad("model must be a non-empty string", "model", "invalid_type")
+    stored_text(model, "model")
     return model
 
 
@@ -133,7 +192,7 @@ def feature_of(call: Call, body: dict[str, Any]) -> str | None:
             body["metadata"] = rest
         else:
             del body["metadata"]
-    if feature is not None and not FEATURE_RE.match(feature):
+    if feature is not None and not FEATURE_RE.fullmatch(feature):
         raise bad("feature must be 1-64 characters of letters, digits and _ . : / -", "feature")
     return feature
 
@@ -161,10 +220,7 @@ def parse_chat(call: Call) -> None:
             )
         call.include_usage = inc
     call.max_tokens = _check_numbers(body)
-    user = body.get("user")
-    if user is not None and not isinstance(user, str):
-        raise bad("user must be a string", "user", "invalid_type")
-    call.user = user
+    call.user = stored_text(body.get("user"), "user")
     call.feature = feature_of(call, body)
     call.body = body
 
@@ -190,8 +246,7 @@ def parse_embeddings(call: Call) -> None:
             "input",
             "invalid_type",
         )
-    user = body.get("user")
-    call.user = user if isinstance(user, str) else None
+    call.user = stored_text(body.get("user"), "user")
     call.feature = feature_of(call, body)
     call.body = body
 

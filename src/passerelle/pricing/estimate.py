@@ -2,7 +2,8 @@
 
 Providers report usage after the call; budgets need a number before it. The estimate errs high
 (UTF-8 bytes / 2 rarely undercounts real tokenisers, where characters / 4 does for code and
-non-Latin text); settlement gives the difference back.
+non-Latin text); settlement gives the difference back. The walk over the body is iterative, so
+no shape of input can make it exhaust the stack (parse refuses deep bodies anyway).
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ PER_MESSAGE_OVERHEAD = 4
 
 
 def _text_bytes(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value.encode("utf-8"))
-    if isinstance(value, list):
-        return sum(_text_bytes(v) for v in value)
-    if isinstance(value, dict):
-        return sum(_text_bytes(v) for k, v in value.items() if k != "type")
-    return 0
+    """UTF-8 bytes of every string in ``value``, except the values of ``type`` keys."""
+    total = 0
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            total += len(node.encode("utf-8"))
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            stack.extend(v for k, v in node.items() if k != "type")
+    return total
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:

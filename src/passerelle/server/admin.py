@@ -2,12 +2,17 @@
 
 A tenant key never opens these routes, whatever tenant it belongs to. With no admin token
 configured, the admin API answers 403 to everyone.
+
+Every parameter is bounded before it is used: times within 1970 to 2999 (``since``/``until``, as an
+ISO date or a span of at most six digits), months likewise, revenue amounts as ``revenue`` allows,
+key names of at most ``MAX_KEY_NAME`` characters. A key is only created for a tenant that exists
+(declared in the configuration, or holding keys already) unless ``"create_tenant": true`` asks
+for a new one, which then has no budget and no rate limit: the answer says so.
 """
 
 from __future__ import annotations
 
 import hmac
-import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -16,15 +21,18 @@ import orjson
 from aiohttp import web
 
 from passerelle.economics.margins import margins
-from passerelle.economics.revenue import revenue_entry
+from passerelle.economics.revenue import check_period, revenue_entry
 from passerelle.errors import AuthenticationError, InvalidRequestError, PermissionDeniedError
 from passerelle.pipeline.auth import bearer
+from passerelle.pipeline.parse import CONTROL_RE, MAX_JSON_DEPTH, deepest_field
 from passerelle.pricing.cost import format_usd, usd_report
+from passerelle.server.body import read_body
 from passerelle.server.routes import GATEWAY
 from passerelle.store.query import parse_group_by, parse_when
-from passerelle.tenancy import ApiKey, key_digest, key_id_for, new_key
+from passerelle.tenancy import ApiKey, key_digest, key_id_for, new_key, tenant_name_problem
 
 MICRO = Decimal("0.000001")
+MAX_KEY_NAME = 128
 
 
 def require_admin(request: web.Request) -> None:
@@ -65,10 +73,38 @@ async def usage(request: web.Request) -> web.Response:
 
 
 async def read_json(request: web.Request, empty: bytes) -> Any:
+    raw = await read_body(request) or empty
     try:
-        return orjson.loads(await request.read() or empty)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidRequestError("request body is not valid JSON", code="invalid_json") from None
+    items = body if isinstance(body, list) else [body]
+    for item in items:
+        deep = deepest_field(item, MAX_JSON_DEPTH) if isinstance(item, dict) else None
+        if deep is not None:
+            raise InvalidRequestError(f"{deep} is nested too deep", param=deep, code="invalid_json")
+    return body
+
+
+def key_name(body: dict[str, Any]) -> str | None:
+    name = body.get("name")
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise InvalidRequestError("name must be a string", param="name", code="invalid_type")
+    if len(name) > MAX_KEY_NAME:
+        raise InvalidRequestError(
+            f"name must be at most {MAX_KEY_NAME} characters",
+            param="name",
+            code="string_above_max_length",
+        )
+    if CONTROL_RE.search(name):
+        raise InvalidRequestError("name must not contain control characters", param="name")
+    return name
+
+
+def declared(request: web.Request) -> list[str]:
+    return sorted(t.name for t in request.app[GATEWAY].config.tenants)
 
 
 async def create_key(request: web.Request) -> web.Response:
@@ -77,21 +113,56 @@ async def create_key(request: web.Request) -> web.Response:
     tenant = body.get("tenant") if isinstance(body, dict) else None
     if not isinstance(tenant, str) or not tenant:
         raise InvalidRequestError("tenant is required", param="tenant")
-    name = body.get("name")
-    if name is not None and not isinstance(name, str):
-        raise InvalidRequestError("name must be a string", param="name", code="invalid_type")
+    name = key_name(body)
+    create = body.get("create_tenant", False)
+    if not isinstance(create, bool):
+        raise InvalidRequestError(
+            "create_tenant must be a boolean", param="create_tenant", code="invalid_type"
+        )
+    created = False
+    if tenant not in declared(request):
+        # checked before the ledger is asked: a name no tenant can have is not looked up
+        problem = tenant_name_problem(tenant)
+        if problem is not None:
+            raise InvalidRequestError(problem, param="tenant")
+        if not await request.app[GATEWAY].ledger.list_keys(tenant):
+            if not create:
+                raise InvalidRequestError(
+                    f"unknown tenant {tenant!r}; the configuration declares: "
+                    f'{", ".join(declared(request)) or "none"}. Send "create_tenant": true to '
+                    "create it (it will have no budgets or rate limits)",
+                    param="tenant",
+                    code="unknown_tenant",
+                )
+            created = True
     gateway = request.app[GATEWAY]
     secret = new_key()
     digest = key_digest(secret)
     key = ApiKey(key_id=key_id_for(digest), tenant=tenant, digest=digest, name=name)
     await gateway.ledger.create_key(key)
     gateway.keys.add(key)
-    return web.json_response({"key": secret, "key_id": key.key_id, "tenant": tenant}, status=201)
+    answer: dict[str, Any] = {
+        "key": secret,
+        "key_id": key.key_id,
+        "tenant": tenant,
+        "tenant_created": created,
+    }
+    if created:
+        answer["warning"] = (
+            f"tenant {tenant} was created with no budgets and no rate limits; declare it in the "
+            "configuration to give it some"
+        )
+    return web.json_response(answer, status=201)
 
 
 async def list_keys(request: web.Request) -> web.Response:
     require_admin(request)
-    keys = await request.app[GATEWAY].ledger.list_keys(request.query.get("tenant"))
+    tenant = request.query.get("tenant")
+    if tenant is not None and (len(tenant) > 256 or CONTROL_RE.search(tenant)):
+        raise InvalidRequestError(
+            "tenant must be at most 256 characters, without control characters", param="tenant"
+        )
+    keys = await request.app[GATEWAY].ledger.list_keys(tenant)
     return web.json_response(
         {
             "object": "list",
@@ -103,9 +174,7 @@ async def list_keys(request: web.Request) -> web.Response:
 async def get_margins(request: web.Request) -> web.Response:
     require_admin(request)
     gateway = request.app[GATEWAY]
-    period = request.query.get("period") or datetime.now(UTC).strftime("%Y-%m")
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
-        raise InvalidRequestError("period must be YYYY-MM", param="period")
+    period = check_period(request.query.get("period") or datetime.now(UTC).strftime("%Y-%m"))
     rows = await margins(gateway.ledger, gateway.revenue, period)
     return web.Response(
         body=orjson.dumps(
@@ -115,16 +184,35 @@ async def get_margins(request: web.Request) -> web.Response:
     )
 
 
+def revenue_row(item: dict[str, Any], where: str) -> dict[str, str]:
+    """An admin API revenue item as the text fields ``revenue_entry`` checks."""
+    row: dict[str, str] = {}
+    for field in ("tenant", "period", "currency"):
+        v = item.get(field)
+        if v is not None and not isinstance(v, str):
+            raise InvalidRequestError(
+                f"{where}: {field} must be a string", param=field, code="invalid_type"
+            )
+        if v is not None:
+            row[field] = v
+    amount = item.get("amount")
+    if isinstance(amount, bool) or not isinstance(amount, str | int | float):
+        raise InvalidRequestError(
+            f"{where}: amount must be a number or a decimal string", param="amount"
+        )
+    row["amount"] = str(amount)
+    return row
+
+
 async def post_revenue(request: web.Request) -> web.Response:
     require_admin(request)
     body = await read_json(request, b"null")
     items = body if isinstance(body, list) else [body]
     if not items or not all(isinstance(i, dict) for i in items):
         raise InvalidRequestError("send an object {tenant, period, amount, currency} or a list")
-    entries = [
-        revenue_entry({k: str(v) for k, v in i.items() if v is not None}, f"item {n}")
-        for n, i in enumerate(items)
-    ]
+    if len(items) > 10_000:
+        raise InvalidRequestError("send at most 10000 revenue entries at once")
+    entries = [revenue_entry(revenue_row(i, f"item {n}"), f"item {n}") for n, i in enumerate(items)]
     gateway = request.app[GATEWAY]
     await gateway.ledger.set_revenue(entries)
     for e in entries:

@@ -2,7 +2,10 @@
 
 Whatever goes wrong, the client gets OpenAI's error shape and a status its SDK maps to the right
 exception. An unexpected exception is logged with its traceback on the server and answered with a
-plain 500 that says nothing of the internals.
+plain 500 that says nothing of the internals. A refused request is logged in one line (status,
+code, param, request id; never the message, which may name what the client sent): at INFO for
+malformed requests (400, 405, 409, 413), at DEBUG for the rest (401, 403, 404, 429...), which a
+flood would otherwise turn into a flood of log lines.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from aiohttp import web
 
 from passerelle.errors import (
     APIError,
+    ConflictError,
     HTTPStatusError,
+    InvalidRequestError,
     MethodNotAllowedError,
     NotFoundError,
     RequestTooLargeError,
@@ -23,9 +28,20 @@ from passerelle.errors import (
 )
 
 log = logging.getLogger("passerelle.server")
+# refusals logged at INFO: a malformed request; the others (401, 404, 429...) at DEBUG
+MALFORMED = (InvalidRequestError, MethodNotAllowedError, ConflictError, RequestTooLargeError)
 
 
 def error_response(error: APIError, request_id: str | None = None) -> web.Response:
+    if error.status < 500:
+        log.log(
+            logging.INFO if isinstance(error, MALFORMED) else logging.DEBUG,
+            "request refused: %s %s param=%s request_id=%s",
+            error.status,
+            error.code,
+            error.param,
+            request_id or "-",
+        )
     headers = dict(error.headers)
     if request_id:
         headers["x-request-id"] = request_id

@@ -18,7 +18,9 @@ from passerelle.gateway import Gateway
 from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.context import Call, ChunkStream
 from passerelle.pricing.cost import format_usd
+from passerelle.server.body import read_body
 from passerelle.server.errors import error_response
+from passerelle.server.openapi import openapi_json
 from passerelle.server.sse import write_stream
 
 log = logging.getLogger("passerelle.server")
@@ -45,21 +47,10 @@ async def _finish(call: Call) -> None:
 async def run_call(request: web.Request, endpoint: str) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     try:
-        raw_body = await request.read()
+        raw_body = await read_body(request)
     except ConnectionError:  # the client left, or was cut off by the body timeout: no error
         log.info("a client went away before its request body was whole")
         return error_response(InvalidRequestError("the request body did not arrive whole"))
-    except web.RequestPayloadError as exc:  # aiohttp's body parser: framing, Content-Encoding
-        log.warning("request body rejected: %s", type(exc.__cause__ or exc).__name__)
-        response = error_response(
-            InvalidRequestError(
-                "the request body cannot be read as sent (its framing or Content-Encoding "
-                "is invalid)",
-                code="malformed_http_request",
-            )
-        )
-        response.force_close()
-        return response
     call = Call(endpoint=endpoint, headers=request.headers, raw_body=raw_body)
     try:
         await gateway.chain(call)
@@ -120,8 +111,13 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=openapi_json(), content_type="application/json")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
+    app.router.add_get("/openapi.json", openapi)

@@ -13,29 +13,36 @@ from datetime import UTC, datetime, timedelta
 from passerelle.errors import InvalidRequestError
 from passerelle.store.records import GROUP_COLUMNS
 
-RELATIVE = re.compile(r"^(\d+)([hdm])$")
+RELATIVE = re.compile(r"(\d{1,6})([hdm])")
+MAX_WHEN = 40  # characters of an ISO time with its offset
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(3000, 1, 1, tzinfo=UTC)
 
 
 def parse_when(value: str | None, param: str) -> datetime | None:
+    """An ISO date or time, or a span back from now (``24h``, ``7d``, ``30m``), within 1970-2999;
+    anything longer or stranger is a 400 naming ``param``, never an overflow."""
     if not value:
         return None
-    m = RELATIVE.match(value)
+    shape = InvalidRequestError(
+        f"{param} must be an ISO date or time, or a span like 24h or 7d (at most 6 digits)",
+        param=param,
+    )
+    if len(value) > MAX_WHEN:
+        raise shape
+    m = RELATIVE.fullmatch(value)
     if m:
         n, unit = int(m.group(1)), m.group(2)
+        delta = {"h": timedelta(hours=n), "d": timedelta(days=n), "m": timedelta(minutes=n)}[unit]
+        when = datetime.now(UTC) - delta
+    else:
         try:
-            delta = {"h": timedelta(hours=n), "d": timedelta(days=n), "m": timedelta(minutes=n)}[
-                unit
-            ]
-            return datetime.now(UTC) - delta
-        except OverflowError:  # a span reaching before year 1
-            raise InvalidRequestError(f"{param} reaches too far back", param=param) from None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidRequestError(
-            f"{param} must be an ISO date or time, or a span like 24h or 7d", param=param
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise shape from None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    if not EARLIEST <= when < LATEST:
+        raise InvalidRequestError(f"{param} must be between 1970 and 2999", param=param)
+    return when
 
 
 def parse_group_by(value: str | None) -> list[str]:

@@ -1,0 +1,319 @@
+"""The OpenAPI description of the gateway's API, served at ``GET /openapi.json``.
+
+It describes what the gateway itself checks, with the same bounds (``pipeline/parse.py``,
+``server/admin.py``), so that a client generator or a fuzzer (the project runs schemathesis against
+it, ``tests/integration/test_fuzz.py``) knows the contract; fields the gateway passes to the
+upstream untouched are allowed as additional properties. The document names no model, tenant or
+key: it is the same for every deployment and open to anyone, like ``/health``. A contract test
+checks that it lists exactly the routes the server serves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from passerelle.pipeline.parse import MAX_STORED_TEXT, ROLES
+from passerelle.tenancy import MAX_TENANT_NAME
+
+VERSION = "1.0.0"
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json_body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {JSON: {"schema": schema}}}
+
+
+def _answers(ok: str, ok_schema: dict[str, Any], *, status: str = "200") -> dict[str, Any]:
+    return {
+        status: {"description": ok, "content": {JSON: {"schema": ok_schema}}},
+        "default": {
+            "description": "An error, in OpenAI's shape.",
+            "content": {JSON: {"schema": _ref("Error")}},
+        },
+    }
+
+
+def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string", **schema},
+    }
+
+
+def _header(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string", **schema},
+    }
+
+
+FEATURE = _header(
+    "X-Passerelle-Feature",
+    "The product feature this call belongs to (budgets and reports per feature).",
+    pattern="^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$",
+)
+IDEMPOTENCY = _header(
+    "Idempotency-Key",
+    "A retry with the same key and body gets the first answer, never a second charge.",
+    minLength=1,
+    maxLength=255,
+)
+TIME = {"maxLength": 40}
+TENANT = {
+    "type": "string",
+    "pattern": f"^[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{MAX_TENANT_NAME - 1}}}$",
+}
+PERIOD = {"type": "string", "pattern": "^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$"}
+
+
+def _schemas() -> dict[str, Any]:
+    text_part = {
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"type": "string"}},
+        "additionalProperties": True,
+    }
+    message = {
+        "type": "object",
+        "required": ["role"],
+        "properties": {
+            "role": {"type": "string", "enum": sorted(ROLES)},
+            "content": {
+                "oneOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": text_part},
+                    {"type": "null"},
+                ]
+            },
+        },
+        "additionalProperties": True,
+    }
+    stored_text = {"type": "string", "maxLength": MAX_STORED_TEXT}
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "additionalProperties": False,
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["message", "type", "param", "code"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "message": {"type": "string"},
+                        "type": {"type": "string"},
+                        "param": {"type": ["string", "null"]},
+                        "code": {"type": ["string", "null"]},
+                    },
+                }
+            },
+        },
+        "ChatCompletionRequest": {
+            "type": "object",
+            "required": ["model", "messages"],
+            "additionalProperties": True,
+            "properties": {
+                "model": {"type": "string", "minLength": 1, "maxLength": MAX_STORED_TEXT},
+                "messages": {"type": "array", "minItems": 1, "items": message},
+                "stream": {"type": "boolean"},
+                "stream_options": {
+                    "type": "object",
+                    "properties": {"include_usage": {"type": "boolean"}},
+                },
+                "max_tokens": {"type": "integer", "minimum": 1},
+                "max_completion_tokens": {"type": "integer", "minimum": 1},
+                "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+                "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+                "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+                "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+                "n": {"type": "integer", "minimum": 1, "maximum": 128},
+                "user": stored_text,
+                "metadata": {"type": "object", "additionalProperties": True},
+            },
+        },
+        "EmbeddingsRequest": {
+            "type": "object",
+            "required": ["model", "input"],
+            "additionalProperties": True,
+            "properties": {
+                "model": {"type": "string", "minLength": 1, "maxLength": MAX_STORED_TEXT},
+                "input": {
+                    "oneOf": [
+                        {"type": "string"},
+                        {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                        {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+                        {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"type": "array", "items": {"type": "integer"}},
+                        },
+                    ]
+                },
+                "user": stored_text,
+            },
+        },
+        "Object": {"type": "object", "additionalProperties": True},
+        "KeyRequest": {
+            "type": "object",
+            "required": ["tenant"],
+            "properties": {
+                "tenant": TENANT,
+                "name": {"type": "string", "maxLength": 128},
+                "create_tenant": {
+                    "type": "boolean",
+                    "description": "Create the tenant if it does not exist (it has no budgets).",
+                },
+            },
+        },
+        "RevenueEntry": {
+            "type": "object",
+            "required": ["tenant", "period", "amount"],
+            "properties": {
+                "tenant": TENANT,
+                "period": PERIOD,
+                "amount": {
+                    "oneOf": [
+                        {"type": "number", "minimum": 0, "maximum": 9_000_000},
+                        {"type": "string", "pattern": "^[0-9]{1,7}(\\.[0-9]{1,6})?$"},
+                    ]
+                },
+                "currency": {"type": "string", "enum": ["USD"]},
+            },
+        },
+    }
+
+
+def _paths() -> dict[str, Any]:
+    tenant: list[dict[str, list[str]]] = [{"tenantKey": []}]
+    admin: list[dict[str, list[str]]] = [{"adminToken": []}]
+    obj = _ref("Object")
+    return {
+        "/v1/chat/completions": {
+            "post": {
+                "operationId": "createChatCompletion",
+                "security": tenant,
+                "parameters": [FEATURE, IDEMPOTENCY],
+                "requestBody": _json_body(_ref("ChatCompletionRequest")),
+                "responses": _answers("A chat completion, or an SSE stream of chunks.", obj),
+            }
+        },
+        "/v1/embeddings": {
+            "post": {
+                "operationId": "createEmbedding",
+                "security": tenant,
+                "parameters": [FEATURE, IDEMPOTENCY],
+                "requestBody": _json_body(_ref("EmbeddingsRequest")),
+                "responses": _answers("Embeddings.", obj),
+            }
+        },
+        "/v1/models": {
+            "get": {
+                "operationId": "listModels",
+                "security": tenant,
+                "responses": _answers("The models this gateway routes.", obj),
+            }
+        },
+        "/health": {
+            "get": {"operationId": "health", "security": [], "responses": _answers("Up.", obj)}
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "security": [],
+                "responses": _answers("This document.", obj),
+            }
+        },
+        "/admin/usage": {
+            "get": {
+                "operationId": "adminUsage",
+                "security": admin,
+                "parameters": [
+                    _query("group_by", "Comma-separated columns to group by.", maxLength=200),
+                    _query("since", "ISO date or time, or a span like 24h, 7d, 30m.", **TIME),
+                    _query("until", "ISO date or time, or a span like 24h, 7d, 30m.", **TIME),
+                ],
+                "responses": _answers("Usage, grouped.", obj),
+            }
+        },
+        "/admin/margins": {
+            "get": {
+                "operationId": "adminMargins",
+                "security": admin,
+                "parameters": [_query("period", "A month, YYYY-MM.", pattern=PERIOD["pattern"])],
+                "responses": _answers("Margins per tenant for the month.", obj),
+            }
+        },
+        "/admin/revenue": {
+            "get": {
+                "operationId": "adminListRevenue",
+                "security": admin,
+                "responses": _answers("Recorded revenue.", obj),
+            },
+            "post": {
+                "operationId": "adminRecordRevenue",
+                "security": admin,
+                "requestBody": _json_body(
+                    {
+                        "oneOf": [
+                            _ref("RevenueEntry"),
+                            {"type": "array", "minItems": 1, "items": _ref("RevenueEntry")},
+                        ]
+                    }
+                ),
+                "responses": _answers("Recorded.", obj, status="201"),
+            },
+        },
+        "/admin/keys": {
+            "get": {
+                "operationId": "adminListKeys",
+                "security": admin,
+                "parameters": [_query("tenant", "Only this tenant's keys.", maxLength=64)],
+                "responses": _answers("Keys (ids, never the keys).", obj),
+            },
+            "post": {
+                "operationId": "adminCreateKey",
+                "security": admin,
+                "requestBody": _json_body(_ref("KeyRequest")),
+                "responses": _answers("The new key, shown once.", obj, status="201"),
+            },
+        },
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Passerelle",
+            "version": VERSION,
+            "description": "An OpenAI-compatible LLM gateway with budgets, and its admin API.",
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "tenantKey": {"type": "http", "scheme": "bearer", "description": "A tenant key."},
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The admin token.",
+                },
+            },
+        },
+    }
+
+
+def openapi_json() -> bytes:
+    return orjson.dumps(openapi_document())
