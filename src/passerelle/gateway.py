@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 from passerelle.config.load import Loaded
 from passerelle.config.schema import Config, KeyConfig
@@ -25,6 +26,7 @@ from passerelle.pipeline.budget import Budget
 from passerelle.pipeline.chain import Next, Stage, build_chain
 from passerelle.pipeline.dispatch import Dispatch
 from passerelle.pipeline.idempotency import Idempotency
+from passerelle.pipeline.inflight import InFlight
 from passerelle.pipeline.margin import MarginFloor, tracking_rule
 from passerelle.pipeline.meter import Meter
 from passerelle.pipeline.parse import Parse
@@ -33,8 +35,10 @@ from passerelle.pricing.catalogue import Catalogue, configured_price
 from passerelle.providers.base import Provider
 from passerelle.providers.factory import build_provider
 from passerelle.providers.resilience import CircuitBreaker
+from passerelle.recovery import Recovered, record_interrupted, report, settle_interrupted
 from passerelle.store.base import Ledger, open_ledger
 from passerelle.store.idempotency import IdempotencyStore, LocalIdempotency, RedisIdempotency
+from passerelle.store.journal import Journal
 from passerelle.tenancy import KeyRing
 
 log = logging.getLogger("passerelle")
@@ -54,6 +58,7 @@ class Gateway:
     counters: Counters
     idempotency: IdempotencyStore
     revenue: RevenueBook
+    journal: Journal | None = None
     chain: Next = field(init=False)
     _refresher: asyncio.Task[None] | None = field(init=False, default=None)
 
@@ -66,7 +71,7 @@ class Gateway:
             Auth(self.keys),
             Parse(),
             Resolve(self.routes),
-            Meter(self.ledger, self.pricer),
+            Meter(self.ledger, self.pricer, self.journal),
             Idempotency(self.idempotency),
         ]
         if self.floor_tenants():
@@ -81,6 +86,8 @@ class Gateway:
                     self.config.server.default_max_tokens_ceiling,
                 )
             )
+        if self.journal is not None:
+            stages.append(InFlight(self.journal))
         stages.append(Dispatch())
         return stages
 
@@ -91,7 +98,13 @@ class Gateway:
     @classmethod
     def from_config(cls, loaded: Loaded, *, ledger: Ledger | None = None) -> Gateway:
         config = loaded.config
-        ledger = ledger or open_ledger(config.store)
+        data_dir = Path(config.ledger.data_dir)
+        dead = config.ledger.dead_letters
+        ledger = ledger or open_ledger(
+            config.store,
+            dead_letters=Path(dead) if dead else data_dir / "ledger-dead-letters.jsonl",
+            unreachable_after_s=config.ledger.unreachable_after_s,
+        )
         keys = KeyRing(lookup=ledger.find_key)
         for tenant in config.tenants:
             for ref in tenant.keys:
@@ -129,6 +142,7 @@ class Gateway:
             counters=counters,
             idempotency=idempotency,
             revenue=RevenueBook(config),
+            journal=Journal(data_dir),
         )
 
     async def seed(self, rule: BudgetRule, at: float) -> int:
@@ -169,12 +183,36 @@ class Gateway:
         await self.ledger.start()
         self.revenue.replace_recorded(await self.ledger.list_revenue())
         self._refresher = asyncio.create_task(self._refresh_revenue(), name="revenue-refresh")
+        # calls a dead process left in flight: their rows before the counters are seeded from
+        # the ledger, their reservations settled after (recovery.py says why)
+        recovered = await self._recover_rows()
         rules = self.limits.all_budgets() + [tracking_rule(t) for t in self.floor_tenants()]
         await self.counters.start(rules, self.seed)
+        if self.journal is not None:
+            if recovered is not None:
+                settled = await settle_interrupted(self.counters, self.limits, recovered)
+                report(recovered, settled)
+                self.journal.forget_taken()
+            self.journal.open()
         for provider in self.providers.values():
             load = getattr(provider, "load", None)
             if load is not None:
                 await load()
+
+    async def _recover_rows(self) -> list[Recovered] | None:
+        """Rows for the calls in flight in dead processes' journals; None when there were none
+        or the ledger failed (the journals are then kept for the next start)."""
+        if self.journal is None:
+            return None
+        found = self.journal.take_over()
+        if not found:
+            self.journal.forget_taken()
+            return None
+        try:
+            return await record_interrupted(self.ledger, found)
+        except StoreError as exc:
+            log.error("calls left in flight could not be recorded (%s); kept for next start", exc)
+            return None
 
     async def _refresh_revenue(self) -> None:
         """Revenue imported by the CLI or another replica reaches this one within a minute."""
@@ -193,6 +231,8 @@ class Gateway:
         await self.counters.close()
         await self.idempotency.close()
         await self.ledger.close()
+        if self.journal is not None:
+            self.journal.close()
 
 
 def build_routes(config: Config, providers: dict[str, Provider]) -> dict[str, Route]:

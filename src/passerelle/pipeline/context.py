@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from passerelle.errors import APIError
+from passerelle.errors import APIError, ProviderError
+from passerelle.limits.counters import Reservation
 from passerelle.providers.base import Completion, Embeddings, StreamChunk, Usage
 from passerelle.tenancy import ApiKey
 
@@ -46,6 +47,29 @@ class ChunkStream:
             await closer()
 
 
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    """An upstream attempt that failed and was retried or failed over: a ledger row of its own,
+    since the upstream may bill it (a timeout is not a refusal)."""
+
+    n: int
+    provider: str
+    upstream_model: str
+    error_code: str
+    latency_ms: float
+
+    @classmethod
+    def of(cls, n: int, target: Any, exc: ProviderError, started: float) -> FailedAttempt:
+        if exc.timeout:
+            code = "upstream_timeout"
+        elif exc.status is not None:
+            code = f"upstream_http_{exc.status}"
+        else:
+            code = "upstream_unreachable"
+        latency = round((time.perf_counter() - started) * 1000.0, 3)
+        return cls(n, target.provider.name, target.upstream_model, code, latency)
+
+
 @dataclass(slots=True)
 class Call:
     endpoint: str  # "chat.completions" | "embeddings"
@@ -64,10 +88,13 @@ class Call:
     stream: bool = False
     include_usage: bool = False
     max_tokens: int | None = None
+    # budget: the worst case held for this call (None: no budget or limit applies)
+    reservation: Reservation | None = None
     # resolve / dispatch
     route: Any = None  # pipeline.resolve.Route
     target: Any = None  # pipeline.resolve.Target that answered
     attempts: int = 0
+    failed_attempts: list[FailedAttempt] = field(default_factory=list)
     result: Completion | Embeddings | ChunkStream | None = None
     first_token_at: float | None = None
     # stream progress

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from passerelle.economics.revenue import RevenueEntry
 from passerelle.store.records import UsageRecord, UsageRow
@@ -42,13 +43,20 @@ class Ledger(Protocol):
     async def list_revenue(self) -> list[RevenueEntry]: ...
 
 
-def open_ledger(url: str) -> Ledger:
+def open_ledger(
+    url: str, *, dead_letters: Path | None = None, unreachable_after_s: float | None = None
+) -> Ledger:
+    """The ledger ``url`` names. ``dead_letters``: the file rows the store refuses are kept in;
+    ``unreachable_after_s``: how long writes retry a lost store before their callers fail."""
+    kw: dict[str, Any] = {"dead_letters": dead_letters}
+    if unreachable_after_s is not None:
+        kw["unreachable_after_s"] = unreachable_after_s
     if url.startswith("sqlite:///"):
         from passerelle.store.sqlite import SQLiteLedger
 
-        return SQLiteLedger(url.removeprefix("sqlite:///"))
+        return SQLiteLedger(url.removeprefix("sqlite:///"), **kw)
     if url.startswith(("postgresql://", "postgres://")):
         from passerelle.store.postgres import PostgresLedger
 
-        return PostgresLedger(url)
+        return PostgresLedger(url, **kw)
     raise ValueError(f"unsupported store URL scheme: {url.split(':', 1)[0]}")
