@@ -62,6 +62,7 @@ _Pending = tuple[tuple[object, ...], "asyncio.Future[None]"]
 _Write = Callable[[Any, list[tuple[object, ...]]], Awaitable[None]]
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 1.0
+MIN_CHUNK = 16  # the smallest transaction a batch is split into while connections keep dying
 UNREACHABLE_AFTER_S = 15.0
 
 
@@ -200,22 +201,46 @@ class PostgresLedger:
     # Exception, not only database errors, in the methods below: whatever a row does, the
     # writer must live on, or every later record() would wait forever.
     async def _commit(self, batch: list[_Pending]) -> None:
-        try:
-            await self._retrying(self._insert_many, [row for row, _ in batch])
-        except _UnreachableError as exc:
-            self._fail(batch, exc)
-            return
-        except Exception as exc:  # a row the database refuses: find it, keep its neighbours
-            log.warning(
-                "ledger batch of %d refused (%s); writing its rows one by one",
-                len(batch),
-                type(exc).__name__,
-            )
-            await self._commit_each(batch)
-            return
-        self.commits += 1
-        for _, fut in batch:
-            _settle(fut)
+        """The batch in one transaction, or in smaller ones while connections keep dying (a
+        short transaction finishes between two terminations); callers wait meanwhile, and
+        only a server unreachable for ``unreachable_after_s`` (with no progress) fails them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.unreachable_after_s
+        delay, size = RETRY_FIRST_S, len(batch)
+        while batch:
+            chunk, rest = batch[:size], batch[size:]
+            try:
+                async with self._pool.acquire(timeout=CONNECT_TIMEOUT_S) as conn:
+                    await self._insert_many(conn, [row for row, _ in chunk])
+            except Exception as exc:
+                if is_row_error(exc):  # a row the database refuses: find it, keep the others
+                    log.warning(
+                        "ledger batch of %d refused (%s); writing its rows one by one",
+                        len(chunk),
+                        type(exc).__name__,
+                    )
+                    await self._commit_each(chunk)
+                    batch = rest
+                    continue
+                left = deadline - loop.time()
+                if left <= 0:
+                    self._fail(batch, _UnreachableError(f"{type(exc).__name__}: {exc}"))
+                    return
+                self.retries += 1
+                log.warning(
+                    "ledger write of %d row(s) failed (%s: %s); retrying on a new connection",
+                    len(chunk),
+                    type(exc).__name__,
+                    exc,
+                )
+                await asyncio.sleep(min(delay, left))
+                delay, size = min(delay * 2, RETRY_MAX_S), max(MIN_CHUNK, size // 2)
+                continue
+            self.commits += 1
+            for _, fut in chunk:
+                _settle(fut)
+            batch = rest
+            deadline, delay = loop.time() + self.unreachable_after_s, RETRY_FIRST_S
 
     async def _commit_each(self, batch: list[_Pending]) -> None:
         for i, (row, fut) in enumerate(batch):
