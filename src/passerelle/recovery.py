@@ -19,6 +19,7 @@ when it restarts (or any replica on the same host and data directory).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,6 +33,7 @@ from passerelle.store.records import ATTEMPT_FAILED, INTERRUPTED, UsageRecord
 
 log = logging.getLogger("passerelle")
 
+RECOVER_AT_ONCE = 256
 CHARGED = "interrupted: in flight when its process died; charged at its reserved worst case"
 UNPRICED = "interrupted: in flight when its process died; nothing was reserved, cost unknown"
 
@@ -73,15 +75,18 @@ def interrupted_record(f: InFlight) -> UsageRecord:
 
 async def record_interrupted(ledger: Ledger, found: list[InFlight]) -> list[Recovered]:
     """Rows for the calls that have none; what each reservation settles to."""
-    out: list[Recovered] = []
-    for f in found:
+
+    async def one(f: InFlight) -> Recovered:
         rows = [r for r in await ledger.records(f.request_id) if r.status != ATTEMPT_FAILED]
         if rows:  # committed before the crash: only the settlement may be missing
             cost = sum((r.cost_usd or Decimal(0) for r in rows), Decimal(0))
-            out.append(Recovered(f, to_nano(cost, up=True), interrupted=False))
-            continue
+            return Recovered(f, to_nano(cost, up=True), interrupted=False)
         await ledger.record(interrupted_record(f))
-        out.append(Recovered(f, f.amount_nano or 0, interrupted=True))
+        return Recovered(f, f.amount_nano or 0, interrupted=True)
+
+    out: list[Recovered] = []
+    for i in range(0, len(found), RECOVER_AT_ONCE):  # the rows of a chunk commit together
+        out.extend(await asyncio.gather(*(one(f) for f in found[i : i + RECOVER_AT_ONCE])))
     return out
 
 
