@@ -3,7 +3,7 @@
 The order itself is listed once, in ``Gateway.stages()`` (``gateway.py``):
 
     auth → parse → resolve → meter → idempotency → [policy] → margin floor → budget → [cache]
-         → dispatch
+         → in flight → dispatch
 
 Each stage is a small object with ``async __call__(call, next)``; ``build_chain`` links them once at
 start-up, so a request pays one bound call per stage and nothing else. Stages in brackets come with
@@ -13,7 +13,8 @@ resolved to its targets before anything prices it; the meter wraps everything af
 refusal, a replay or (later) a cache hit is recorded too; an idempotent replay is served before any
 policy or budget would count it again; redaction (policy) must come before the cache so that no
 cache key holds personal data; the margin floor may switch the route to a cheaper model, so it runs
-before the budget reserves that route's worst case; dispatch is the only stage that talks to
+before the budget reserves that route's worst case; in flight journals the call (with that
+reservation) just before it can cost anything upstream; dispatch is the only stage that talks to
 providers.
 """
 
