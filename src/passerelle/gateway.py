@@ -193,7 +193,10 @@ class Gateway:
                 settled = await settle_interrupted(self.counters, self.limits, recovered)
                 report(recovered, settled)
                 self.journal.forget_taken()
-            self.journal.open()
+            try:
+                self.journal.open()
+            except OSError as exc:
+                raise StoreError(f"cannot open the journal {self.journal.path}: {exc}") from exc
         for provider in self.providers.values():
             load = getattr(provider, "load", None)
             if load is not None:
@@ -204,7 +207,13 @@ class Gateway:
         or the ledger failed (the journals are then kept for the next start)."""
         if self.journal is None:
             return None
-        found = self.journal.take_over()
+        try:
+            found = self.journal.take_over()
+        except OSError as exc:
+            raise StoreError(
+                f"cannot use the journal directory {self.journal.directory}: {exc}; "
+                "set ledger.data_dir to a writable directory"
+            ) from exc
         if not found:
             self.journal.forget_taken()
             return None
