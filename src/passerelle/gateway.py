@@ -26,7 +26,7 @@ from passerelle.pipeline.budget import Budget
 from passerelle.pipeline.chain import Next, Stage, build_chain
 from passerelle.pipeline.dispatch import Dispatch
 from passerelle.pipeline.idempotency import Idempotency
-from passerelle.pipeline.inflight import InFlight
+from passerelle.pipeline.inflight import InFlight, JournaledCounters
 from passerelle.pipeline.margin import MarginFloor, tracking_rule
 from passerelle.pipeline.meter import Meter
 from passerelle.pipeline.parse import Parse
@@ -130,6 +130,7 @@ class Gateway:
             counters, idempotency = RedisCounters(config.redis), RedisIdempotency(config.redis)
         else:
             counters, idempotency = LocalCounters(), LocalIdempotency()
+        journal = Journal(data_dir)
         return cls(
             config=config,
             admin_token=loaded.secrets.get(config.admin_token),
@@ -139,10 +140,10 @@ class Gateway:
             routes=routes,
             pricer=Pricer(Catalogue.shipped()),
             limits=limits,
-            counters=counters,
+            counters=JournaledCounters(counters, journal),
             idempotency=idempotency,
             revenue=RevenueBook(config),
-            journal=Journal(data_dir),
+            journal=journal,
         )
 
     async def seed(self, rule: BudgetRule, at: float) -> int:

@@ -1,14 +1,16 @@
 """Start-up recovery: the calls a dead process left in flight, recorded and settled.
 
-A process killed mid-call leaves, in its journal (``store/journal.py``), calls that went upstream
-and never ended. The next start takes over every journal whose process is dead and, per call:
+A process killed mid-call leaves, in its journal (``store/journal.py``), calls that never ended.
+The next start takes over every journal whose process is dead and, per call:
 
-- if its row never reached the ledger, records it as ``interrupted``: charged at the worst case
-  its reservation held (the upstream may have produced up to that, and a budget must never count
-  less than was possibly spent), usage not reported; a call that reserved nothing (no budget or
-  limit applied) is recorded unpriced (cost NULL), as unknown rather than $0;
-- settles its reservation to that cost (or to the recorded cost, if the row was committed but the
-  settlement was not), so its hold does not wait for expiry.
+- one that went upstream (or was about to) and whose row never reached the ledger is recorded as
+  ``interrupted``: charged at the worst case its reservation held (the upstream may have produced
+  up to that, and a budget must never count less than was possibly spent), usage not reported; a
+  call that reserved nothing (no budget applied) is recorded unpriced (cost NULL), as unknown
+  rather than $0;
+- its reservation is settled to that cost, to the recorded cost if the row was committed but the
+  settlement was not, or to 0 if the call never went upstream (killed between its reservation
+  and dispatch), so no hold waits for its expiry.
 
 Rows are written before the counters are seeded and settled after, so both kinds of counters end
 up counting each call once: the in-process counters of a restarted single process are rebuilt from
@@ -25,10 +27,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from passerelle.errors import StoreError
-from passerelle.limits.counters import Admission, Counters, Reservation, dedupe
+from passerelle.limits.counters import Admission, Counters, Reservation
 from passerelle.limits.rules import Limits, from_nano, to_nano
 from passerelle.store.base import Ledger
-from passerelle.store.journal import InFlight
+from passerelle.store.journal import OpenCall
 from passerelle.store.records import ATTEMPT_FAILED, INTERRUPTED, UsageRecord
 
 log = logging.getLogger("passerelle")
@@ -40,12 +42,12 @@ UNPRICED = "interrupted: in flight when its process died; nothing was reserved, 
 
 @dataclass(slots=True)
 class Recovered:
-    call: InFlight
+    call: OpenCall
     actual_nano: int  # what its reservation settles to
     interrupted: bool  # recorded now, as interrupted (else its row was committed before)
 
 
-def interrupted_record(f: InFlight) -> UsageRecord:
+def interrupted_record(f: OpenCall) -> UsageRecord:
     return UsageRecord(
         request_id=f.request_id,
         attempt=0,  # attempts count from 1: this row never collides with a real attempt's
@@ -73,10 +75,12 @@ def interrupted_record(f: InFlight) -> UsageRecord:
     )
 
 
-async def record_interrupted(ledger: Ledger, found: list[InFlight]) -> list[Recovered]:
+async def record_interrupted(ledger: Ledger, found: list[OpenCall]) -> list[Recovered]:
     """Rows for the calls that have none; what each reservation settles to."""
 
-    async def one(f: InFlight) -> Recovered:
+    async def one(f: OpenCall) -> Recovered:
+        if not f.begun:  # reserved, never dispatched: nothing was spent
+            return Recovered(f, 0, interrupted=False)
         rows = [r for r in await ledger.records(f.request_id) if r.status != ATTEMPT_FAILED]
         if rows:  # committed before the crash: only the settlement may be missing
             cost = sum((r.cost_usd or Decimal(0) for r in rows), Decimal(0))
@@ -95,13 +99,10 @@ async def settle_interrupted(counters: Counters, limits: Limits, recovered: list
     settled = 0
     for r in recovered:
         f = r.call
-        if f.amount_nano is None or f.tenant is None:
+        if f.amount_nano is None:
             continue
-        rules = [
-            rule
-            for rule in dedupe(limits.budgets_for(f.tenant, f.key_id, f.feature), f.at)
-            if rule.counter(f.at) in f.budgets
-        ]
+        by_counter = {rule.counter(f.at): rule for rule in limits.all_budgets()}
+        rules = [by_counter[c] for c in f.budgets if c in by_counter]
         admission = Admission(
             reservation_id=f.request_id,
             at=f.at,

@@ -102,7 +102,7 @@ class Budget:
             ) from exc
         if isinstance(outcome, Refusal):
             raise refusal_error(outcome, call.received_at)
-        reservation = call.reservation = outcome
+        reservation = outcome
         call.defer(lambda c: self._settle(c, reservation))
         if reservation.soft_exceeded:
             labels = "; ".join(f"{r.label} {r.period} ${r.usd}" for r in reservation.soft_exceeded)

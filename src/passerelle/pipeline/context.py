@@ -16,7 +16,6 @@ from decimal import Decimal
 from typing import Any
 
 from passerelle.errors import APIError, ProviderError
-from passerelle.limits.counters import Reservation
 from passerelle.providers.base import Completion, Embeddings, StreamChunk, Usage
 from passerelle.tenancy import ApiKey
 
@@ -88,8 +87,6 @@ class Call:
     stream: bool = False
     include_usage: bool = False
     max_tokens: int | None = None
-    # budget: the worst case held for this call (None: no budget or limit applies)
-    reservation: Reservation | None = None
     # resolve / dispatch
     route: Any = None  # pipeline.resolve.Route
     target: Any = None  # pipeline.resolve.Target that answered

@@ -1,22 +1,27 @@
-"""In flight: a call about to go upstream is written to the journal, so a crash cannot hide it.
+"""In flight: what a call holds and where it went, journaled so that a crash cannot hide it.
 
-The stage sits right before dispatch: a call that reaches it will cost money upstream. It appends
-the call's ``begin`` line (who, what, the worst case its reservation holds) and, once the answer
-is complete, its ``end`` line, after the meter's row and the budget's settlement (deferred work
-runs in registration order, and this stage registers last). The meter notes in between that the
-row is committed. A call the process dies with is found by the next start (``Gateway.reconcile``).
+Two places write a call's journal lines (``store/journal.py``). ``JournaledCounters`` wraps the
+budget counters: before a reservation is made, its ``reserve`` line (the worst case and the
+counters it is held on), so that a process killed the instant after Redis took the hold still
+leaves what is needed to release it; a refused admission ends the call at once. The ``InFlight``
+stage sits right before dispatch, where a call is about to cost money upstream: its ``begin``
+line (who and what). The meter marks the row committed, and the settlement, or the stage's
+deferred work for a call with no reservation, ends it: deferred work runs in registration order
+(meter, budget, then this stage), so the end comes after the row and the settlement. A call a
+process dies with is found by the next start (``recovery.py``).
 """
 
 from __future__ import annotations
 
+from passerelle.limits.counters import Admission, Counters, Refusal, Reservation, Seed
+from passerelle.limits.rules import BudgetRule
 from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import Call
 from passerelle.store.journal import Journal
 
 
 def begin_entry(call: Call) -> dict[str, object]:
-    entry: dict[str, object] = {
-        "id": call.request_id,
+    return {
         "at": call.received_at,
         "tenant": call.tenant,
         "key": call.key.key_id if call.key else None,
@@ -26,13 +31,6 @@ def begin_entry(call: Call) -> dict[str, object]:
         "model": call.model,
         "stream": call.stream,
     }
-    reservation = call.reservation
-    if reservation is not None:
-        admission = reservation.admission
-        entry["amount"] = admission.amount_nano
-        entry["tokens"] = admission.tokens
-        entry["budgets"] = [rule.counter(admission.at) for rule in admission.budgets]
-    return entry
 
 
 class InFlight:
@@ -40,9 +38,56 @@ class InFlight:
         self._journal = journal
 
     async def __call__(self, call: Call, next: Next) -> None:
-        self._journal.begin(begin_entry(call))
+        self._journal.begin(call.request_id, begin_entry(call))
         call.defer(self._end)
         await next(call)
 
     async def _end(self, call: Call) -> None:
         self._journal.end(call.request_id)
+
+
+class JournaledCounters:
+    """``Counters`` whose reservations are journaled before they are made and ended once they
+    are settled or refused; everything else is the wrapped counters'."""
+
+    def __init__(self, inner: Counters, journal: Journal) -> None:
+        self.inner = inner
+        self._journal = journal
+
+    async def start(self, rules: list[BudgetRule], seed: Seed) -> None:
+        await self.inner.start(rules, seed)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def admit(self, admission: Admission) -> Reservation | Refusal:
+        rid = admission.reservation_id
+        if admission.budgets:
+            at = admission.at
+            self._journal.reserve(
+                rid,
+                {
+                    "at": at,
+                    "amount": admission.amount_nano,
+                    "tokens": admission.tokens,
+                    "budgets": sorted({rule.counter(at) for rule in admission.budgets}),
+                },
+            )
+        try:
+            outcome = await self.inner.admit(admission)
+        except BaseException:
+            # unreachable counters: a hold whose answer was lost expires on its own
+            self._journal.end(rid)
+            raise
+        if isinstance(outcome, Refusal):
+            self._journal.end(rid)
+        return outcome
+
+    async def settle(self, reservation: Reservation, actual_nano: int, tokens: int) -> None:
+        try:
+            await self.inner.settle(reservation, actual_nano, tokens)
+        finally:
+            self._journal.end(reservation.admission.reservation_id)
+
+    async def spent_nano(self, rule: BudgetRule, at: float) -> int:
+        return await self.inner.spent_nano(rule, at)

@@ -2,10 +2,11 @@
 
 The hot path never waits on a database, so a process killed mid-call (SIGKILL, the OOM killer, a
 container stopped hard) would leave calls the upstream served, or was serving, with no ledger row
-and their budget reservations held until they expire. So each call that goes upstream appends a
-``begin`` line before its first attempt (who, what, and its worst-case reservation), a
-``recorded`` line once its ledger row is committed, and an ``end`` line once its reservation is
-settled. Each line is one ``os.write`` on an ``O_APPEND`` descriptor and no fsync: the kernel's page
+and their budget reservations held until they expire. So a call appends a ``reserve`` line before
+its budget reservation is made (its worst case and the counters it holds it on), a ``begin`` line
+before its first upstream attempt (who and what), a ``recorded`` line once its ledger row is
+committed, and an ``end`` line once it is over: settled, or refused, or answered without the
+upstream. Each line is one ``os.write`` on an ``O_APPEND`` descriptor and no fsync: the kernel's page
 cache outlives the process, so a process crash loses nothing; only a host crash can lose the tail.
 At the next start the calls begun and never ended are reconciled (``Gateway.reconcile``).
 
@@ -32,18 +33,19 @@ COMPACT_EVERY = 20_000  # lines appended between two compactions
 
 
 @dataclass(frozen=True, slots=True)
-class InFlight:
-    """A call a dead process began; what reconciliation needs to record and settle it."""
+class OpenCall:
+    """A call a dead process left open; what reconciliation needs to record and settle it."""
 
     request_id: str
     at: float
-    tenant: str | None
-    key_id: str | None
-    feature: str | None
-    end_user: str | None
-    endpoint: str
-    model: str | None
-    stream: bool
+    begun: bool  # it reached the upstream (or was about to): it needs a row
+    tenant: str | None = None
+    key_id: str | None = None
+    feature: str | None = None
+    end_user: str | None = None
+    endpoint: str = ""
+    model: str | None = None
+    stream: bool = False
     amount_nano: int | None = None  # the reservation's worst case; None: nothing was reserved
     tokens: int = 0
     budgets: tuple[str, ...] = ()  # the budget counters it holds a reservation on
@@ -51,30 +53,32 @@ class InFlight:
     source: Path = field(default=Path(), compare=False)
 
 
-def _read(path: Path) -> list[InFlight]:
-    """The calls begun and never ended in one journal; a torn last line is ignored."""
-    begun: dict[str, dict[str, Any]] = {}
-    recorded: set[str] = set()
+def _read(path: Path) -> list[OpenCall]:
+    """The calls left open in one journal; a torn last line is ignored."""
+    open_: dict[str, dict[str, Any]] = {}
     with path.open("rb") as f:
         for line in f:
             try:
                 entry = orjson.loads(line)
             except orjson.JSONDecodeError:
-                continue  # a line cut by the crash: its call never reached the upstream
-            rid = entry.get("id")
-            kind = entry.get("k")
-            if kind == "b":
-                begun[rid] = entry
-            elif kind == "r":
-                recorded.add(rid)
-            elif kind == "e":
-                begun.pop(rid, None)
+                continue  # a line cut by the crash: what it announced never happened
+            rid = entry.pop("id", None)
+            kind = entry.pop("k", None)
+            if kind == "e":
+                open_.pop(rid, None)
+            elif kind in ("v", "b", "r"):
+                call = open_.setdefault(rid, {})
+                call.update(entry)
+                call[kind] = True
     out = []
-    for rid, e in begun.items():
+    for rid, e in open_.items():
+        if "at" not in e:
+            continue  # only a `recorded` mark survived: nothing to reconcile
         out.append(
-            InFlight(
+            OpenCall(
                 request_id=str(rid),
                 at=float(e["at"]),
+                begun=bool(e.get("b")),
                 tenant=e.get("tenant"),
                 key_id=e.get("key"),
                 feature=e.get("feature"),
@@ -85,7 +89,7 @@ def _read(path: Path) -> list[InFlight]:
                 amount_nano=e.get("amount"),
                 tokens=int(e.get("tokens") or 0),
                 budgets=tuple(e.get("budgets") or ()),
-                recorded=rid in recorded,
+                recorded=bool(e.get("r")),
                 source=path,
             )
         )
@@ -93,23 +97,24 @@ def _read(path: Path) -> list[InFlight]:
 
 
 class Journal:
-    """This process's journal in ``directory``. ``open`` first, then ``begin``/``recorded``/
-    ``end`` per call; ``close`` at shutdown."""
+    """This process's journal in ``directory``. ``take_over`` and ``open`` at start, then
+    ``reserve``/``begin``/``recorded``/``end`` per call; ``close`` at shutdown."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / f"journal-{os.getpid()}-{os.urandom(4).hex()}.jsonl"
         self._fd: int | None = None
-        self._open: dict[str, bytes] = {}  # request id -> its begin line (kept by compaction)
+        self._open: dict[str, list[bytes]] = {}  # request id -> its lines (kept by compaction)
+        self._begun: set[str] = set()
         self._recorded: set[str] = set()
         self._appended = 0
         self._taken: list[tuple[Path, int]] = []
 
-    def take_over(self) -> list[InFlight]:
+    def take_over(self) -> list[OpenCall]:
         """Lock every journal whose process is dead and return its unfinished calls; ``forget``
         removes them once they are reconciled. Journals of live processes are left alone."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        found: list[InFlight] = []
+        found: list[OpenCall] = []
         for path in sorted(self.directory.glob("journal-*.jsonl")):
             if path == self.path:
                 continue
@@ -154,25 +159,34 @@ class Journal:
         os.close(self._fd)
         self._fd = None
 
-    def begin(self, entry: dict[str, object]) -> None:
-        """``entry`` holds ``id`` and what ``InFlight`` reads back."""
-        line = orjson.dumps({"k": "b", **entry}) + b"\n"
-        self._open[str(entry["id"])] = line
-        self._write(line)
+    def reserve(self, request_id: str, entry: dict[str, object]) -> None:
+        """Before a reservation is made: ``at``, ``amount``, ``tokens``, ``budgets``."""
+        self._add(request_id, b"v", entry)
+
+    def begin(self, request_id: str, entry: dict[str, object]) -> None:
+        """Before the first upstream attempt: ``at`` and who and what (see ``OpenCall``)."""
+        self._begun.add(request_id)
+        self._add(request_id, b"b", entry)
 
     def recorded(self, request_id: str) -> None:
         if request_id in self._open:
             self._recorded.add(request_id)
-            self._write(orjson.dumps({"k": "r", "id": request_id}) + b"\n")
+            self._add(request_id, b"r", {})
 
     def end(self, request_id: str) -> None:
-        """The call is over. One whose row was never committed (the ledger failed) stays open:
-        the upstream may have served it, so the next start records it as interrupted."""
-        if request_id not in self._recorded:
+        """The call is over. One that went upstream and whose row was never committed (the
+        ledger failed) stays open: the next start records it as interrupted."""
+        if request_id in self._begun and request_id not in self._recorded:
             return
+        self._begun.discard(request_id)
         self._recorded.discard(request_id)
         if self._open.pop(request_id, None) is not None:
             self._write(orjson.dumps({"k": "e", "id": request_id}) + b"\n")
+
+    def _add(self, request_id: str, kind: bytes, entry: dict[str, object]) -> None:
+        line = b'{"k":"' + kind + b'",' + orjson.dumps({"id": request_id, **entry})[1:] + b"\n"
+        self._open.setdefault(request_id, []).append(line)
+        self._write(line)
 
     @property
     def open_calls(self) -> int:
@@ -196,8 +210,7 @@ class Journal:
         tmp = self.path.with_suffix(".compact")
         try:
             fd = self._create(tmp)
-            marks = (orjson.dumps({"k": "r", "id": rid}) + b"\n" for rid in self._recorded)
-            os.write(fd, b"".join([*self._open.values(), *marks]))
+            os.write(fd, b"".join(line for lines in self._open.values() for line in lines))
             os.rename(tmp, self.path)
         except OSError as exc:
             log.error("journal compaction failed: %s", exc)
