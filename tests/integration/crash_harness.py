@@ -51,6 +51,7 @@ class Figures:
     sigterm_exit: int | None = None
     journals_left: int = 0
     holds_left: int = 0  # Redis reservations still held at the end (PostgreSQL + Redis)
+    spent_gap_nano: int = 0  # Redis `spent` minus what the ledger holds (PostgreSQL + Redis)
     restart_s: list[float] = field(default_factory=list)
 
     @property
@@ -64,6 +65,7 @@ class Figures:
             and self.sigterm_exit == 0
             and self.journals_left == 0
             and self.holds_left == 0
+            and self.spent_gap_nano == 0
         )
 
 
@@ -202,13 +204,18 @@ async def postgres_rows(url: str, tenant: str) -> list[dict[str, Any]]:
         await conn.close()
 
 
-def redis_holds(url: str, tenant: str) -> int:
+def redis_budget(url: str, tenant: str) -> tuple[int, int]:
+    """(reservations still held, nano-dollars spent) of the tenant's budget counters."""
     import redis
 
     client = redis.Redis.from_url(url)
     try:
-        keys = client.keys(f"passerelle:budget:tenant:{tenant}:*:holds")
-        return sum(int(client.zcard(k)) for k in keys)
+        holds = client.keys(f"passerelle:budget:tenant:{tenant}:*:holds")
+        spent = [k for k in client.keys(f"passerelle:budget:tenant:{tenant}:*") if k not in holds]
+        return (
+            sum(int(client.zcard(k)) for k in holds),
+            sum(int(client.hget(k, "spent") or 0) for k in spent),
+        )
     finally:
         client.close()
 
@@ -280,5 +287,7 @@ async def run(
     check(figures, rows, completed, upstream.stats()["users"], set(tags))
     figures.journals_left = len(list((workdir / "passerelle-data").glob("journal-*.jsonl")))
     if redis:
-        figures.holds_left = redis_holds(redis, tenant)
+        figures.holds_left, spent = redis_budget(redis, tenant)
+        ledger_nano = sum(-(-int(r["cost_pusd"] or 0) // 1000) for r in rows)
+        figures.spent_gap_nano = spent - ledger_nano
     return figures

@@ -25,7 +25,7 @@ def assert_exact(f: Figures, kills: int) -> None:
     assert f.duplicates == 0, f
     assert f.upstream_unaccounted == 0 and f.attempts_unaccounted == 0, f
     assert (f.sigterm_finished, f.sigterm_exit) == (f.sigterm_in_flight, 0), f
-    assert f.journals_left == 0 and f.holds_left == 0, f
+    assert f.journals_left == 0 and f.holds_left == 0 and f.spent_gap_nano == 0, f
 
 
 def test_sigkill_under_load_on_sqlite_keeps_the_books_exact(
