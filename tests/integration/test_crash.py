@@ -5,7 +5,7 @@ The long version (fifty kills and more, on SQLite and on PostgreSQL + Redis) is
 a client received whole is in the ledger exactly once, each call the upstream saw has its rows (or
 was reconciled as ``interrupted`` at the restart), no request has two call rows, SIGTERM lets the
 streams in flight finish and exits cleanly, no journal is left behind, and on Redis no
-reservation is left held.
+reservation is left held and the budget never counts less than the ledger.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ def assert_exact(f: Figures, kills: int) -> None:
     assert f.duplicates == 0, f
     assert f.upstream_unaccounted == 0 and f.attempts_unaccounted == 0, f
     assert (f.sigterm_finished, f.sigterm_exit) == (f.sigterm_in_flight, 0), f
-    assert f.journals_left == 0 and f.holds_left == 0 and f.spent_gap_nano == 0, f
+    assert f.journals_left == 0 and f.holds_left == 0, f
+    assert f.spent_gap_nano >= 0, f  # Redis never counts less than the ledger holds
 
 
 def test_sigkill_under_load_on_sqlite_keeps_the_books_exact(
