@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 from passerelle.config.load import Loaded
 from passerelle.config.schema import Config, KeyConfig
@@ -25,6 +26,7 @@ from passerelle.pipeline.budget import Budget, OutputCeiling
 from passerelle.pipeline.chain import Next, Stage, build_chain
 from passerelle.pipeline.dispatch import Dispatch
 from passerelle.pipeline.idempotency import Idempotency
+from passerelle.pipeline.inflight import InFlight, JournaledCounters
 from passerelle.pipeline.margin import MarginFloor, tracking_rule
 from passerelle.pipeline.meter import Meter
 from passerelle.pipeline.parse import Parse
@@ -34,8 +36,10 @@ from passerelle.provider_settings import provider_settings
 from passerelle.providers.base import Provider
 from passerelle.providers.factory import build_provider
 from passerelle.providers.resilience import CircuitBreaker
+from passerelle.recovery import Recovered, record_interrupted, report, settle_interrupted
 from passerelle.store.base import Ledger
 from passerelle.store.idempotency import IdempotencyStore, LocalIdempotency, RedisIdempotency
+from passerelle.store.journal import Journal
 from passerelle.store.ledgers import open_ledger
 from passerelle.tenancy import KeyRing
 
@@ -56,6 +60,7 @@ class Gateway:
     counters: Counters
     idempotency: IdempotencyStore
     revenue: RevenueBook
+    journal: Journal | None = None
     chain: Next = field(init=False)
     _refresher: asyncio.Task[None] | None = field(init=False, default=None)
 
@@ -68,7 +73,7 @@ class Gateway:
             Auth(self.keys),
             Parse(),
             Resolve(self.routes),
-            Meter(self.ledger, self.pricer),
+            Meter(self.ledger, self.pricer, self.journal),
             Idempotency(self.idempotency),
         ]
         floors = None
@@ -82,6 +87,8 @@ class Gateway:
             )
             # the budget stage checks the margin floor in the same atomic admission
             stages.append(Budget(self.limits, self.counters, self.pricer, ceiling, floors))
+        if self.journal is not None:
+            stages.append(InFlight(self.journal))
         stages.append(Dispatch())
         return stages
 
@@ -92,7 +99,13 @@ class Gateway:
     @classmethod
     def from_config(cls, loaded: Loaded, *, ledger: Ledger | None = None) -> Gateway:
         config = loaded.config
-        ledger = ledger or open_ledger(config.store)
+        data_dir = Path(config.ledger.data_dir)
+        dead = config.ledger.dead_letters
+        ledger = ledger or open_ledger(
+            config.store,
+            dead_letters=Path(dead) if dead else data_dir / "ledger-dead-letters.jsonl",
+            unreachable_after_s=config.ledger.unreachable_after_s,
+        )
         keys = KeyRing(lookup=ledger.find_key)
         for tenant in config.tenants:
             for ref in tenant.keys:
@@ -121,6 +134,7 @@ class Gateway:
         else:
             counters = LocalCounters()
             idempotency = LocalIdempotency(max_bytes=config.server.idempotency_max_bytes)
+        journal = Journal(data_dir)
         return cls(
             config=config,
             admin_token=loaded.secrets.get(config.admin_token),
@@ -130,9 +144,10 @@ class Gateway:
             routes=routes,
             pricer=Pricer(Catalogue.shipped()),
             limits=limits,
-            counters=counters,
+            counters=JournaledCounters(counters, journal),
             idempotency=idempotency,
             revenue=RevenueBook(config),
+            journal=journal,
         )
 
     async def seed(self, rule: BudgetRule, at: float) -> int:
@@ -173,10 +188,43 @@ class Gateway:
         await self.ledger.start()
         self.revenue.replace_recorded(await self.ledger.list_revenue())
         self._refresher = asyncio.create_task(self._refresh_revenue(), name="revenue-refresh")
+        # calls a dead process left in flight: their rows before the counters are seeded from
+        # the ledger, their reservations settled after (recovery.py says why)
+        recovered = await self._recover_rows()
         rules = self.limits.all_budgets() + [tracking_rule(t) for t in self.floor_tenants()]
         await self.counters.start(rules, self.seed)
+        if self.journal is not None:
+            if recovered is not None:
+                settled = await settle_interrupted(self.counters, self.limits, recovered)
+                report(recovered, settled)
+                self.journal.forget_taken()
+            try:
+                self.journal.open()
+            except OSError as exc:
+                raise StoreError(f"cannot open the journal {self.journal.path}: {exc}") from exc
         for provider in self.providers.values():
             await provider.load()
+
+    async def _recover_rows(self) -> list[Recovered] | None:
+        """Rows for the calls in flight in dead processes' journals; None when there were none
+        or the ledger failed (the journals are then kept for the next start)."""
+        if self.journal is None:
+            return None
+        try:
+            found = self.journal.take_over()
+        except OSError as exc:
+            raise StoreError(
+                f"cannot use the journal directory {self.journal.directory}: {exc}; "
+                "set ledger.data_dir to a writable directory"
+            ) from exc
+        if not found:
+            self.journal.forget_taken()
+            return None
+        try:
+            return await record_interrupted(self.ledger, found)
+        except StoreError as exc:
+            log.error("calls left in flight could not be recorded (%s); kept for next start", exc)
+            return None
 
     async def _refresh_revenue(self) -> None:
         """Revenue imported by the CLI or another replica reaches this one within a minute."""
@@ -195,6 +243,8 @@ class Gateway:
         await self.counters.close()
         await self.idempotency.close()
         await self.ledger.close()
+        if self.journal is not None:
+            self.journal.close()
 
 
 def build_routes(config: Config, providers: dict[str, Provider]) -> dict[str, Route]:

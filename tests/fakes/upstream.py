@@ -201,6 +201,7 @@ class State:
         self.requests, self.by_path = 0, {}
         self.last_request: Any = None
         self.last_headers: Any = {}
+        self.users: dict[str, int] = {}  # requests per `user` field: who the upstream served
 
     def record(self, request: Any, body: Any = None) -> None:
         self.requests += 1
@@ -208,6 +209,9 @@ class State:
         self.last_headers = request.headers  # lower-cased only when stats are asked for
         if body is not None:
             self.last_request = body
+            user = body.get("user") if isinstance(body, dict) else None
+            if isinstance(user, str):
+                self.users[user] = self.users.get(user, 0) + 1
 
     def behaviour(self, body: dict) -> Behaviour:
         b = parse_directives(body.get("messages") or [])
@@ -221,6 +225,7 @@ class State:
             "by_path": dict(self.by_path),
             "last_request": self.last_request,
             "last_headers": {k.lower(): v for k, v in self.last_headers.items()},
+            "users": dict(self.users),
         }
 
 

@@ -64,7 +64,8 @@ def client(gw: GatewayProcess, sdk: Sdk) -> OpenAI:
 
 
 def ledger_row(gw: GatewayProcess, request_id: str) -> dict[str, Any]:
-    rows = gw.ledger_rows("request_id = ?", (request_id,))
+    """The call's row (failed attempts before it are rows of their own, left out here)."""
+    rows = gw.ledger_rows("request_id = ? AND status <> 'attempt_failed'", (request_id,))
     assert len(rows) == 1
     return rows[0]
 
@@ -143,6 +144,8 @@ def test_overloaded_529_is_retried(gw, fresh_upstream, client) -> None:  # type:
     assert raw.parse().choices[0].message.content == REPLY
     assert fresh_upstream.stats()["requests"] == 3
     assert ledger_row(gw, raw.headers["x-request-id"])["attempt"] == 3
+    failed = gw.ledger_rows("request_id = ? AND attempt < 3", (raw.headers["x-request-id"],))
+    assert [r["error_code"] for r in failed] == ["upstream_http_529"] * 2
 
 
 def test_streamed_529_is_retried_before_the_first_byte(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]

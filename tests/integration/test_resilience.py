@@ -98,8 +98,13 @@ def test_retries_with_backoff_until_the_upstream_recovers(gw, fresh_upstream, cl
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HI)
     assert raw.parse().choices[0].message.content == "Hello from fake upstream."
     assert fresh_upstream.stats()["requests"] == 3
-    [row] = gw.ledger_rows("request_id = ?", (raw.headers["x-request-id"],))
-    assert (row["attempt"], row["status"], row["provider"]) == (3, "ok", "fake")
+    rows = gw.ledger_rows("request_id = ?", (raw.headers["x-request-id"],))
+    # each failed attempt is a row of its own (the upstream may bill it); the call is the last
+    assert [(r["attempt"], r["status"], r["error_code"], r["provider"]) for r in rows] == [
+        (1, "attempt_failed", "upstream_http_503", "fake"),
+        (2, "attempt_failed", "upstream_http_503", "fake"),
+        (3, "ok", None, "fake"),
+    ]
 
 
 def test_retries_stop_at_max_retries(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
@@ -108,9 +113,13 @@ def test_retries_stop_at_max_retries(gw, fresh_upstream, client) -> None:  # typ
         client.chat.completions.create(model="gpt-4o-mini", messages=HI)
     assert fresh_upstream.stats()["requests"] == 3
     assert info.value.request_id is not None
-    [row] = gw.ledger_rows("request_id = ?", (info.value.request_id,))
+    *attempts, row = gw.ledger_rows("request_id = ?", (info.value.request_id,))
     assert (row["attempt"], row["status"], row["error_code"]) == (3, "error", "upstream_error")
     assert row["input_tokens"] == row["output_tokens"] == 0
+    assert [(a["attempt"], a["status"]) for a in attempts] == [
+        (1, "attempt_failed"),
+        (2, "attempt_failed"),
+    ]
 
 
 def test_fallback_answers_from_the_second_target(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
@@ -119,7 +128,12 @@ def test_fallback_answers_from_the_second_target(gw, fresh_upstream, client) -> 
     assert raw.parse().choices[0].message.content == "Hello from fake upstream."
     assert raw.headers["x-passerelle-target"] == "secondary/gpt-4o-mini"
     assert fresh_upstream.stats()["requests"] == 2
-    [row] = gw.ledger_rows("request_id = ?", (raw.headers["x-request-id"],))
+    first, row = gw.ledger_rows("request_id = ?", (raw.headers["x-request-id"],))
+    assert (first["provider"], first["attempt"], first["status"]) == (
+        "primary",
+        1,
+        "attempt_failed",
+    )
     assert (row["provider"], row["attempt"], row["status"]) == ("secondary", 2, "ok")
 
 

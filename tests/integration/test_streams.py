@@ -42,9 +42,10 @@ def client(gw: GatewayProcess, sdk: Sdk) -> OpenAI:
 
 
 def wait_for_row(gw: GatewayProcess, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The call's row (failed attempts before it are rows of their own, left out here)."""
     deadline = time.monotonic() + timeout
     while True:
-        rows = gw.ledger_rows("request_id = ?", (request_id,))
+        rows = gw.ledger_rows("request_id = ? AND status <> 'attempt_failed'", (request_id,))
         if rows or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -187,6 +188,8 @@ def test_stream_failing_before_the_first_byte_is_retried(gw, fresh_upstream, cli
     assert fresh_upstream.stats()["requests"] == 2
     row = wait_for_row(gw, raw.headers["x-request-id"])
     assert (row["attempt"], row["status"], row["stream"]) == (2, "ok", 1)
+    [failed] = gw.ledger_rows("request_id = ? AND attempt = 1", (raw.headers["x-request-id"],))
+    assert (failed["status"], failed["error_code"]) == ("attempt_failed", "upstream_http_503")
 
 
 def test_stream_cut_before_any_event_is_retried(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ import pytest_asyncio
 from passerelle.errors import StoreError
 from passerelle.store.base import Ledger
 from passerelle.store.postgres import PostgresLedger
-from passerelle.store.records import UsageRecord
+from passerelle.store.records import ATTEMPT_FAILED, UsageRecord
 from passerelle.store.sqlite import SQLiteLedger
 from passerelle.tenancy import ApiKey
 
@@ -32,6 +33,21 @@ pytestmark = pytest.mark.asyncio(loop_scope="function")
 DAY1 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp()
 DAY2 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC).timestamp()
 WRITER_TIMEOUT_S = 10  # a writer that died shows as a hang: turn it into a failure
+DEAD_LETTERS = "dead-letters.jsonl"
+TEXT_FIELDS = (
+    "request_id",
+    "tenant",
+    "key_id",
+    "feature",
+    "end_user",
+    "endpoint",
+    "model",
+    "provider",
+    "upstream_model",
+    "price_version",
+    "error_code",
+    "decision",
+)
 
 
 def usage_record(request_id: str = "req_1", **changes: Any) -> UsageRecord:
@@ -84,13 +100,13 @@ class Stores:
 async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
     if request.param == "sqlite":
         path = str(tmp_path / "ledger.db")
-        s = Stores(lambda: SQLiteLedger(path))
+        s = Stores(lambda: SQLiteLedger(path, dead_letters=tmp_path / DEAD_LETTERS))
         yield s
         await s.close_all()
         return
     url = request.getfixturevalue("postgres_url")
     schema = f"test_ledger_{uuid.uuid4().hex[:12]}"
-    s = Stores(lambda: PostgresLedger(url, schema=schema))
+    s = Stores(lambda: PostgresLedger(url, schema=schema, dead_letters=tmp_path / DEAD_LETTERS))
     try:
         yield s
     finally:
@@ -305,6 +321,12 @@ async def test_a_bad_row_does_not_drop_its_neighbours(ledger: Ledger, bad: dict[
     assert results[:10] + results[11:] == [None] * 19
     assert await total_requests(ledger) == 19
     assert await ledger.records("bad") == []
+    [kept] = dead_letters(ledger)  # discarded, but kept and counted
+    assert kept["request_id"] == "bad" and kept["error"]
+    assert kept["tenant"] == "acme" and str(kept["input_tokens"]) == str(
+        bad.get("input_tokens", 1000)
+    )
+    assert isinstance(ledger, SQLiteLedger | PostgresLedger) and ledger.dead_letters.count == 1
     async with asyncio.timeout(WRITER_TIMEOUT_S):
         await ledger.record(usage_record("after"))  # the writer lives on
     assert await total_requests(ledger) == 20
@@ -330,6 +352,53 @@ async def test_close_drains_pending_records(stores: Stores) -> None:
         await ledger.close()
     assert all(t.done() and t.exception() is None for t in pending)
     assert await total_requests(await stores.open()) == 300
+
+
+def dead_letters(ledger: Ledger) -> list[dict[str, Any]]:
+    assert isinstance(ledger, SQLiteLedger | PostgresLedger)
+    path = ledger.dead_letters.path
+    assert path is not None
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_what_a_client_typed_never_keeps_a_row_out(ledger: Ledger) -> None:
+    """PostgreSQL TEXT refuses NUL, and neither store encodes a lone surrogate: every text field
+    is made storable, identically on both stores, and the row is kept."""
+    hostile = "a\x00b\ud800c\udfffé"
+    rec = usage_record(**{f: f"{f}:{hostile}" for f in TEXT_FIELDS})
+    async with asyncio.timeout(WRITER_TIMEOUT_S):
+        await ledger.record(rec)
+    kept = "a\ufffdb\ufffdc\ufffdé"
+    [got] = await ledger.records(f"request_id:{kept}")
+    for f in TEXT_FIELDS:
+        assert getattr(got, f) == f"{f}:{kept}", f
+    assert await total_requests(ledger) == 1
+    assert dead_letters(ledger) == []
+
+
+async def test_usage_counts_calls_not_their_failed_attempts(ledger: Ledger) -> None:
+    """A timed-out attempt is a row of its own (the upstream may bill it), never a request."""
+    for i in (1, 2):
+        await ledger.record(
+            usage_record(
+                "r1",
+                attempt=i,
+                status=ATTEMPT_FAILED,
+                error_code="upstream_timeout",
+                input_tokens=0,
+                output_tokens=0,
+                cached_tokens=0,
+                cost_usd=Decimal(0),
+                usage_reported=False,
+            )
+        )
+    await ledger.record(usage_record("r1", attempt=3))
+    await ledger.record(usage_record("r2", attempt=1, status="error", error_code="x"))
+    [row] = await ledger.usage(["tenant"])
+    assert (row.requests, row.errors, row.input_tokens) == (2, 1, 2000)
+    assert [r.status for r in await ledger.records("r1")] == [ATTEMPT_FAILED] * 2 + ["ok"]
 
 
 # keys ------------------------------------------------------------------------------------------
@@ -367,6 +436,42 @@ async def test_an_unreachable_postgres_is_a_clear_store_error() -> None:
     assert "s3cret" not in str(e.value)
     with pytest.raises(StoreError, match="not started"):
         await ledger.record(usage_record())
+
+
+async def test_terminated_backends_lose_no_row_and_discard_none(stores: Stores) -> None:
+    """pg_terminate_backend on the writer's connections under concurrent load: each failed batch
+    is retried on a new connection; no row is missing, none is a dead letter, none doubled."""
+    ledger = await stores.open()
+    if not isinstance(ledger, PostgresLedger):
+        pytest.skip("PostgreSQL only")
+    admin = await asyncpg.connect(ledger.url)
+    n, killed = 3000, 0
+
+    async def records() -> None:
+        await asyncio.gather(*(ledger.record(usage_record(f"r{i}")) for i in range(n)))
+
+    async def terminate() -> None:
+        nonlocal killed
+        for _ in range(30):  # a terminated backend every 20 ms while the writes go on
+            if writing.done():
+                break
+            killed += await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'passerelle' "
+                "AND pid <> pg_backend_pid()"
+            )
+            await asyncio.sleep(0.02)
+
+    try:
+        async with asyncio.timeout(60):
+            writing = asyncio.ensure_future(records())
+            await asyncio.gather(writing, terminate())
+    finally:
+        await admin.close()
+    assert killed > 0 and ledger.retries > 0
+    assert await total_requests(ledger) == n
+    assert dead_letters(ledger) == []
+    assert ledger.healthy
 
 
 async def test_a_schema_name_must_be_a_plain_identifier() -> None:

@@ -250,6 +250,26 @@ class ServerConfig(Strict):
     )
 
 
+class LedgerConfig(Strict):
+    data_dir: str = Field(
+        default="./passerelle-data",
+        description="This process's own files: the journal of calls in flight (reconciled at the "
+        "next start after a crash) and the dead-letter file. Local to the host, never shared "
+        "state: with PostgreSQL each replica keeps its own.",
+    )
+    dead_letters: str | None = Field(
+        default=None,
+        description="JSON-lines file keeping ledger rows the store refused as invalid (default "
+        "`<data_dir>/ledger-dead-letters.jsonl`).",
+    )
+    unreachable_after_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How long a ledger write retries a lost connection (its callers wait) before "
+        "those calls fail and the gateway refuses requests until the store is back.",
+    )
+
+
 class Config(Strict):
     admin_token: SecretRef | None = Field(
         default=None, description="Bearer token for `/admin/...`; admin API off when absent."
@@ -260,6 +280,9 @@ class Config(Strict):
     )
     redis: str | None = Field(
         default=None, description="`redis://...` for counters shared across replicas."
+    )
+    ledger: LedgerConfig = Field(
+        default_factory=LedgerConfig, description="Durability of the ledger's writes."
     )
     server: ServerConfig = Field(default_factory=ServerConfig, description="Listening and limits.")
     providers: list[ProviderConfig] = Field(

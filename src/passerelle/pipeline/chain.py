@@ -3,7 +3,7 @@
 The order itself is listed once, in ``Gateway.stages()`` (``gateway.py``):
 
     auth → parse → resolve → meter → idempotency → [policy] → budget (with the margin floor)
-         → [cache] → dispatch
+         → [cache] → in flight → dispatch
 
 Each stage is a small object with ``async __call__(call, next)``; ``build_chain`` links them once at
 start-up, so a request pays one bound call per stage and nothing else. Stages in brackets come with
@@ -14,7 +14,8 @@ refusal, a replay or (later) a cache hit is recorded too; an idempotent replay i
 policy or budget would count it again; redaction (policy) must come before the cache so that no
 cache key holds personal data; the margin floor may switch the route to a cheaper model, so the
 budget stage checks it in the same atomic admission and reserves the worst case of the route it
-leaves; dispatch is the only stage that talks to providers.
+leaves; in flight journals the call (with that reservation) just before it can cost anything
+upstream; dispatch is the only stage that talks to providers.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from passerelle.errors import APIError
+from passerelle.errors import APIError, ProviderError
 from passerelle.providers.base import Completion, Embeddings, StreamChunk, Usage
 from passerelle.tenancy import ApiKey
 
@@ -44,6 +44,29 @@ class ChunkStream:
         await self.rest.aclose()
 
 
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    """An upstream attempt that failed and was retried or failed over: a ledger row of its own,
+    since the upstream may bill it (a timeout is not a refusal)."""
+
+    n: int
+    provider: str
+    upstream_model: str
+    error_code: str
+    latency_ms: float
+
+    @classmethod
+    def of(cls, n: int, target: Any, exc: ProviderError, started: float) -> FailedAttempt:
+        if exc.timeout:
+            code = "upstream_timeout"
+        elif exc.status is not None:
+            code = f"upstream_http_{exc.status}"
+        else:
+            code = "upstream_unreachable"
+        latency = round((time.perf_counter() - started) * 1000.0, 3)
+        return cls(n, target.provider.name, target.upstream_model, code, latency)
+
+
 @dataclass(slots=True)
 class Call:
     endpoint: str  # "chat.completions" | "embeddings"
@@ -66,6 +89,7 @@ class Call:
     route: Any = None  # pipeline.resolve.Route
     target: Any = None  # pipeline.resolve.Target that answered
     attempts: int = 0
+    failed_attempts: list[FailedAttempt] = field(default_factory=list)
     result: Completion | Embeddings | ChunkStream | None = None
     first_token_at: float | None = None
     # stream progress

@@ -5,7 +5,8 @@ exponential backoff), unless its circuit breaker is open for the calling tenant 
 providers/resilience.py for what counts towards which breaker); then the next target takes over. A
 client error from upstream (400) is the client's to fix: no retry, no fallback. A stream counts as
 answered once its first chunk arrives; after that nothing is retried, since bytes may already be
-on their way to the client.
+on their way to the client. Every failed attempt is noted on the call; the meter records each as
+a ledger row of its own (the upstream may bill a timed-out attempt).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 
 from passerelle.errors import ProviderError, UpstreamError
 from passerelle.pipeline.chain import Next
-from passerelle.pipeline.context import Call, ChunkStream
+from passerelle.pipeline.context import Call, ChunkStream, FailedAttempt
 from passerelle.pipeline.resolve import Target
 from passerelle.providers.base import UpstreamRequest
 from passerelle.providers.resilience import CLIENT_ERRORS, backoff_delay, classify
@@ -69,10 +70,12 @@ async def _try_target(call: Call, target: Target) -> ProviderError | None:
             await asyncio.sleep(backoff_delay(retry, target.retry_backoff_s))
         call.attempts += 1
         call.target = target
+        started = time.perf_counter()
         try:
             await _attempt(call, target)
         except ProviderError as exc:
             last = exc
+            call.failed_attempts.append(FailedAttempt.of(call.attempts, target, exc, started))
             target.breaker.failure(call.tenant, classify(exc))
             if exc.status in CLIENT_ERRORS:  # the client's to fix: no retry, no fallback
                 raise exc.to_api_error() from exc

@@ -5,22 +5,31 @@ ended well, with an error, cut by the upstream or abandoned by the client. Usage
 not report (a stream that died) is estimated from what was seen, erring high, and marked
 ``usage_reported = false``: never a row with tokens and no cost. A target without a known price is
 recorded as unpriced (cost NULL), never as $0.
+
+Every upstream attempt is a row, keyed (request, attempt): the attempts that failed and were
+retried or failed over are rows of status ``attempt_failed`` with their error code (no usage
+reported: cost 0 unless the upstream said otherwise), and the last attempt is the call's own row.
+Reports count calls, not attempt rows. Once the rows are committed the journal is told, so a
+crash after this point is not taken for a call with no row.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import math
 from decimal import Decimal
 
 from passerelle.errors import APIError, ServiceUnavailableError
 from passerelle.pipeline.chain import Next
-from passerelle.pipeline.context import Call
+from passerelle.pipeline.context import Call, FailedAttempt
 from passerelle.pipeline.resolve import Pricer
 from passerelle.pricing.cost import cost_usd
 from passerelle.pricing.estimate import estimate_prompt_tokens
 from passerelle.providers.base import Usage
 from passerelle.store.base import Ledger
-from passerelle.store.records import UsageRecord
+from passerelle.store.journal import Journal
+from passerelle.store.records import ATTEMPT_FAILED, UsageRecord
 
 
 def observed_usage(call: Call) -> Usage:
@@ -37,9 +46,10 @@ def observed_usage(call: Call) -> Usage:
 
 
 class Meter:
-    def __init__(self, ledger: Ledger, pricer: Pricer) -> None:
+    def __init__(self, ledger: Ledger, pricer: Pricer, journal: Journal | None = None) -> None:
         self._ledger = ledger
         self._pricer = pricer
+        self._journal = journal
 
     async def __call__(self, call: Call, next: Next) -> None:
         if not self._ledger.healthy:
@@ -103,4 +113,31 @@ class Meter:
             stream=call.stream,
             decision=call.annotations.get("decision"),
         )
-        await self._ledger.record(record)
+        attempts = [attempt_record(record, a) for a in call.failed_attempts if a.n < record.attempt]
+        if attempts:
+            await asyncio.gather(*(self._ledger.record(r) for r in [*attempts, record]))
+        else:
+            await self._ledger.record(record)
+        if self._journal is not None:
+            self._journal.recorded(call.request_id)
+
+
+def attempt_record(call_row: UsageRecord, attempt: FailedAttempt) -> UsageRecord:
+    """The row of a failed attempt: the call's who and what, the attempt's target and outcome."""
+    return dataclasses.replace(
+        call_row,
+        attempt=attempt.n,
+        provider=attempt.provider,
+        upstream_model=attempt.upstream_model,
+        input_tokens=0,
+        output_tokens=0,
+        cached_tokens=0,
+        usage_reported=False,
+        cost_usd=Decimal(0),
+        price_version=None,
+        latency_ms=attempt.latency_ms,
+        ttft_ms=None,
+        status=ATTEMPT_FAILED,
+        error_code=attempt.error_code,
+        decision=None,
+    )

@@ -4,8 +4,11 @@ It keeps the embedded ledger's promise with a server that every replica shares. 
 their record to a bounded queue and wait for their batch's commit, so nobody waits on an insert of
 their own and nobody is answered before their row is durable (``synchronous_commit=on``, the
 server's default: a start-up warning says when the server was set to less). A batch is one
-transaction; when it fails, its rows are retried one by one, so one bad row never drops its
-neighbours. ``close`` drains the queue before it closes the pool. Reads share the pool and use
+transaction. A connection-level failure (a terminated backend, a restarting server) is not the
+rows' fault: the batch is retried on a fresh connection with backoff while its callers wait, and
+only a server that stays unreachable fails them. A batch the database refuses for what it holds
+is retried row by row, so one bad row never drops its neighbours; that row goes to the dead-letter
+file (``store/deadletter.py``). ``close`` drains the queue before it closes the pool. Reads share the pool and use
 ``$n`` parameters only.
 """
 
@@ -15,14 +18,16 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from passerelle.errors import StoreError
+from passerelle.store.deadletter import DeadLetters
 from passerelle.store.records import RevenueEntry, UsageRecord, UsageRow, row_of
 from passerelle.store.sql import (
     MAX_BATCH,
@@ -53,17 +58,56 @@ _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 _Pending = tuple[tuple[object, ...], "asyncio.Future[None]"]
+_Write = Callable[[Any, list[tuple[object, ...]]], Awaitable[None]]
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 1.0
+MIN_CHUNK = 16  # the smallest transaction a batch is split into while connections keep dying
+UNREACHABLE_AFTER_S = 15.0
+
+
+class _UnreachableError(Exception):
+    """Connection-level failures lasted past ``unreachable_after_s``."""
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """True when the database (or asyncpg, encoding the arguments) refused the row itself: a
+    value out of range or of the wrong kind, a constraint it breaks. Everything else (a lost
+    connection, a terminated backend, a server shutting down, a timeout) is not the row's fault:
+    the row is retried, never discarded."""
+    return isinstance(
+        exc,
+        (
+            asyncpg.DataError,
+            asyncpg.IntegrityConstraintViolationError,
+            OverflowError,
+            TypeError,
+            ValueError,
+        ),
+    )
 
 
 class PostgresLedger:
-    def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        pool_size: int = 10,
+        dead_letters: Path | None = None,
+        unreachable_after_s: float = UNREACHABLE_AFTER_S,
+    ) -> None:
         """``schema``: a schema to create and use instead of the search path's (tests, tenants
-        of a shared server); it must be a plain identifier."""
+        of a shared server); it must be a plain identifier. ``dead_letters``: where rows the
+        database refuses are kept. ``unreachable_after_s``: how long a write retries a lost
+        connection before its callers fail and the ledger marks itself unhealthy."""
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"invalid PostgreSQL schema name: {schema!r}")
         self.url = url
         self.schema = schema
         self.commits = 0  # transactions that wrote rows (batching is observable)
+        self.retries = 0  # writes retried after a connection-level failure
+        self.dead_letters = DeadLetters(dead_letters)
+        self.unreachable_after_s = unreachable_after_s
         self.healthy = True  # False while the server is unreachable: calls are refused (503)
         self._probing: asyncio.Task[None] | None = None
         self._pool_size = pool_size
@@ -153,40 +197,102 @@ class PostgresLedger:
             if batch:
                 await self._commit(batch)
 
-    # Exception, not only database errors, in the two methods below: whatever a row does, the
+    # Exception, not only database errors, in the methods below: whatever a row does, the
     # writer must live on, or every later record() would wait forever.
     async def _commit(self, batch: list[_Pending]) -> None:
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                await conn.executemany(self._insert, [row for row, _ in batch])
-        except Exception as exc:
-            log.warning(
-                "ledger batch of %d failed (%s); writing its rows one by one",
-                len(batch),
-                type(exc).__name__,
-            )
-            await self._commit_each(batch)
-            return
-        self.commits += 1
-        for _, fut in batch:
-            _settle(fut)
+        """The batch in one transaction, or in smaller ones while connections keep dying (a
+        short transaction finishes between two terminations); callers wait meanwhile, and
+        only a server unreachable for ``unreachable_after_s`` (with no progress) fails them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.unreachable_after_s
+        delay, size = RETRY_FIRST_S, len(batch)
+        while batch:
+            chunk, rest = batch[:size], batch[size:]
+            try:
+                async with self._pool.acquire(timeout=CONNECT_TIMEOUT_S) as conn:
+                    await self._insert_many(conn, [row for row, _ in chunk])
+            except Exception as exc:
+                if is_row_error(exc):  # a row the database refuses: find it, keep the others
+                    log.warning(
+                        "ledger batch of %d refused (%s); writing its rows one by one",
+                        len(chunk),
+                        type(exc).__name__,
+                    )
+                    await self._commit_each(chunk)
+                    batch = rest
+                    continue
+                left = deadline - loop.time()
+                if left <= 0:
+                    self._fail(batch, _UnreachableError(f"{type(exc).__name__}: {exc}"))
+                    return
+                self.retries += 1
+                log.warning(
+                    "ledger write of %d row(s) failed (%s: %s); retrying on a new connection",
+                    len(chunk),
+                    type(exc).__name__,
+                    exc,
+                )
+                await asyncio.sleep(min(delay, left))
+                delay, size = min(delay * 2, RETRY_MAX_S), max(MIN_CHUNK, size // 2)
+                continue
+            self.commits += 1
+            for _, fut in chunk:
+                _settle(fut)
+            batch = rest
+            deadline, delay = loop.time() + self.unreachable_after_s, RETRY_FIRST_S
 
     async def _commit_each(self, batch: list[_Pending]) -> None:
-        try:
-            async with self._pool.acquire() as conn:
-                for row, fut in batch:
-                    try:
-                        await conn.execute(self._insert, *row)
-                    except Exception as exc:
-                        log.error("ledger row %s rejected: %s", row[0], exc)
-                        _settle(fut, StoreError(f"ledger rejected record: {exc}"))
-                    else:
-                        self.commits += 1
-                        _settle(fut)
-        except Exception as exc:  # no connection at all: every row left is lost, and says so
-            self._unreachable()
-            for _, fut in batch:
-                _settle(fut, StoreError(f"ledger unreachable: {type(exc).__name__}: {exc}"))
+        for i, (row, fut) in enumerate(batch):
+            try:
+                await self._retrying(self._insert_many, [row])
+            except _UnreachableError as exc:
+                self._fail(batch[i:], exc)
+                return
+            except Exception as exc:
+                self.dead_letters.keep(row, exc)
+                _settle(fut, StoreError(f"ledger rejected record: {type(exc).__name__}: {exc}"))
+            else:
+                self.commits += 1
+                _settle(fut)
+
+    async def _insert_many(self, conn: Any, rows: list[tuple[object, ...]]) -> None:
+        async with conn.transaction():
+            await conn.executemany(self._insert, rows)
+
+    async def _retrying(self, write: _Write, rows: list[tuple[object, ...]]) -> None:
+        """``write`` on a pooled connection; a connection-level failure is retried on a fresh
+        one, with backoff, for ``unreachable_after_s``, then ``_UnreachableError``. What the
+        database says about the rows themselves is raised at once. A retry may find the rows
+        committed already (the connection died after the commit): the insert skips them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.unreachable_after_s
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                async with self._pool.acquire(timeout=CONNECT_TIMEOUT_S) as conn:
+                    await write(conn, rows)
+                return
+            except Exception as exc:
+                if is_row_error(exc):
+                    raise
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise _UnreachableError(f"{type(exc).__name__}: {exc}") from exc
+                self.retries += 1
+                log.warning(
+                    "ledger write of %d row(s) failed (%s: %s); retrying on a new connection",
+                    len(rows),
+                    type(exc).__name__,
+                    exc,
+                )
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    def _fail(self, batch: list[_Pending], exc: Exception) -> None:
+        """The server stayed unreachable: these callers are told so (their calls fail)."""
+        self._unreachable()
+        for _, fut in batch:
+            _settle(fut, StoreError(f"ledger unreachable: {exc}"))
 
     # reads -------------------------------------------------------------------------------------
     async def _fetch(self, sql: str, *args: object) -> list[Sequence[Any]]:

@@ -4,10 +4,17 @@ stored.
 Costs are exact decimals in code and whole pico-dollars (1e-12 USD) in the database: every list
 price with up to six decimals per million tokens is exact in that unit, integer sums stay exact,
 and no database float ever touches money.
+
+Text is made storable here, at the one boundary both stores share: PostgreSQL's TEXT refuses NUL
+and neither store can encode a lone surrogate, so what a client typed (a ``user``, a feature name)
+must never be the reason a served call has no row. NUL and lone surrogates become U+FFFD, the
+same on SQLite and PostgreSQL; every other character is kept as typed.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -68,7 +75,7 @@ class UsageRecord:
     price_version: str | None
     latency_ms: float
     ttft_ms: float | None
-    status: str  # ok | error | client_disconnected | upstream_cut
+    status: str  # ok | error | client_disconnected | upstream_cut | attempt_failed | interrupted
     error_code: str | None
     stream: bool
     decision: str | None = None  # policy decisions: soft budget, margin-floor degradation...
@@ -106,35 +113,45 @@ COLUMNS = (
 )
 
 
-def row_of(r: UsageRecord) -> tuple[object, ...]:
-    import time
+ATTEMPT_FAILED = "attempt_failed"  # an upstream attempt that was retried or failed over
+INTERRUPTED = "interrupted"  # in flight when its process died; reconciled at the next start
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
+
+def storable(text: str | None) -> str | None:
+    """``text`` as both stores can keep it: NUL and lone surrogates replaced by U+FFFD."""
+    if text is None or (text.isascii() and "\x00" not in text):
+        return text
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+def row_of(r: UsageRecord) -> tuple[object, ...]:
     day = time.strftime("%Y-%m-%d", time.gmtime(r.ts))
     return (
-        r.request_id,
+        storable(r.request_id),
         r.attempt,
         r.ts,
         day,
-        r.tenant,
-        r.key_id,
-        r.feature,
-        r.end_user,
-        r.endpoint,
-        r.model,
-        r.provider,
-        r.upstream_model,
+        storable(r.tenant),
+        storable(r.key_id),
+        storable(r.feature),
+        storable(r.end_user),
+        storable(r.endpoint),
+        storable(r.model),
+        storable(r.provider),
+        storable(r.upstream_model),
         r.input_tokens,
         r.output_tokens,
         r.cached_tokens,
         int(r.usage_reported),
         r.cost_pusd,
-        r.price_version,
+        storable(r.price_version),
         r.latency_ms,
         r.ttft_ms,
-        r.status,
-        r.error_code,
+        storable(r.status),
+        storable(r.error_code),
         int(r.stream),
-        r.decision,
+        storable(r.decision),
     )
 
 

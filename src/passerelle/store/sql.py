@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from passerelle.store.records import (
+    ATTEMPT_FAILED,
     COLUMNS,
     GROUP_COLUMNS,
     RevenueEntry,
@@ -161,7 +162,9 @@ def usage_sql(group_by: Sequence[str], placeholder: str, has_since: bool, has_un
     select = ", ".join(
         [
             *cols,
-            "COUNT(*)",
+            # a call is one request however many attempts it took; a failed attempt is a row
+            # of its own (its cost, if the upstream reported any, still adds up below)
+            f"SUM(CASE WHEN status <> '{ATTEMPT_FAILED}' THEN 1 ELSE 0 END)",
             "COALESCE(SUM(input_tokens), 0)",
             "COALESCE(SUM(output_tokens), 0)",
             "COALESCE(SUM(cached_tokens), 0)",
@@ -182,7 +185,8 @@ def usage_rows(group_by: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[U
     """Report rows from ``usage_sql`` results, in one order on every engine.
 
     Groups sort with NULL first, then by code point (SQLite's order; PostgreSQL would put NULL
-    last and use its locale). An empty ledger's single all-zero row is dropped. Sums arrive as
+    last and use its locale). An empty ledger's single all-zero row is dropped, and so is a
+    group of failed attempts only (no request, nothing spent). Sums arrive as
     ``int`` (SQLite) or ``Decimal`` (PostgreSQL ``SUM(bigint)``); both become ``int``.
     """
     n = len(group_by)
@@ -198,7 +202,7 @@ def usage_rows(group_by: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[U
             errors=int(r[n + 6] or 0),
         )
         for r in rows
-        if r[n]
+        if r[n] or r[n + 4]
     ]
     out.sort(key=lambda u: [(v is not None, v or "") for v in u.group.values()])
     return out

@@ -3,8 +3,10 @@
 Requests hand their record to a bounded queue and await their batch's commit: nobody waits on an
 insert of their own, and nobody is answered before their row is durable. With WAL and
 ``synchronous=NORMAL`` a committed transaction survives a process crash (SIGKILL); only a power cut
-can lose the last ones. A batch that fails is retried row by row, so one bad row never drops its
-neighbours. ``close`` drains the queue before it returns.
+can lose the last ones. A locked or failing file is retried with backoff while callers wait. A
+batch SQLite refuses for what it holds is retried row by row, so one bad row never drops its
+neighbours; that row goes to the dead-letter file (``store/deadletter.py``). ``close`` drains the
+queue before it returns.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from passerelle.errors import StoreError
 from passerelle.store.base import Ledger
+from passerelle.store.deadletter import DeadLetters
 from passerelle.store.records import RevenueEntry, UsageRecord, UsageRow, row_of
 from passerelle.store.sql import (
     MAX_BATCH,
@@ -46,11 +49,28 @@ from passerelle.tenancy import ApiKey
 log = logging.getLogger("passerelle.store")
 
 _STOP = object()
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 1.0
+UNREACHABLE_AFTER_S = 15.0
+
+
+class _UnreachableError(Exception):
+    """The file stayed unwritable past ``unreachable_after_s``."""
 
 
 class SQLiteLedger(Ledger):
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        dead_letters: Path | None = None,
+        unreachable_after_s: float = UNREACHABLE_AFTER_S,
+    ) -> None:
+        """``dead_letters``: where rows SQLite refuses are kept. ``unreachable_after_s``: how
+        long a write retries a locked or failing file before its callers fail."""
         self.path = Path(path)
+        self.dead_letters = DeadLetters(dead_letters)
+        self.unreachable_after_s = unreachable_after_s
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_SIZE)
         self._thread: threading.Thread | None = None
         self._checkpoints: threading.Thread | None = None
@@ -147,21 +167,24 @@ class SQLiteLedger(Ledger):
                 self._commit(conn, batch)
         conn.close()
 
+    # Exception, not only sqlite3.Error, below: an int out of range raises OverflowError, an odd
+    # type raises TypeError, and either must not kill the writer (every later record would wait
+    # forever).
     def _commit(self, conn: sqlite3.Connection, batch: list[tuple[Any, Future[None]]]) -> None:
-        # Exception, not only sqlite3.Error: an int out of range raises OverflowError, an odd
-        # type raises TypeError, and either must not kill the writer (every later record would
-        # wait forever).
         try:
-            conn.execute("BEGIN")
-            conn.executemany(self._insert, [row for row, _ in batch])
-            conn.execute("COMMIT")
-        except Exception:
-            conn.execute("ROLLBACK") if conn.in_transaction else None
+            self._retrying(conn, [row for row, _ in batch])
+        except _UnreachableError as exc:
+            for _, fut in batch:
+                _settle(fut, StoreError(f"ledger unwritable: {exc}"))
+            return
+        except Exception:  # a row the database refuses: find it, keep its neighbours
             for row, fut in batch:
                 try:
-                    conn.execute(self._insert, row)
+                    self._retrying(conn, [row])
+                except _UnreachableError as exc:
+                    _settle(fut, StoreError(f"ledger unwritable: {exc}"))
                 except Exception as exc:
-                    log.error("ledger row %s rejected: %s", row[0], exc)
+                    self.dead_letters.keep(row, exc)
                     _settle(fut, StoreError(f"ledger rejected record: {exc}"))
                 else:
                     self.commits += 1
@@ -170,6 +193,30 @@ class SQLiteLedger(Ledger):
         self.commits += 1
         for _, fut in batch:
             _settle(fut)
+
+    def _retrying(self, conn: sqlite3.Connection, rows: list[Any]) -> None:
+        """The rows in one transaction. ``OperationalError`` (locked, busy, disk I/O, disk
+        full) is the file's state, not the rows' fault: retried with backoff for
+        ``unreachable_after_s``, then ``_UnreachableError``. Anything else is raised at once."""
+        deadline = time.monotonic() + self.unreachable_after_s
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                conn.execute("BEGIN")
+                conn.executemany(self._insert, rows)
+                conn.execute("COMMIT")
+                return
+            except Exception as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if not isinstance(exc, sqlite3.OperationalError):
+                    raise
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _UnreachableError(f"{type(exc).__name__}: {exc}") from exc
+                log.warning("ledger write of %d row(s) failed (%s); retrying", len(rows), exc)
+                self._stopped.wait(min(delay, left))
+                delay = min(delay * 2, RETRY_MAX_S)
 
     # reads ---------------------------------------------------------------------------------
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

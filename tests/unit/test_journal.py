@@ -1,0 +1,108 @@
+"""The journal of calls in flight: what a dead process leaves is found, a live one's is not."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from passerelle.store import journal as journal_module
+from passerelle.store.journal import Journal
+
+WHO = {"at": 1.0, "tenant": "acme", "endpoint": "chat.completions", "user": "u1"}
+HOLD = {"at": 1.0, "amount": 1500, "tokens": 70, "budgets": ["tenant:acme:month:2026-12"]}
+
+
+def die(j: Journal) -> None:
+    """The process is killed: its descriptor (and so its lock) goes, nothing is flushed."""
+    assert j._fd is not None
+    os.close(j._fd)
+    j._fd = None
+
+
+def test_calls_left_open_are_found_by_the_next_process(tmp_path: Path) -> None:
+    dead = Journal(tmp_path)
+    dead.open()
+    dead.reserve("held", HOLD)  # killed between its reservation and dispatch
+    dead.reserve("upstream", HOLD)
+    dead.begin("upstream", WHO)  # killed while the upstream answered
+    dead.begin("recorded", WHO)
+    dead.recorded("recorded")  # killed between its row and its end
+    dead.reserve("done", HOLD)
+    dead.begin("done", WHO)
+    dead.recorded("done")
+    dead.end("done")
+    dead.reserve("refused", HOLD)
+    dead.end("refused")
+    assert dead._fd is not None
+    os.write(dead._fd, b'{"k":"b","id":"torn"')  # the crash cut the last line
+    die(dead)
+
+    nxt = Journal(tmp_path)
+    found = {f.request_id: f for f in nxt.take_over()}
+    assert set(found) == {"held", "upstream", "recorded"}
+    held, upstream, recorded = found["held"], found["upstream"], found["recorded"]
+    assert (held.begun, held.amount_nano, held.budgets) == (
+        False,
+        1500,
+        ("tenant:acme:month:2026-12",),
+    )
+    assert (upstream.begun, upstream.recorded, upstream.amount_nano, upstream.end_user) == (
+        True,
+        False,
+        1500,
+        "u1",
+    )
+    assert (recorded.begun, recorded.recorded, recorded.amount_nano) == (True, True, None)
+    nxt.forget_taken()
+    assert not dead.path.exists()
+
+
+def test_a_live_process_journal_is_left_alone(tmp_path: Path) -> None:
+    live = Journal(tmp_path)
+    live.open()
+    live.begin("in-flight", WHO)
+    other = Journal(tmp_path)
+    assert other.take_over() == []
+    other.forget_taken()
+    assert live.path.exists()
+    live.close()
+
+
+def test_a_dispatched_call_whose_row_was_never_committed_stays_open(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    j.open()
+    j.reserve("unrecorded", HOLD)
+    j.begin("unrecorded", WHO)
+    j.end("unrecorded")  # the ledger failed: no `recorded` mark
+    assert j.open_calls == 1
+    j.close()
+    assert j.path.exists()  # kept for the next start to reconcile
+
+
+def test_compaction_keeps_only_the_open_calls(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(journal_module, "COMPACT_EVERY", 10)
+    j = Journal(tmp_path)
+    j.open()
+    j.reserve("open", HOLD)
+    j.begin("open", WHO)
+    j.recorded("open")
+    for i in range(10):
+        j.begin(f"r{i}", WHO)
+        j.recorded(f"r{i}")
+        j.end(f"r{i}")
+    assert len(j.path.read_bytes().splitlines()) < 10
+    die(j)
+    found = Journal(tmp_path).take_over()
+    assert [(f.request_id, f.begun, f.recorded, f.amount_nano) for f in found] == [
+        ("open", True, True, 1500)
+    ]
+
+
+def test_a_clean_stop_with_nothing_open_leaves_no_file(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    j.open()
+    j.begin("a", WHO)
+    j.recorded("a")
+    j.end("a")
+    j.close()
+    assert not j.path.exists()
