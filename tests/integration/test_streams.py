@@ -228,6 +228,7 @@ def test_clients_that_leave_at_once_are_all_metered_and_log_no_error(gw, fresh_u
         rows = [r for r in gw.ledger_rows()[before:] if r["provider"] is not None]
         if sent and len(rows) >= sent:
             time.sleep(0.3)  # late rows would show as an excess below
+            sent = fresh_upstream.stats()["requests"]
             rows = [r for r in gw.ledger_rows()[before:] if r["provider"] is not None]
             break
         time.sleep(0.1)
