@@ -33,7 +33,7 @@ from passerelle.pricing.catalogue import Catalogue, configured_price
 from passerelle.provider_settings import provider_settings
 from passerelle.providers.base import Provider
 from passerelle.providers.factory import build_provider
-from passerelle.providers.resilience import CircuitBreaker
+from passerelle.providers.resilience import CircuitBreaker, LocalHealth
 from passerelle.store.base import Ledger
 from passerelle.store.idempotency import IdempotencyStore, LocalIdempotency, RedisIdempotency
 from passerelle.store.ledgers import open_ledger
@@ -200,7 +200,9 @@ class Gateway:
 def build_routes(config: Config, providers: dict[str, Provider]) -> dict[str, Route]:
     by_name = {p.name: p for p in config.providers}
     breakers = {
-        p.name: CircuitBreaker(failures=p.breaker_failures, cooldown_s=p.breaker_cooldown_s)
+        p.name: LocalHealth(
+            CircuitBreaker(failures=p.breaker_failures, cooldown_s=p.breaker_cooldown_s)
+        )
         for p in config.providers
     }
     routes = {}
