@@ -114,6 +114,19 @@ async def test_a_closed_breaker_costs_one_read_per_interval(redis_url: str) -> N
         assert calls == ["read"]  # a closed breaker: one read, no transition goes to Redis
 
 
+async def test_with_redis_the_shared_run_decides_not_one_replicas_view(redis_url: str) -> None:
+    async with opened(redis_url) as scripts:
+        clock = Clock()
+        a, b = pair(scripts, clock, cooldown_s=60)
+        await a.failed("acme", "m", refused())
+        clock.now += READ_TTL_S
+        assert await b.wait_s("globex", "m") == 0.0  # B sees the failure counted...
+        await b.succeeded("globex")  # ...and its success ends the run for everyone
+        await a.failed("acme", "m", refused())  # A's second failure in a row, not the provider's
+        assert await a.wait_s("acme", "m") == 0.0
+        assert await a.claim("acme")
+
+
 async def test_unreachable_redis_falls_back_to_the_local_breaker_and_says_so_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -134,10 +134,12 @@ class CircuitBreaker:
         self._per_tenant_cap = max(1, math.ceil(failures / 2))
         self._cool_until: dict[str, float] = {}  # upstream model -> clock time
 
-    def wait_s(self, tenant: str | None, model: str) -> float:
+    def wait_s(self, tenant: str | None, model: str, *, shared: bool = True) -> float:
         """Seconds until this tenant's request to ``model`` may go (0: now); claims nothing."""
         own = self._tenants.get(tenant or "")
-        wait = max(self._shared.wait_s(), own.wait_s() if own is not None else 0.0)
+        wait = max(
+            self._shared.wait_s() if shared else 0.0, own.wait_s() if own is not None else 0.0
+        )
         until = self._cool_until.get(model)
         if until is not None:
             left = until - self._clock()
@@ -155,12 +157,13 @@ class CircuitBreaker:
                 return
         self._cool_until[model] = max(self._cool_until.get(model, 0.0), now + seconds)
 
-    def allow(self, tenant: str | None) -> bool:
-        """May this tenant's request go to the provider now? Claims a due half-open trial."""
+    def allow(self, tenant: str | None, *, shared: bool = True) -> bool:
+        """May this tenant's request go to the provider now? Claims a due half-open trial.
+        ``shared=False``: the shared breaker is kept elsewhere (Redis), only the tenant's counts."""
         own = self._tenants.get(tenant or "")  # only tenants with failures have one
         if own is not None and not own.allow():
             return False
-        if not self._shared.allow():
+        if shared and not self._shared.allow():
             if own is not None:
                 own.abandon()
             return False

@@ -11,9 +11,10 @@ trial claim) that answers the state it left; a read script refreshes a replica's
 
 The hot path stays in process: each replica keeps the state it last saw, re-reads it at most every
 ``READ_TTL_S``, and a closed breaker with nothing counted costs no round trip (``claim`` and
-``succeeded`` only go to Redis when there is something to claim or to clear). What Redis says is
-added to the in-process ``CircuitBreaker`` (the tenants' own breakers, and the fallback): Redis
-unreachable means that one alone decides, logged once, and never a refused call.
+``succeeded`` only go to Redis when there is something to claim or to clear). Redis decides the
+provider's shared breaker; the in-process ``CircuitBreaker`` keeps the tenants' own breakers and
+is kept up to date as the fallback: Redis unreachable means that one alone decides, logged once,
+and never a refused call.
 """
 
 from __future__ import annotations
@@ -193,13 +194,15 @@ class SharedHealth:
     # -- reads --------------------------------------------------------------------------------
 
     async def wait_s(self, tenant: str | None, model: str) -> float:
-        local = self.local.wait_s(tenant, model)
         now = self._clock()
         if now < self._down_until:
-            return local
+            return self.local.wait_s(tenant, model)
         if now - self._seen.read_at >= READ_TTL_S:
             self._seen.read_at = now  # one read per interval, however many calls ask meanwhile
-            await self._run(self._scripts.read, [])
+            if await self._run(self._scripts.read, []) is None:
+                return self.local.wait_s(tenant, model)
+        # Redis keeps the provider's breaker: here only the tenant's own breaker and cooling
+        local = self.local.wait_s(tenant, model, shared=False)
         seen = self._seen
         shared = max(0.0, seen.cool_until.get(model, 0.0) - now)
         if seen.n >= self._threshold:
@@ -211,10 +214,11 @@ class SharedHealth:
     # -- transitions ----------------------------------------------------------------------------
 
     async def claim(self, tenant: str | None) -> bool:
-        if not self.local.allow(tenant):
+        down = self._clock() < self._down_until
+        if not self.local.allow(tenant, shared=down):
             return False
-        if self._clock() < self._down_until or self._seen.n < self._threshold:
-            return True  # closed as last seen: no round trip
+        if down or self._seen.n < self._threshold:
+            return True  # Redis unreachable, or closed as last seen: no round trip
         answer = await self._run(self._scripts.claim, [self._threshold], snapshot_at=1)
         if answer is None:
             return True
