@@ -207,6 +207,12 @@ class ProviderError(PasserelleError):
                 f"provider {self.provider} is rate limiting requests; try again shortly",
                 headers=wait,
             )
+        if self.status == 503 and self.retry_after:  # back-pressure, with a date: not a 502
+            return ServiceUnavailableError(
+                f"provider {self.provider} is unavailable; try again shortly",
+                code="providers_unavailable",
+                headers=wait,
+            )
         if self.timeout:
             return UpstreamTimeoutError(f"provider {self.provider} timed out")
         # an upstream's own error text may quote the prompt: only its status goes to the client

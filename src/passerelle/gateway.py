@@ -35,7 +35,8 @@ from passerelle.pricing.catalogue import Catalogue, configured_price
 from passerelle.provider_settings import provider_settings
 from passerelle.providers.base import Provider
 from passerelle.providers.factory import build_provider
-from passerelle.providers.resilience import CircuitBreaker
+from passerelle.providers.resilience import CircuitBreaker, LocalHealth, TargetHealth
+from passerelle.providers.shared_breakers import Scripts, SharedHealth
 from passerelle.recovery import Recovered, record_interrupted, report, settle_interrupted
 from passerelle.store.base import Ledger
 from passerelle.store.idempotency import IdempotencyStore, LocalIdempotency, RedisIdempotency
@@ -61,6 +62,7 @@ class Gateway:
     idempotency: IdempotencyStore
     revenue: RevenueBook
     journal: Journal | None = None
+    breaker_state: Scripts | None = None  # with Redis: breakers shared by every replica
     chain: Next = field(init=False)
     _refresher: asyncio.Task[None] | None = field(init=False, default=None)
 
@@ -117,7 +119,8 @@ class Gateway:
         providers = {
             p.name: build_provider(provider_settings(p, loaded.secrets)) for p in config.providers
         }
-        routes = build_routes(config, providers)
+        breaker_state = Scripts(config.redis) if config.redis else None
+        routes = build_routes(config, providers, breaker_state)
         limits = build_limits(config, dict(loaded.secrets.values))
         floors = {p.name for p in config.plans if p.margin_floor is not None}
         for t in config.tenants:
@@ -148,6 +151,7 @@ class Gateway:
             idempotency=idempotency,
             revenue=RevenueBook(config),
             journal=journal,
+            breaker_state=breaker_state,
         )
 
     async def seed(self, rule: BudgetRule, at: float) -> int:
@@ -241,18 +245,26 @@ class Gateway:
         for provider in self.providers.values():
             await provider.aclose()
         await self.counters.close()
+        if self.breaker_state is not None:
+            await self.breaker_state.close()
         await self.idempotency.close()
         await self.ledger.close()
         if self.journal is not None:
             self.journal.close()
 
 
-def build_routes(config: Config, providers: dict[str, Provider]) -> dict[str, Route]:
+def build_routes(
+    config: Config, providers: dict[str, Provider], shared: Scripts | None = None
+) -> dict[str, Route]:
     by_name = {p.name: p for p in config.providers}
-    breakers = {
-        p.name: CircuitBreaker(failures=p.breaker_failures, cooldown_s=p.breaker_cooldown_s)
-        for p in config.providers
-    }
+    breakers: dict[str, TargetHealth] = {}
+    for p in config.providers:
+        failures, cooldown_s = p.breaker_failures, p.breaker_cooldown_s
+        breakers[p.name] = (
+            SharedHealth(shared, p.name, failures=failures, cooldown_s=cooldown_s)
+            if shared is not None
+            else LocalHealth(CircuitBreaker(failures=failures, cooldown_s=cooldown_s))
+        )
     routes = {}
     for m in config.models:
         targets = []

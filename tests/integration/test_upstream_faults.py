@@ -38,7 +38,7 @@ STREAM_FAULTS = {"ok": 50, "500": 10, "429": 10, "slow": 4, "cut0": 8, "truncate
 ITEM = {
     "500": {"status": 500},
     "503": {"status": 503},
-    "429": {"status": 429},
+    "429": {"status": 429, "retry_after": "0"},  # come back at once: retried
     "slow": {"latency_ms": 900},  # past the provider's timeout
     "reset": {"cut": 0},  # plain: the connection closes with no answer
     "cut0": {"cut": 0},  # stream: closes before any event (retried)
@@ -138,7 +138,7 @@ def test_scripted_faults_bounded_attempts_clear_errors_exact_books(gw, upstream,
             err = json.loads(raw)["error"]
             assert sorted(err) == ["code", "message", "param", "type"] and err["message"]
             if last == "429":
-                assert headers.get("retry-after") == "7"  # the upstream's, passed on
+                assert headers.get("retry-after") == "0"  # the upstream's, passed on
             assert row["status"] == "error" and row["cost_pusd"] == 0
             seen["error"] += 1
             continue
