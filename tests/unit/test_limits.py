@@ -374,10 +374,11 @@ async def test_a_redis_counter_that_vanished_is_reseeded_from_the_ledger(redis_u
 
     rule = budget("1.00", "month", scope=f"tenant:unit-{uuid.uuid4().hex}")
     seeds: list[float] = []
+    ledger = {"spent": Decimal("0.75")}  # what the ledger says was spent before
 
     async def seed(r: BudgetRule, at: float) -> int:
         seeds.append(at)
-        return to_nano(Decimal("0.75"))  # what the ledger says was spent before
+        return to_nano(ledger["spent"])
 
     counters = RedisCounters(redis_url)
     raw = aioredis.from_url(redis_url)
@@ -390,12 +391,7 @@ async def test_a_redis_counter_that_vanished_is_reseeded_from_the_ledger(redis_u
         # Redis restarted empty (or evicted the key): the ledger now holds 0.85
         await raw.delete("passerelle:budget:" + rule.counter(NOON))
         seeds.clear()
-
-        async def seed_after(r: BudgetRule, at: float) -> int:
-            seeds.append(at)
-            return to_nano(Decimal("0.85"))
-
-        counters._seed = seed_after
+        ledger["spent"] = Decimal("0.85")
         refused = await counters.admit(admission("r2", NOON, "0.20", budgets=[rule]))
         assert isinstance(refused, Refusal) and refused.used == 850_000_000
         assert seeds == [NOON]
