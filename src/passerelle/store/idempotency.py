@@ -152,7 +152,7 @@ class RedisIdempotency:
         self._abandon = redis.register_script(ABANDON)
         self._put_back = redis.register_script(EPOCH_IS + PUT_BACK)
         self._clock = clock
-        self._running: dict[str, str] = {}  # key -> digest, claimed here and not finished
+        self._running: dict[str, tuple[str, float]] = {}  # key -> digest, claimed at: running
         self._answered: OrderedDict[str, tuple[str, float]] = OrderedDict()  # -> digest, expiry
         self._state.register(self._reregister)
 
@@ -161,7 +161,7 @@ class RedisIdempotency:
         out, _ = await self._state.run(self._begin, [PREFIX + key], [digest, PENDING_TTL_S])
         state = out[0].decode() if isinstance(out[0], bytes) else out[0]
         if state == "new":
-            self._running[key] = digest
+            self._running[key] = (digest, self._clock())
         return Claim(state, StoredAnswer.loads(out[1]) if state == "replay" else None)
 
     async def complete(self, key: str, digest: str, answer: StoredAnswer) -> None:
@@ -187,7 +187,10 @@ class RedisIdempotency:
     async def _reregister(self, epoch: str) -> None:
         now = self._clock()
         try:
-            for key, digest in list(self._running.items()):
+            for key, (digest, claimed) in list(self._running.items()):
+                if claimed + PENDING_TTL_S <= now:  # its claim would have expired anyway
+                    self._running.pop(key, None)
+                    continue
                 await self._put_back(keys=[PREFIX + key], args=[digest, PENDING_TTL_S, 0, epoch])
             for key, (digest, expiry) in list(self._answered.items()):
                 if expiry <= now:
