@@ -275,3 +275,53 @@ def test_an_answer_lost_with_redis_is_refused_not_run_again(
         message = json.dumps([b for _, b in again])
         assert "cannot be replayed" in message
         assert fresh_upstream.stats()["requests"] == 1
+
+
+def postgres_nano(postgres_url: str, tenant: str) -> int:
+    import asyncpg
+
+    async def fetch() -> int:
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            pusd = await conn.fetchval(
+                "SELECT COALESCE(SUM(cost_pusd), 0) FROM usage WHERE tenant = $1", tenant
+            )
+        finally:
+            await conn.close()
+        return int(pusd) // 1000
+
+    return asyncio.run(fetch())
+
+
+def test_two_replicas_put_back_their_money_in_flight_after_a_flush(
+    tmp_path: Path,
+    fresh_upstream: UpstreamProcess,
+    private_redis: PrivateRedis,  # noqa: F811
+    postgres_url: str,
+) -> None:
+    t = Tenant(tmp_path, fresh_upstream, private_redis.url, "0.001")
+    t.config["store"] = postgres_url
+    r = redis.Redis(port=private_redis.port)
+    gws = [GatewayProcess(tmp_path / f"gw{i}", t.config, env={"RACE_KEY": t.key}) for i in (0, 1)]
+    for gw in gws:
+        gw.start()
+    try:
+        urls = [gw.url for gw in gws]
+        first = in_background(lambda: asyncio.run(race(urls, t.key, 30, body("#latency:1500"))))
+        assert settled_count(fresh_upstream) >= 10
+        flush(private_redis)
+        during: list[tuple[int, Any]] = []
+        while not first.done():
+            during += asyncio.run(race(urls, t.key, 10, body()))
+        results = first() + during
+        results += asyncio.run(race(urls, t.key, 30, body()))
+        codes = {(s, b["error"]["code"]) for s, b in results if s != 200}
+        assert codes <= {(429, "insufficient_quota"), (503, "budget_store_unavailable")}, codes
+        served, cost = spend(gws[0].url, t.name)
+        assert served == [s for s, _ in results].count(200) == fresh_upstream.stats()["requests"]
+        assert cost <= t.usd + WORST, f"{served} calls spent ${cost} of ${t.usd}"
+        exact = lambda: books(r, t.name) == (postgres_nano(postgres_url, t.name), 0)  # noqa: E731
+        assert eventually(exact), (books(r, t.name), postgres_nano(postgres_url, t.name))
+    finally:
+        for gw in gws:
+            gw.stop()
