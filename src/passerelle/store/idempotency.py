@@ -158,10 +158,12 @@ class RedisIdempotency:
 
     async def begin(self, key: str, digest: str) -> Claim:
         self._state.start()
-        out, _ = await self._state.run(self._begin, [PREFIX + key], [digest, PENDING_TTL_S])
+        out, epoch = await self._state.run(self._begin, [PREFIX + key], [digest, PENDING_TTL_S])
         state = out[0].decode() if isinstance(out[0], bytes) else out[0]
         if state == "new":
             self._running[key] = (digest, self._clock())
+            if self._state.epoch != epoch:  # Redis lost it while the answer was on its way
+                await self._put_back_one(key, digest, PENDING_TTL_S, lost=False)
         return Claim(state, StoredAnswer.loads(out[1]) if state == "replay" else None)
 
     async def complete(self, key: str, digest: str, answer: StoredAnswer) -> None:
@@ -186,21 +188,27 @@ class RedisIdempotency:
 
     async def _reregister(self, epoch: str) -> None:
         now = self._clock()
+        for key, (digest, claimed) in list(self._running.items()):
+            if claimed + PENDING_TTL_S <= now:  # its claim would have expired anyway
+                self._running.pop(key, None)
+                continue
+            await self._put_back_one(key, digest, PENDING_TTL_S, lost=False, epoch=epoch)
+        for key, (digest, expiry) in list(self._answered.items()):
+            if expiry <= now:
+                self._answered.pop(key, None)
+                continue
+            await self._put_back_one(key, digest, int(expiry - now), lost=True, epoch=epoch)
+
+    async def _put_back_one(
+        self, key: str, digest: str, ttl_s: int, *, lost: bool, epoch: str | None = None
+    ) -> None:
+        args = [digest, max(1, ttl_s), 1 if lost else 0, epoch or self._state.epoch]
         try:
-            for key, (digest, claimed) in list(self._running.items()):
-                if claimed + PENDING_TTL_S <= now:  # its claim would have expired anyway
-                    self._running.pop(key, None)
-                    continue
-                await self._put_back(keys=[PREFIX + key], args=[digest, PENDING_TTL_S, 0, epoch])
-            for key, (digest, expiry) in list(self._answered.items()):
-                if expiry <= now:
-                    self._answered.pop(key, None)
-                    continue
-                await self._put_back(
-                    keys=[PREFIX + key], args=[digest, max(1, int(expiry - now)), 1, epoch]
-                )
+            out = await self._put_back(keys=[PREFIX + key], args=args)
         except (RedisError, OSError) as exc:
             raise StoreError(f"redis is unreachable: {exc}") from exc
+        if isinstance(out, list):  # the epoch guard's answer: Redis lost its state again
+            raise StoreError("redis lost its state again while idempotency keys were put back")
 
     async def close(self) -> None:
         await self._state.close()

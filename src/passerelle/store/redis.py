@@ -145,7 +145,7 @@ class SharedState:
             except (RedisError, OSError) as exc:
                 raise unreachable(exc) from exc
             epoch = out[0].decode() if isinstance(out[0], bytes) else str(out[0])
-            left = max(0.0, int(out[1]) / 1000 - time.time())
+            left = min(max(0.0, int(out[1]) / 1000 - time.time()), self._window_ms / 1000)
             if int(out[2]) == 1 and self.epoch:
                 log.warning(
                     "redis lost the shared state (restarted empty or flushed): reservations and "
@@ -155,11 +155,17 @@ class SharedState:
                     self._window_ms / 1000,
                 )
             if epoch != self.epoch:
-                for registrant in self._registrants:
-                    await registrant(epoch)  # StoreError: this epoch is not joined, try again
-                if self.epoch:
+                # the new epoch first: an answer that comes back under the old one from now on
+                # is put back by its caller (the registrants' snapshot may have missed it)
+                previous, self.epoch = self.epoch, epoch
+                try:
+                    for registrant in self._registrants:
+                        await registrant(epoch)
+                except BaseException:
+                    self.epoch = previous  # not joined: the next call tries again
+                    raise
+                if previous:
                     log.warning("re-registered this replica's state in redis epoch %s", epoch)
-                self.epoch = epoch
             return left
 
     async def run(self, script: Any, keys: list[str], args: list[Any]) -> tuple[Any, str]:
