@@ -220,7 +220,7 @@ def test_redis_losing_its_state_mid_burst_hands_out_no_money_twice(
         assert codes <= {(429, "insufficient_quota"), (503, "budget_store_unavailable")}, codes
         served, cost = spend(gw.url, t.name)
         assert served == [s for s, _ in results].count(200) == fresh_upstream.stats()["requests"]
-        assert cost <= t.usd + WORST, f"{served} calls spent ${cost} of ${t.usd}"
+        assert cost <= t.usd + WORST, f"{served} calls spent ${cost} of ${t.usd}\n{gw.stderr()}"
         assert eventually(books_exact(r, gw, t.name)), (books(r, t.name), ledger_nano(gw, t.name))
 
 

@@ -125,17 +125,20 @@ return out
 """
 
 # KEYS: budget hash + zset pairs, then tpm window + total pairs. ARGV: rid, reserved amount, actual, n_budgets,
-# reserved tokens, actual tokens
+# reserved tokens, actual tokens. Returns 1, or 0 when a counter is missing (being reseeded): the
+# hold stays and the settlement is tried again once the counter is back
 SETTLE = """
 local rid, amount, actual = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local nb = tonumber(ARGV[4])
 for i = 1, nb do
+  if redis.call('HEXISTS', KEYS[2*i-1], 'spent') == 0 then return 0 end
+end
+for i = 1, nb do
   local h, z = KEYS[2*i-1], KEYS[2*i]
   if redis.call('ZREM', z, rid .. ':' .. amount) == 1 then
     redis.call('HINCRBY', h, 'reserved', -tonumber(amount))
-    -- a lost counter is reseeded from the ledger, which already holds this call
-    if redis.call('HEXISTS', h, 'spent') == 1 then redis.call('HINCRBY', h, 'spent', actual) end
-  elseif redis.call('HEXISTS', h, 'spent') == 1 then
+    redis.call('HINCRBY', h, 'spent', actual)
+  else
     -- no hold: settled already (a retry), or expired or lost: counted by a correction, never here
     redis.call('HSET', h, 'stale', 0)
     redis.call('HINCRBY', h, 'stale_n', 1)
@@ -244,7 +247,12 @@ class RedisCounters:
                     "budget counter %s was missing in redis: reseeding it from the ledger",
                     lost.counter(at),
                 )
-            await self._books.correct(lost, at)
+            else:
+                log.warning(
+                    "budget counter %s has calls settled nowhere but in the ledger: reseeding it",
+                    lost.counter(at),
+                )
+            await self._books.correct(lost, at, reseed=int(out[0]) == 3)
         else:
             raise StoreError("redis keeps losing the budget counters")
         admission.budgets = budgets
@@ -273,16 +281,18 @@ class RedisCounters:
         rid = reservation.admission.reservation_id
         self._books.open.pop(rid, None)  # recorded: from here the ledger holds this call
         try:
-            await self._apply(reservation, actual_nano, tokens)
+            if await self._apply(reservation, actual_nano, tokens):
+                return
         except StoreError as exc:
             if len(self._unsettled) >= MAX_UNSETTLED:
                 raise StoreError(f"too many settlements waiting for redis: {exc}") from exc
             log.warning("%s: settlement waits for redis (%s); retrying", rid, exc)
-            self._unsettled[rid] = (reservation, actual_nano, tokens)
-            if self._retrier is None or self._retrier.done():
-                self._retrier = asyncio.create_task(self._retry(), name="settlement-retry")
+        self._unsettled[rid] = (reservation, actual_nano, tokens)
+        if self._retrier is None or self._retrier.done():
+            self._retrier = asyncio.create_task(self._retry(), name="settlement-retry")
 
-    async def _apply(self, reservation: Reservation, actual_nano: int, tokens: int) -> None:
+    async def _apply(self, reservation: Reservation, actual_nano: int, tokens: int) -> bool:
+        """True once applied; False while one of its counters is missing (being reseeded)."""
         a = reservation.admission
         keys: list[str] = []
         for rule in a.budgets:
@@ -291,7 +301,7 @@ class RedisCounters:
             if rate.kind == "tpm":
                 keys.extend(_rate_keys(rate))
         try:
-            await self._settle(
+            out = await self._settle(
                 keys=keys,
                 args=[
                     a.reservation_id,
@@ -304,6 +314,7 @@ class RedisCounters:
             )
         except (RedisError, OSError) as exc:
             raise unreachable(exc) from exc
+        return int(out) == 1
 
     async def _retry(self) -> None:
         delay = RETRY_FIRST_S
@@ -315,7 +326,13 @@ class RedisCounters:
         """One pass over the waiting settlements; False when Redis is still out of reach."""
         for rid, (reservation, actual, tokens) in list(self._unsettled.items()):
             try:
-                await self._apply(reservation, actual, tokens)
+                if not await self._apply(reservation, actual, tokens):
+                    # a counter is missing: reseed it (no admission may come to do it)
+                    a = reservation.admission
+                    for rule in a.budgets:
+                        await self._books.correct(rule, a.at)
+                    if not await self._apply(reservation, actual, tokens):
+                        continue
             except StoreError:
                 if reservation.admission.at + RESERVATION_TTL_S < self._clock():
                     # its hold has expired: the next admission flags the counter, and the ledger

@@ -38,7 +38,7 @@ log = logging.getLogger("passerelle.budget")
 RecordedCost = Callable[[str], Awaitable[int | None]]
 
 RETRY_UNSTABLE_MS = 1000
-MAX_UNSTABLE = 3
+MAX_UNSTABLE = 4
 
 # KEYS: budget hash, its holds. ARGV: ledger total, stale retry time (0: done), ttl, stale
 # generation read before the ledger, then pairs (hold member, its recorded cost); last the epoch.
@@ -65,6 +65,12 @@ end
 redis.call('EXPIRE', h, ARGV[3])
 if redis.call('EXISTS', z) == 1 then redis.call('EXPIRE', z, ARGV[3]) end
 return {before, target}
+"""
+
+# KEYS: budget hash. ARGV: epoch. A counter to be rebuilt from the ledger alone.
+UNSEED = """
+redis.call('HDEL', KEYS[1], 'spent')
+return 1
 """
 
 # KEYS: budget hash + holds pairs. ARGV: hold member, expiry ms, amount, per budget its ttl; epoch.
@@ -101,46 +107,41 @@ class Books:
         self._recorded_cost = recorded_cost
         self._clock = clock
         self._correct = state.redis.register_script(EPOCH_GUARD + CORRECT)
+        self._unseed = state.redis.register_script(EPOCH_GUARD + UNSEED)
         self._reregister = state.redis.register_script(EPOCH_IS + REREGISTER)
         self.seed: Seed | None = None
         self.open: dict[str, Reservation] = {}  # admitted, not yet recorded
         self._locks: dict[str, asyncio.Lock] = {}
         self._done_at: dict[str, float] = {}
-        self._unstable: dict[str, int] = {}
         state.register(self.put_back)
 
-    async def correct(self, rule: BudgetRule, at: float) -> None:
+    async def correct(self, rule: BudgetRule, at: float, *, reseed: bool = False) -> None:
         """Raise the counter to what the ledger holds, less what open holds will still settle.
 
-        One correction at a time per counter in this replica; a caller that waited for another
-        one to finish uses its result."""
+        ``reseed``: first take ``spent`` away, so that the counter is rebuilt from the ledger
+        alone (a flagged counter: its figure is known to be short). While it is missing,
+        admissions wait for it and settlements keep their holds (and are retried), so no cost
+        is counted by both paths or by neither. One correction at a time per counter in this
+        replica; a caller that waited for another one to finish uses its result."""
         key, holds = self._keys(rule, at)
         asked = time.monotonic()
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             if self._done_at.get(key, -1.0) >= asked:
                 return
-            redis = self._state.redis
             try:
-                generation = int(await redis.hget(key, "stale_n") or 0)
-                ledger = await self.seed(rule, at) if self.seed else 0
-                members = await redis.zrange(holds, 0, -1)
+                generation = int(await self._state.redis.hget(key, "stale_n") or 0)
             except (RedisError, OSError) as exc:
                 raise unreachable(exc) from exc
-            costs = await self._costs(members)
-            retry_at = 0
-            if costs and self.seed is not None and await self.seed(rule, at) != ledger:
-                # a call was recorded while its hold was read: its cost may be counted short
-                self._unstable[key] = self._unstable.get(key, 0) + 1
-                if self._unstable[key] < MAX_UNSTABLE:
-                    retry_at = int(self._clock() * 1000) + RETRY_UNSTABLE_MS
+            if reseed:
+                await self._state.run(self._unseed, [key], [])
+            ledger, costs, exact = await self._snapshot(rule, at, holds)
+            retry_at = 0 if exact else int(self._clock() * 1000) + RETRY_UNSTABLE_MS
             args: list[Any] = [ledger, retry_at, rule.ttl(at), generation]
             for member, cost in costs:
                 args.extend([member, cost])
             out, _ = await self._state.run(self._correct, [key, holds], args)
             before, target = int(out[0]), int(out[1])
-            if retry_at == 0:
-                self._unstable.pop(key, None)
             if 0 <= before < target:
                 log.warning(
                     "budget counter %s was $%s below the ledger: corrected to $%s",
@@ -148,15 +149,51 @@ class Books:
                     from_nano(target - before),
                     from_nano(target),
                 )
+            elif before < 0:
+                log.info(
+                    "budget counter %s seeded from the ledger: $%s",
+                    rule.counter(at),
+                    from_nano(target),
+                )
             self._done_at[key] = time.monotonic()
 
-    async def _costs(self, members: list[bytes]) -> list[tuple[bytes, int]]:
+    async def _snapshot(
+        self, rule: BudgetRule, at: float, holds: str
+    ) -> tuple[int, list[tuple[bytes, int]], bool]:
+        """The ledger's total for the counter and the recorded cost of each open hold, such that
+        every call in that total whose hold is still open is among those holds.
+
+        Holds, then their recorded costs, then the ledger, then the holds again and the costs
+        of those not found recorded the first time: when none of them is recorded by then, no
+        call was recorded between the first look and the ledger read, and the two agree. Else
+        again, up to ``MAX_UNSTABLE`` times; the last try counts every recorded hold out (short
+        by at most the calls recorded during it) and asks for another correction soon."""
+        recorded: dict[bytes, int] = {}
+        ledger = 0
+        for _ in range(MAX_UNSTABLE):
+            first = await self._holds(holds)
+            recorded = await self._costs(first)
+            ledger = await self.seed(rule, at) if self.seed else 0
+            rest = [m for m in {*first, *await self._holds(holds)} if m not in recorded]
+            late = await self._costs(rest)
+            if not late:
+                return ledger, list(recorded.items()), True
+            recorded.update(late)
+        return ledger, list(recorded.items()), False
+
+    async def _holds(self, holds: str) -> list[bytes]:
+        try:
+            return list(await self._state.redis.zrange(holds, 0, -1))
+        except (RedisError, OSError) as exc:
+            raise unreachable(exc) from exc
+
+    async def _costs(self, members: list[bytes]) -> dict[bytes, int]:
         if self._recorded_cost is None or not members:
-            return []
+            return {}
         lookup = self._recorded_cost
         rids = [m.decode().rsplit(":", 1)[0] for m in members]
         found = await asyncio.gather(*(lookup(rid) for rid in rids))
-        return [(m, c) for m, c in zip(members, found, strict=True) if c is not None]
+        return {m: c for m, c in zip(members, found, strict=True) if c is not None}
 
     async def put_back(self, epoch: str) -> None:
         """Re-register this replica's open holds under a new epoch (Redis lost them)."""
