@@ -10,7 +10,9 @@ A correction sets ``spent := max(spent, ledger - open)``, where ``ledger`` is wh
 holds for the counter's scope and period and ``open`` the recorded cost of the calls whose hold is
 still open (their settlement will count them). It runs at start-up, when a counter is missing
 (Redis restarted empty, flushed, evicted), and when a counter is *stale*: a hold expired unsettled,
-or a settlement found its hold gone. It also recomputes ``reserved`` from the holds.
+or a settlement found its hold gone. A stale counter is rebuilt (``spent`` taken away first: the
+max of two figures that each miss different calls is not the sum), and while a counter is missing
+admissions wait for it and settlements keep their holds. It also recomputes ``reserved``.
 
 After Redis lost its state, each replica puts back its own open holds (admitted, not yet
 recorded) under the new epoch before any counter is reseeded (the recovery window, see
