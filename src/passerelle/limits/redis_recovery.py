@@ -200,29 +200,34 @@ class Books:
     async def put_back(self, epoch: str) -> None:
         """Re-register this replica's open holds under a new epoch (Redis lost them)."""
         now = self._clock()
+        calls = []
         for rid, reservation in list(self.open.items()):
             if reservation.admission.at + self._ttl_s <= now:
                 self.open.pop(rid, None)  # expired anyway
                 continue
-            await self.hold(reservation, epoch)
-        log.info("%d open reservations re-registered", len(self.open))
+            if reservation.admission.budgets:
+                calls.append((self._reregister, *self._hold_call(reservation, epoch)))
+        _check(await self._state.batch(calls))
+        log.info("%d open reservations re-registered", len(calls))
 
     async def hold(self, reservation: Reservation, epoch: str) -> None:
+        if not reservation.admission.budgets:
+            return
+        _check(await self._state.batch([(self._reregister, *self._hold_call(reservation, epoch))]))
+
+    def _hold_call(self, reservation: Reservation, epoch: str) -> tuple[list[str], list[Any]]:
         a = reservation.admission
         keys: list[str] = []
         ttls: list[int] = []
         for rule in a.budgets:
             keys.extend(self._keys(rule, a.at))
             ttls.append(rule.ttl(a.at))
-        if not keys:
-            return
         expiry = int(a.at * 1000) + self._ttl_s * 1000
         member = f"{a.reservation_id}:{a.amount_nano}"
-        try:
-            out = await self._reregister(
-                keys=keys, args=[member, expiry, a.amount_nano, *ttls, epoch]
-            )
-        except (RedisError, OSError) as exc:
-            raise unreachable(exc) from exc
+        return keys, [member, expiry, a.amount_nano, *ttls, epoch]
+
+
+def _check(answers: list[Any]) -> None:
+    for out in answers:
         if isinstance(out, list) and out and out[0] in (LOST, CHANGED):
             raise StoreError("redis lost its state again while reservations were re-registered")

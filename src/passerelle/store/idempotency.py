@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 from redis.exceptions import RedisError
@@ -126,15 +126,19 @@ if cur[1] == ARGV[1] and not cur[2] then redis.call('DEL', KEYS[1]) end
 return 1
 """
 
-# ARGV: digest, ttl, 1 when the answer was lost (0: still running); epoch (EPOCH_IS)
+# KEYS: keys to put back. ARGV: per key its digest, ttl, 1 when the answer was lost (0: still
+# running); last the epoch (EPOCH_IS)
 PUT_BACK = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'digest', ARGV[1])
-  if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'lost', 1) end
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('HSET', KEYS[i], 'digest', ARGV[3*i-2])
+    if ARGV[3*i] == '1' then redis.call('HSET', KEYS[i], 'lost', 1) end
+    redis.call('EXPIRE', KEYS[i], ARGV[3*i-1])
+  end
 end
 return 1
 """
+PUT_BACK_KEYS = 200  # per script call
 
 # keys this replica answered, remembered (digest and expiry, not the answer) so that a Redis that
 # lost their answers refuses them instead of running them again; the oldest go first beyond this
@@ -188,27 +192,34 @@ class RedisIdempotency:
 
     async def _reregister(self, epoch: str) -> None:
         now = self._clock()
+        entries: list[tuple[str, str, int, bool]] = []
         for key, (digest, claimed) in list(self._running.items()):
             if claimed + PENDING_TTL_S <= now:  # its claim would have expired anyway
                 self._running.pop(key, None)
                 continue
-            await self._put_back_one(key, digest, PENDING_TTL_S, lost=False, epoch=epoch)
+            entries.append((key, digest, PENDING_TTL_S, False))
         for key, (digest, expiry) in list(self._answered.items()):
             if expiry <= now:
                 self._answered.pop(key, None)
                 continue
-            await self._put_back_one(key, digest, int(expiry - now), lost=True, epoch=epoch)
+            entries.append((key, digest, int(expiry - now), True))
+        await self._put_back_all(entries, epoch)
 
-    async def _put_back_one(
-        self, key: str, digest: str, ttl_s: int, *, lost: bool, epoch: str | None = None
-    ) -> None:
-        args = [digest, max(1, ttl_s), 1 if lost else 0, epoch or self._state.epoch]
-        try:
-            out = await self._put_back(keys=[PREFIX + key], args=args)
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis is unreachable: {exc}") from exc
-        if isinstance(out, list):  # the epoch guard's answer: Redis lost its state again
-            raise StoreError("redis lost its state again while idempotency keys were put back")
+    async def _put_back_one(self, key: str, digest: str, ttl_s: int, *, lost: bool) -> None:
+        await self._put_back_all([(key, digest, ttl_s, lost)], self._state.epoch)
+
+    async def _put_back_all(self, entries: list[tuple[str, str, int, bool]], epoch: str) -> None:
+        calls: list[tuple[Any, list[str], list[Any]]] = []
+        for i in range(0, len(entries), PUT_BACK_KEYS):
+            keys: list[str] = []
+            args: list[Any] = []
+            for key, digest, ttl_s, lost in entries[i : i + PUT_BACK_KEYS]:
+                keys.append(PREFIX + key)
+                args.extend([digest, max(1, ttl_s), 1 if lost else 0])
+            calls.append((self._put_back, keys, [*args, epoch]))
+        for out in await self._state.batch(calls):
+            if isinstance(out, list):  # the epoch guard's answer: Redis lost its state again
+                raise StoreError("redis lost its state again while idempotency keys were put back")
 
     async def close(self) -> None:
         await self._state.close()

@@ -42,6 +42,7 @@ WAIT_S = 5.0
 EPOCH_KEY = "passerelle:epoch"
 RECOVERY_WINDOW_S = 1.0
 WATCH_INTERVAL_S = 0.2
+BATCH = 500
 
 # Prepended to a script: the caller's epoch is its last argument. {-1}: no epoch (state lost);
 # {-2}: another epoch (someone else noticed the loss first).
@@ -185,6 +186,20 @@ class SharedState:
                 return out, epoch
             await self.join()
         raise StoreError("redis keeps losing the shared state")
+
+    async def batch(self, calls: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
+        """Run many ``(script, keys, args)`` in pipelines of ``BATCH``: putting back thousands of
+        holds or keys takes a few round trips, well inside the recovery window."""
+        out: list[Any] = []
+        try:
+            for i in range(0, len(calls), BATCH):
+                pipe = self.redis.pipeline(transaction=False)
+                for script, keys, args in calls[i : i + BATCH]:
+                    await script(keys=keys, args=args, client=pipe)
+                out.extend(await pipe.execute())
+        except (RedisError, OSError) as exc:
+            raise unreachable(exc) from exc
+        return out
 
     async def _watch(self) -> None:
         """Notice a new epoch even when this replica has no script to run."""
