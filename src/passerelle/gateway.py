@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 from passerelle.config.load import Loaded
@@ -132,8 +133,11 @@ class Gateway:
         idempotency: IdempotencyStore
         if config.redis:
             from passerelle.limits.redis_counters import RedisCounters
+            from passerelle.store.redis import SharedState
 
-            counters, idempotency = RedisCounters(config.redis), RedisIdempotency(config.redis)
+            shared = SharedState(config.redis)
+            counters = RedisCounters(shared, recorded_cost=partial(recorded_cost, ledger))
+            idempotency = RedisIdempotency(shared)
         else:
             counters = LocalCounters()
             idempotency = LocalIdempotency(max_bytes=config.server.idempotency_max_bytes)
@@ -251,6 +255,15 @@ class Gateway:
         await self.ledger.close()
         if self.journal is not None:
             self.journal.close()
+
+
+async def recorded_cost(ledger: Ledger, request_id: str) -> int | None:
+    """What the ledger holds for one call (all its attempts), or None when it holds no row: a
+    budget correction leaves out calls still to be settled."""
+    rows = await ledger.records(request_id)
+    if not rows:
+        return None
+    return to_nano(sum((r.cost_usd or Decimal(0) for r in rows), Decimal(0)))
 
 
 def build_routes(
