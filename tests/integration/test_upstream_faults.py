@@ -50,11 +50,9 @@ LAST_FAULT_STATUS = {"500": 502, "503": 502, "429": 429, "slow": 504, "reset": 5
 LAST_FAULT_STATUS["garbage"] = 502
 
 
-@pytest.fixture(scope="module")
-def gw(
-    upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayProcess]:
-    config = fake_upstream_config(
+def faulty_config(upstream: UpstreamProcess) -> dict[str, Any]:
+    """One provider with quick retries and a short timeout, one priced model."""
+    return fake_upstream_config(
         upstream.url,
         providers=[
             provider(
@@ -78,7 +76,13 @@ def gw(
             }
         ],
     )
-    with GatewayProcess(tmp_path_factory.mktemp("faults"), config) as g:
+
+
+@pytest.fixture(scope="module")
+def gw(
+    upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    with GatewayProcess(tmp_path_factory.mktemp("faults"), faulty_config(upstream)) as g:
         yield g
 
 
@@ -109,16 +113,27 @@ def item(fault: str, i: int) -> dict[str, Any]:
     return {**ITEM.get(fault, {}), "usage": [100 + i, 10 + i, 0]}
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_scripted_faults_bounded_attempts_clear_errors_exact_books(gw, upstream, stream) -> None:  # type: ignore[no-untyped-def]
+def call_rows(gw: GatewayProcess, stream: bool) -> list[dict[str, Any]]:
+    """The ledger's call rows (not the rows of failed attempts) of this model, oldest first."""
+    return gw.ledger_rows(
+        "model = ? AND stream = ? AND status != 'attempt_failed'", ("faulty-model", int(stream))
+    )
+
+
+def run_faults(
+    gw: GatewayProcess, upstream: UpstreamProcess, *, stream: bool, requests: int, seed: int
+) -> dict[str, int]:
+    """Send ``requests`` one at a time over a seeded fault schedule, checking each as it comes
+    back (``AssertionError`` on the first broken promise); what the outcomes were, counted."""
     upstream.reset()
-    rng = random.Random(6 if stream else 5)
-    faults = schedule(rng, STREAM_FAULTS if stream else PLAIN_FAULTS, 400)
+    before = len(call_rows(gw, stream))
+    rng = random.Random(seed)
+    faults = schedule(rng, STREAM_FAULTS if stream else PLAIN_FAULTS, 10 * requests + 10)
     upstream.script(*(item(f, i) for i, f in enumerate(faults)))
     consumed = 0
     expected_pusd = 0
     seen = {"ok": 0, "error": 0, "upstream_cut": 0}
-    for _ in range(40):
+    for _ in range(requests):
         status, headers, raw = post(gw, stream)
         attempts = upstream.stats()["requests"] - consumed
         tried = faults[consumed : consumed + attempts]
@@ -161,9 +176,14 @@ def test_scripted_faults_bounded_attempts_clear_errors_exact_books(gw, upstream,
             assert row["status"] == "upstream_cut" and row["cost_pusd"] > 0
             assert row["usage_reported"] == 0
             seen["upstream_cut"] += 1
-    rows = gw.ledger_rows(
-        "model = ? AND stream = ? AND status != 'attempt_failed'", ("faulty-model", int(stream))
-    )
-    assert len(rows) == 40  # one call row per request; retries are attempt rows
-    assert seen["ok"] and seen["error"], seen  # the schedule exercised both outcomes
+    rows = call_rows(gw, stream)[before:]
+    assert len(rows) == requests  # one call row per request; retries are attempt rows
     assert expected_pusd == sum(r["cost_pusd"] for r in rows if r["status"] == "ok") > 0
+    seen["attempts"] = consumed
+    return seen
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_scripted_faults_bounded_attempts_clear_errors_exact_books(gw, upstream, stream) -> None:  # type: ignore[no-untyped-def]
+    seen = run_faults(gw, upstream, stream=stream, requests=40, seed=6 if stream else 5)
+    assert seen["ok"] and seen["error"], seen  # the schedule exercised both outcomes
