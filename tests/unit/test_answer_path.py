@@ -10,7 +10,9 @@ in the ledger. Batching survives a transformer: what arrived together leaves tog
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import orjson
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from passerelle.config.load import load_config_text
 from passerelle.errors import PermissionDeniedError
@@ -64,8 +67,12 @@ class ScriptedProvider(Provider):
     kind = "openai"
     capabilities = Capabilities()
 
-    def __init__(self, events: list[tuple[str, bool]]) -> None:
+    def __init__(
+        self, events: list[tuple[str, bool]], gate: asyncio.Event | None = None, tail: int = 0
+    ) -> None:
         self.events = events
+        self.gate = gate  # a stream waits for it after its first event...
+        self.tail = tail  # ...and has this many more events before its end
 
     async def complete(self, request: UpstreamRequest) -> Completion:
         text = "".join(content for content, _ in self.events)
@@ -74,8 +81,12 @@ class ScriptedProvider(Provider):
         return Completion(body=orjson.dumps(body), usage=Usage(10, 5), upstream_model=MODEL)
 
     async def stream(self, request: UpstreamRequest) -> AsyncGenerator[StreamChunk, None]:
-        for content, more in self.events:
+        for i, (content, more) in enumerate(self.events):
             yield StreamChunk(delta_event(content), content_chars=len(content), more=more)
+            if i == 0 and self.gate is not None:
+                await self.gate.wait()
+        for _ in range(self.tail):
+            yield StreamChunk(delta_event(" encore"), content_chars=7)
         yield StreamChunk(delta_event(None, finish="stop"))
         usage = orjson.dumps({"id": "c1", "object": "chat.completion.chunk", "choices": []})
         yield StreamChunk(usage, usage=Usage(10, 5), forward=request.include_usage)
@@ -161,11 +172,11 @@ def scripted_target(provider: Provider) -> Target:
 
 
 @pytest.fixture
-async def serve(tmp_path: Path) -> AsyncIterator[Callable[[Stage], Any]]:
+async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """Start the gateway with a stage inserted right before dispatch; yields (url, gateway)."""
     servers: list[TestServer] = []
 
-    async def start(stage: Stage) -> tuple[str, Gateway]:
+    async def start(stage: Stage, provider: Provider | None = None) -> tuple[str, Gateway]:
         config = fake_upstream_config("http://127.0.0.1:9")  # the provider is replaced below
         config["store"] = f"sqlite:///{tmp_path}/ledger.db"
         config["ledger"] = {"data_dir": str(tmp_path)}
@@ -173,7 +184,9 @@ async def serve(tmp_path: Path) -> AsyncIterator[Callable[[Stage], Any]]:
         env |= {f"TENANT_KEY_{name.upper()}": key for name, key in TENANT_KEYS.items()}
         gateway = Gateway.from_config(load_config_text(orjson.dumps(config).decode(), env=env))
         price = gateway.routes[MODEL].targets[0].price
-        target = dataclasses.replace(scripted_target(ScriptedProvider(SPLIT)), price=price)
+        target = dataclasses.replace(
+            scripted_target(provider or ScriptedProvider(SPLIT)), price=price
+        )
         gateway.routes[MODEL] = Route(model=MODEL, targets=(target,))
         stages = gateway.stages()
         stages.insert(len(stages) - 1, stage)  # one line in the chain: before dispatch
@@ -210,8 +223,11 @@ def contents(payloads: list[bytes]) -> list[str]:
     return found
 
 
-async def call_row(gateway: Gateway, request_id: str) -> UsageRecord:
-    rows = await gateway.ledger.records(request_id)
+async def call_row(gateway: Gateway, request_id: str, wait_s: float = 0.0) -> UsageRecord:
+    """The call's row (waited for up to ``wait_s``: a call the client left ends on its own)."""
+    deadline = time.monotonic() + wait_s
+    while not (rows := await gateway.ledger.records(request_id)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     assert len(rows) == 1, rows
     return rows[0]
 
@@ -239,6 +255,38 @@ async def test_a_stage_upper_cases_a_stream_and_restores_a_split_value_whole(
     assert contents(payloads[:-1]) == CLIENT_SEES
     row = await call_row(gateway, headers["x-request-id"])
     assert row.status == "ok" and row.usage_reported and row.output_tokens == 5
+
+
+async def test_a_client_that_leaves_at_once_leaves_the_stream_drained_and_metered(
+    serve: Callable[..., Any],
+) -> None:
+    """Under a transformer as without one: the remote stream is read to its end after the client
+    left, through the answer path, so the meter sees the provider's usage."""
+    gate = asyncio.Event()
+    url, gateway = await serve(Transforming(Restore), ScriptedProvider(SPLIT, gate, tail=300))
+    where = URL(url)
+    reader, writer = await asyncio.open_connection(where.host, where.port)
+    body = orjson.dumps(
+        {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body
+    )
+    received = b""
+    while b"data: " not in received:
+        data = await reader.read(65536)
+        assert data, "the gateway closed the connection before the first event"
+        received += data
+    writer.close()  # gone after the first event; 300 are still to come
+    await writer.wait_closed()
+    gate.set()
+    head = received.split(b"\r\n\r\n", 1)[0].decode().lower()
+    request_id = head.split("x-request-id:", 1)[1].split("\r\n", 1)[0].strip()
+    row = await call_row(gateway, request_id, wait_s=10.0)
+    assert row.status == "client_disconnected"
+    assert (row.input_tokens, row.output_tokens, row.usage_reported) == (10, 5, True)
 
 
 async def test_a_failing_transformer_ends_the_stream_with_an_error_event_and_is_metered(
