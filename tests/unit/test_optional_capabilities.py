@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from passerelle.errors import ServiceUnavailableError
+from passerelle.pipeline.answer import AnswerStream, deliver
 from passerelle.pipeline.context import Call, ChunkStream
-from passerelle.pipeline.idempotency import _capture
+from passerelle.pipeline.idempotency import Capture
 from passerelle.pipeline.meter import Meter
 from passerelle.pipeline.resolve import Pricer
 from passerelle.pricing.catalogue import Catalogue
@@ -127,8 +128,9 @@ async def test_closing_a_stream_closes_the_providers_generator() -> None:
 
 
 async def test_closing_a_captured_stream_closes_the_provider_under_it() -> None:
-    """Idempotency wraps the rest to capture it: closing the wrapper used to leave the provider's
-    stream (and its connection) open until garbage collection."""
+    """Idempotency captures the answer as it passes (an observer on the answer path): closing the
+    client's stream must close the provider's stream (and its connection) under it, not leave it
+    to garbage collection."""
     closed: list[str] = []
 
     async def upstream() -> AsyncGenerator[StreamChunk, None]:
@@ -138,10 +140,15 @@ async def test_closing_a_captured_stream_closes_the_provider_under_it() -> None:
         finally:
             closed.append("upstream")
 
-    captured: list[bytes] = []
-    stream = ChunkStream(first=StreamChunk(data=b"{}"), rest=_capture(upstream(), captured))
-    async for _chunk in stream.rest:
-        break
-    await stream.aclose()
+    call = a_call()
+    captured = Capture()
+    call.observe(captured)
+    call.result = ChunkStream(first=StreamChunk(data=b"{}"), rest=upstream())
+    answer = deliver(call)
+    assert isinstance(answer, AnswerStream)
+    async for chunk in answer:
+        if chunk.data != b"{}":
+            break
+    await answer.aclose()
     assert closed == ["upstream"]
-    assert captured == [b'{"n":0}']
+    assert captured.events == [b"{}", b'{"n":0}']

@@ -16,6 +16,15 @@ cache key holds personal data; the margin floor may switch the route to a cheape
 budget stage checks it in the same atomic admission and reserves the worst case of the route it
 leaves; in flight journals the call (with that reservation) just before it can cost anything
 upstream; dispatch is the only stage that talks to providers.
+
+The answer comes back through the same chain. A stage that must see or rewrite what the provider
+says registers, on its way in, an answer observer or transformer on the call (``call.observe``,
+``call.transform``; ``pipeline/answer.py``); the answer, a plain body or every event of a
+stream alike, passes through them innermost first, so the stage nearest dispatch sees the
+provider's answer and the outermost sees what the client gets: the meter counts what the client
+was sent, and the idempotency capture stores the answer as the stages inside it made it. A
+replayed answer passes only the stages outside the one that replays it, as those are the only
+ones that ran. Work for when the answer is complete is registered with ``call.defer``.
 """
 
 from __future__ import annotations

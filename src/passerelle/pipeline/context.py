@@ -1,16 +1,19 @@
 """``Call``: everything the pipeline knows about one request, as one value.
 
-Stages read and fill it in order; none keeps per-request state of its own. Work that must happen
-when the answer is complete (metering, settling a reservation) is registered with ``defer`` and
-run by ``finish``, once, in registration order, after the last content byte and before the
-response is closed: a response the client received whole is already in the ledger.
+Stages read and fill it in order; none keeps per-request state of its own. A stage that must see
+or rewrite the answer registers, on its way in, an ``AnswerObserver`` (``observe``) or an
+``AnswerTransformer`` (``transform``): the answer flows back through them innermost first, plain
+or streamed alike (``pipeline/answer.py``). Work that must happen when the answer is complete
+(metering, settling a reservation) is registered with ``defer`` and run by ``finish``, once, in
+registration order, after the last content byte and before the response is closed: a response
+the client received whole is already in the ledger.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -29,19 +32,43 @@ def new_request_id() -> str:
 
 @dataclass(slots=True)
 class ChunkStream:
-    """A stream whose first chunk has already arrived (so retries are over)."""
+    """A stream as dispatch hands it over: its first event has arrived (so retries are over).
+
+    Only the answer path reads it, as one sequence of events; stages never do."""
 
     first: StreamChunk
     rest: AsyncGenerator[StreamChunk, None]  # a provider's stream: closing it frees the upstream
     drain_on_disconnect: bool = True
 
-    async def __aiter__(self) -> AsyncIterator[StreamChunk]:
-        yield self.first
-        async for chunk in self.rest:
-            yield chunk
-
     async def aclose(self) -> None:
         await self.rest.aclose()
+
+
+class AnswerObserver:
+    """Sees the answer as it passes, rewrites nothing: a completion's body, or every stream event
+    (the usage-only events a client did not ask for too). The defaults see nothing."""
+
+    def body(self, call: Call, body: bytes) -> None:
+        return None
+
+    def event(self, call: Call, chunk: StreamChunk) -> None:
+        return None
+
+
+class AnswerTransformer:
+    """May rewrite the answer: a completion's body, and each stream event into any number of
+    events (none holds it back, to handle a value split across events; ``flush`` hands back what
+    is held once the stream has ended). It keeps ``usage``, ``forward`` and ``content_chars`` of
+    what it rewrites true; batching (``more``) is the answer path's. The defaults change nothing."""
+
+    def body(self, call: Call, body: bytes) -> bytes:
+        return body
+
+    def event(self, call: Call, chunk: StreamChunk) -> list[StreamChunk]:
+        return [chunk]
+
+    def flush(self, call: Call) -> list[StreamChunk]:
+        return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +119,7 @@ class Call:
     failed_attempts: list[FailedAttempt] = field(default_factory=list)
     result: Completion | Embeddings | ChunkStream | None = None
     first_token_at: float | None = None
-    # stream progress
+    # what the answer showed the meter (its observer counts a stream's events as they pass)
     chunks: int = 0
     content_chars: int = 0
     usage: Usage | None = None
@@ -102,6 +129,9 @@ class Call:
     cost_usd: Decimal | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, Any] = field(default_factory=dict)
+    # the answer path, in chain order (the answer flows through it from the end)
+    answer_path: list[AnswerObserver | AnswerTransformer] = field(default_factory=list)
+    transforms_answer: bool = False
     _deferred: list[Deferred] = field(default_factory=list)
     _finished: bool = False
 
@@ -111,6 +141,15 @@ class Call:
 
     def defer(self, fn: Deferred) -> None:
         self._deferred.append(fn)
+
+    def observe(self, observer: AnswerObserver) -> None:
+        """See the answer where this stage stands in the chain (call it on the way in)."""
+        self.answer_path.append(observer)
+
+    def transform(self, transformer: AnswerTransformer) -> None:
+        """Rewrite the answer where this stage stands in the chain (call it on the way in)."""
+        self.answer_path.append(transformer)
+        self.transforms_answer = True
 
     def annotate(self, decision: str) -> None:
         """Note a policy decision (soft budget, degradation...); the ledger keeps it."""

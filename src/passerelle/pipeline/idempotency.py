@@ -20,7 +20,7 @@ from passerelle.errors import (
     StoreError,
 )
 from passerelle.pipeline.chain import Next
-from passerelle.pipeline.context import Call, ChunkStream
+from passerelle.pipeline.context import AnswerObserver, Call, ChunkStream
 from passerelle.pricing.cost import format_usd
 from passerelle.providers.base import Completion, StreamChunk, Usage
 from passerelle.store.idempotency import IdempotencyStore, StoredAnswer
@@ -36,16 +36,22 @@ async def _replay_rest(chunks: list[bytes]) -> AsyncGenerator[StreamChunk, None]
         yield StreamChunk(data=data)
 
 
-async def _capture(
-    rest: AsyncGenerator[StreamChunk, None], into: list[bytes]
-) -> AsyncGenerator[StreamChunk, None]:
-    try:
-        async for chunk in rest:
-            if chunk.forward:
-                into.append(chunk.data)
-            yield chunk
-    finally:  # closing the capture closes the provider's stream (and frees its connection)
-        await rest.aclose()
+class Capture(AnswerObserver):
+    """The first answer as the client gets it (what inner stages made of it): the body, or the
+    events the client was sent."""
+
+    __slots__ = ("events", "plain")
+
+    def __init__(self) -> None:
+        self.plain: bytes | None = None
+        self.events: list[bytes] = []
+
+    def body(self, call: Call, body: bytes) -> None:
+        self.plain = body
+
+    def event(self, call: Call, chunk: StreamChunk) -> None:
+        if chunk.forward:
+            self.events.append(chunk.data)
 
 
 def idempotency_scope(tenant: str, key: str) -> str:
@@ -97,13 +103,10 @@ class Idempotency:
         if claim.state == "replay" and claim.answer is not None:
             self._replay(call, claim.answer)
             return
-        captured: list[bytes] = []
+        captured = Capture()
+        call.observe(captured)
         call.defer(lambda c: self._store_answer(c, scoped, digest, captured))
         await next(call)
-        if isinstance(call.result, ChunkStream):
-            if call.result.first.forward:
-                captured.append(call.result.first.data)
-            call.result.rest = _capture(call.result.rest, captured)
 
     def _replay(self, call: Call, answer: StoredAnswer) -> None:
         call.status = "replayed"
@@ -122,8 +125,10 @@ class Idempotency:
             assert answer.body is not None
             call.result = Completion(body=answer.body, usage=Usage(), upstream_model="")
 
-    async def _store_answer(self, call: Call, key: str, digest: str, captured: list[bytes]) -> None:
-        if call.status != "ok" or call.result is None:
+    async def _store_answer(self, call: Call, key: str, digest: str, captured: Capture) -> None:
+        streamed = isinstance(call.result, ChunkStream)
+        seen = bool(captured.events) if streamed else captured.plain is not None
+        if call.status != "ok" or not seen:
             await self._store.abandon(key, digest)
             return
         headers = {"x-request-id": call.request_id}
@@ -131,10 +136,10 @@ class Idempotency:
             headers["x-passerelle-target"] = call.target.label
         if call.cost_usd is not None:
             headers["x-passerelle-cost-usd"] = format_usd(call.cost_usd)
-        if isinstance(call.result, ChunkStream):
-            answer = StoredAnswer(headers=headers, body=None, chunks=captured)
+        if streamed:
+            answer = StoredAnswer(headers=headers, body=None, chunks=captured.events)
         else:
-            answer = StoredAnswer(headers=headers, body=call.result.body, chunks=None)
+            answer = StoredAnswer(headers=headers, body=captured.plain, chunks=None)
         try:
             await self._store.complete(key, digest, answer)
         except StoreError as exc:  # the answer is served; a retry will run again, not replay

@@ -1,7 +1,9 @@
 """Metering: one ledger record per call, durable before the client's last byte.
 
-The stage registers its work with ``call.defer``; it runs when the answer is complete, whether it
-ended well, with an error, cut by the upstream or abandoned by the client. Usage the provider did
+The stage observes the answer like any other stage (``StreamTally``: a stream's events, characters
+of content and its usage event, as they pass on the answer path) and registers its work with
+``call.defer``; it runs when the answer is complete, whether it ended well, with an error, cut by
+the upstream or abandoned by the client. Usage the provider did
 not report (a stream that died) is estimated from what was seen, erring high, and marked
 ``usage_reported = false``: never a row with tokens and no cost. A target without a known price is
 recorded as unpriced (cost NULL), never as $0.
@@ -22,11 +24,11 @@ from decimal import Decimal
 
 from passerelle.errors import APIError, ServiceUnavailableError
 from passerelle.pipeline.chain import Next
-from passerelle.pipeline.context import Call, FailedAttempt
+from passerelle.pipeline.context import AnswerObserver, Call, FailedAttempt
 from passerelle.pipeline.resolve import Pricer
 from passerelle.pricing.cost import cost_usd
 from passerelle.pricing.estimate import estimate_prompt_tokens
-from passerelle.providers.base import Usage
+from passerelle.providers.base import StreamChunk, Usage
 from passerelle.store.base import Ledger
 from passerelle.store.journal import Journal
 from passerelle.store.records import ATTEMPT_FAILED, UsageRecord
@@ -45,11 +47,24 @@ def observed_usage(call: Call) -> Usage:
     )
 
 
+class StreamTally(AnswerObserver):
+    """What the meter reads of a stream as it passes: the events, the characters of generated
+    text (to estimate usage if the stream dies) and the usage event. A completion's usage is the
+    one its provider reported, set by dispatch."""
+
+    def event(self, call: Call, chunk: StreamChunk) -> None:
+        call.chunks += 1
+        call.content_chars += chunk.content_chars
+        if chunk.usage is not None:
+            call.usage = chunk.usage
+
+
 class Meter:
     def __init__(self, ledger: Ledger, pricer: Pricer, journal: Journal | None = None) -> None:
         self._ledger = ledger
         self._pricer = pricer
         self._journal = journal
+        self._tally = StreamTally()
 
     async def __call__(self, call: Call, next: Next) -> None:
         if not self._ledger.healthy:
@@ -58,6 +73,7 @@ class Meter:
                 "the ledger is unreachable; requests are refused until it is back",
                 code="ledger_unavailable",
             )
+        call.observe(self._tally)
         call.defer(self._record)
         try:
             await next(call)

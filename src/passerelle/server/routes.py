@@ -1,7 +1,9 @@
 """The OpenAI-compatible routes: chat completions, embeddings, models.
 
-Each handler builds a ``Call``, runs it through the gateway's chain, finishes it (the ledger commit)
-and writes the answer. Response headers: ``x-request-id`` always; ``x-passerelle-target`` once a
+Each handler builds a ``Call``, runs it through the gateway's chain, takes the answer off the
+answer path (``pipeline/answer.py``: a plain body passes the stages' transformers and observers
+there, a stream as it is written), finishes the call (the ledger commit) and writes the bytes.
+A transformer that fails a plain answer fails the call with a JSON error; it is still metered. Response headers: ``x-request-id`` always; ``x-passerelle-target`` once a
 target answered; ``x-passerelle-cost-usd`` on non-streamed answers with a known price
 (``x-passerelle-unpriced: true`` otherwise).
 """
@@ -15,8 +17,9 @@ from aiohttp import web
 
 from passerelle.errors import APIError, InvalidRequestError, ServiceUnavailableError, StoreError
 from passerelle.gateway import Gateway
+from passerelle.pipeline.answer import AnswerStream, deliver
 from passerelle.pipeline.auth import Auth
-from passerelle.pipeline.context import Call, ChunkStream
+from passerelle.pipeline.context import Call
 from passerelle.pricing.cost import format_usd
 from passerelle.server.body import read_body
 from passerelle.server.errors import error_response
@@ -54,6 +57,7 @@ async def run_call(request: web.Request, endpoint: str) -> web.StreamResponse:
     call = Call(endpoint=endpoint, headers=request.headers, raw_body=raw_body)
     try:
         await gateway.chain(call)
+        answer = deliver(call)
     except APIError as exc:
         call.fail(exc)
         try:
@@ -68,8 +72,8 @@ async def run_call(request: web.Request, endpoint: str) -> web.StreamResponse:
         await call.finish()
         return error_response(error, call.request_id)
     headers = call_headers(call)
-    if isinstance(call.result, ChunkStream):
-        return await write_stream(request, call, call.result, headers)
+    if isinstance(answer, AnswerStream):
+        return await write_stream(request, call, answer, headers)
     try:
         await _finish(call)
     except APIError as exc:
@@ -78,8 +82,7 @@ async def run_call(request: web.Request, endpoint: str) -> web.StreamResponse:
         headers["x-passerelle-unpriced"] = "true"
     else:
         headers["x-passerelle-cost-usd"] = format_usd(call.cost_usd)
-    assert call.result is not None and not isinstance(call.result, ChunkStream)
-    return web.Response(body=call.result.body, content_type="application/json", headers=headers)
+    return web.Response(body=answer, content_type="application/json", headers=headers)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

@@ -1,10 +1,12 @@
-"""Writing a stream to the client as Server-Sent Events.
+"""Writing a stream to the client as Server-Sent Events: bytes only.
 
-One task per request, no task per chunk. Usage events are read for accounting as they pass. When
-the client goes away, a remote provider's stream is read on to its end (it bills the whole answer),
-a local engine is stopped; either way the call is metered. When the upstream breaks after bytes
-were sent, the status can no longer change: a final ``data: {"error": ...}`` event is sent instead.
-The ledger commit happens before ``data: [DONE]``.
+The events come off the answer path (``pipeline/answer.py``), where the stages' observers (the
+meter's count among them) and transformers have seen them; this module writes them, one task per
+request and no task per event, events that arrived together in one write. When the client goes
+away, a remote provider's stream is read on to its end (it bills the whole answer, and the path
+still sees it), a local engine is stopped; either way the call is metered. When the upstream
+breaks, or a transformer fails, after bytes were sent, the status can no longer change: a final
+``data: {"error": ...}`` event is sent instead. The ledger commit happens before ``data: [DONE]``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import logging
 from aiohttp import web
 
 from passerelle.errors import APIError, ProviderError
-from passerelle.pipeline.context import Call, ChunkStream
+from passerelle.pipeline.answer import AnswerStream
+from passerelle.pipeline.context import Call
 
 log = logging.getLogger("passerelle.server")
 
@@ -23,7 +26,7 @@ DONE = b"data: [DONE]\n\n"
 
 
 async def write_stream(
-    request: web.Request, call: Call, stream: ChunkStream, headers: dict[str, str]
+    request: web.Request, call: Call, stream: AnswerStream, headers: dict[str, str]
 ) -> web.StreamResponse:
     response = web.StreamResponse(
         status=200,
@@ -45,6 +48,10 @@ async def write_stream(
         error = exc.to_api_error()
         call.status = "upstream_cut"
         call.error = error
+    except APIError as exc:  # a stage refused the answer on its way: the call fails, in its terms
+        connected = response.prepared and call.status != "client_disconnected"
+        error = exc
+        call.fail(error)
     except Exception:  # our own bug: still metered, still answered in the stream's own terms
         log.exception("stream of %s failed", call.request_id)
         connected = response.prepared and call.status != "client_disconnected"
@@ -69,7 +76,7 @@ async def _pump(
     request: web.Request,
     response: web.StreamResponse,
     call: Call,
-    stream: ChunkStream,
+    stream: AnswerStream,
     out: bytearray,
 ) -> bool:
     """Write the stream's events; True while the client is still there at the end."""
@@ -81,14 +88,10 @@ async def _pump(
         if not stream.drain_on_disconnect:
             return connected
     async for chunk in stream:
-        call.chunks += 1
-        call.content_chars += chunk.content_chars
-        if chunk.usage is not None:
-            call.usage = chunk.usage
         if not connected:
             continue
         if chunk.forward:
-            out += b"data: " + chunk.data + b"\n\n"
+            out += b"data: %s\n\n" % chunk.data
         if chunk.more or not out:
             continue
         try:
