@@ -28,7 +28,7 @@ from passerelle.providers.base import (
     UpstreamRequest,
     Usage,
 )
-from passerelle.providers.resilience import CircuitBreaker
+from passerelle.providers.resilience import CircuitBreaker, LocalHealth
 
 MODEL = "gpt-4o-mini"
 # the provider's stream: (content, more: arrived with the next one); "[[jean dupont]]" is split
@@ -150,7 +150,7 @@ class Transforming:
 
 
 def scripted_target(provider: Provider) -> Target:
-    breaker = CircuitBreaker(failures=5, cooldown_s=30.0)
+    breaker = LocalHealth(CircuitBreaker(failures=5, cooldown_s=30.0))
     return Target(provider, MODEL, None, breaker, max_retries=0, retry_backoff_s=0.0)
 
 
