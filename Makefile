@@ -28,7 +28,7 @@ lint: $(STAMP)  ## ruff: lint rules and formatting
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-typecheck: $(STAMP)  ## mypy (strict on pipeline/, pricing/, store/)
+typecheck: $(STAMP)  ## mypy, strict on the whole package
 	$(BIN)/mypy
 
 contracts: $(STAMP)  ## the import contracts of pyproject.toml: layers, no cycles
