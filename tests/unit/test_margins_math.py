@@ -9,15 +9,10 @@ from pathlib import Path
 import pytest
 
 from passerelle.config.schema import Config
-from passerelle.economics.margins import (
-    TenantMargin,
-    margins,
-    month_bounds,
-    previous_month,
-    share,
-)
+from passerelle.economics.margins import TenantMargin, margins, share
 from passerelle.economics.revenue import RevenueBook, parse_revenue_csv
 from passerelle.errors import InvalidRequestError
+from passerelle.months import month_bounds, previous_month
 from passerelle.store.records import RevenueEntry, UsageRecord
 from passerelle.store.sqlite import SQLiteLedger
 

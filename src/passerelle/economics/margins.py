@@ -9,26 +9,14 @@ with the months before.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 
 from passerelle.economics.revenue import RevenueBook
+from passerelle.months import month_bounds, previous_month
 from passerelle.store.base import Ledger
 
 CENT = Decimal("0.01")
 SHARE = Decimal("0.0001")
-
-
-def month_bounds(period: str) -> tuple[datetime, datetime]:
-    year, month = (int(x) for x in period.split("-"))
-    start = datetime(year, month, 1, tzinfo=UTC)
-    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
-    return start, end
-
-
-def previous_month(period: str) -> str:
-    year, month = (int(x) for x in period.split("-"))
-    return f"{year - (month == 1)}-{(month - 2) % 12 + 1:02d}"
 
 
 def share(cost: Decimal, revenue: Decimal | None) -> Decimal | None:

@@ -21,8 +21,9 @@ import orjson
 from aiohttp import web
 
 from passerelle.economics.margins import margins
-from passerelle.economics.revenue import check_period, revenue_entry
+from passerelle.economics.revenue import revenue_entry
 from passerelle.errors import AuthenticationError, InvalidRequestError, PermissionDeniedError
+from passerelle.months import check_month, month_of
 from passerelle.pipeline.auth import bearer
 from passerelle.pipeline.parse import CONTROL_RE, MAX_JSON_DEPTH, deepest_field
 from passerelle.pricing.cost import format_usd, usd_report
@@ -174,7 +175,7 @@ async def list_keys(request: web.Request) -> web.Response:
 async def get_margins(request: web.Request) -> web.Response:
     require_admin(request)
     gateway = request.app[GATEWAY]
-    period = check_period(request.query.get("period") or datetime.now(UTC).strftime("%Y-%m"))
+    period = check_month(request.query.get("period") or month_of(datetime.now(UTC)))
     rows = await margins(gateway.ledger, gateway.revenue, period)
     return web.Response(
         body=orjson.dumps(

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from passerelle.months import MONTH_PATTERN
 from passerelle.pipeline.parse import MAX_STORED_TEXT, ROLES
 from passerelle.tenancy import MAX_TENANT_NAME
 
@@ -75,7 +76,7 @@ TENANT = {
     "type": "string",
     "pattern": f"^[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{MAX_TENANT_NAME - 1}}}$",
 }
-PERIOD = {"type": "string", "pattern": "^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$"}
+PERIOD = {"type": "string", "pattern": MONTH_PATTERN}
 
 
 def _schemas() -> dict[str, Any]:
