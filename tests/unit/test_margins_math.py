@@ -129,13 +129,13 @@ def test_tenants_sort_worst_first() -> None:
     assert order == ["unpaid-big", "unpaid-small", "bad", "middling", "fine", "idle"]
 
 
-def test_margin_json_quantizes_money_and_shares() -> None:
+def test_margin_json_gives_money_as_the_ledger_keeps_it_and_rounds_only_shares() -> None:
     t = tm("a", "1", "0.3000004", ["0.25"])
     t.features = []
     j = t.as_json()
-    assert j["revenue_usd"] == "1.00"
-    assert j["llm_cost_usd"] == "0.300000"
-    assert j["gross_margin_usd"] == "0.700000"
+    assert j["revenue_usd"] == "1.000000000000"
+    assert j["llm_cost_usd"] == "0.300000400000"
+    assert j["gross_margin_usd"] == "0.699999600000"
     assert j["cost_share"] == "0.3000"
     assert j["margin_pct"] == "70.00"
     assert j["direction"] == "worse"

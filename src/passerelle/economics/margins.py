@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from passerelle.economics.revenue import RevenueBook
 from passerelle.months import month_bounds, previous_month
+from passerelle.pricing.cost import usd_exact
 from passerelle.store.base import Ledger
 
 CENT = Decimal("0.01")
@@ -76,17 +77,20 @@ class TenantMargin:
         return (1, -s)
 
     def as_json(self) -> dict[str, object]:
-        def d(v: Decimal | None, q: Decimal = Decimal("0.000001")) -> str | None:
+        def usd(v: Decimal | None) -> str | None:
+            return None if v is None else usd_exact(v)
+
+        def d(v: Decimal | None, q: Decimal) -> str | None:
             return None if v is None else str(v.quantize(q))
 
         return {
             "tenant": self.tenant,
             "period": self.period,
-            "revenue_usd": d(self.revenue_usd, CENT),
+            "revenue_usd": usd(self.revenue_usd),
             "revenue_source": self.revenue_source,
             "requests": self.requests,
-            "llm_cost_usd": d(self.cost_usd),
-            "gross_margin_usd": d(self.gross_margin_usd),
+            "llm_cost_usd": usd(self.cost_usd),
+            "gross_margin_usd": usd(self.gross_margin_usd),
             "margin_pct": d(self.margin_pct, CENT),
             "cost_share": d(self.cost_share, SHARE),
             "trend": [{"period": p, "cost_share": d(s, SHARE)} for p, s in self.trend],
@@ -95,7 +99,7 @@ class TenantMargin:
                 {
                     "feature": f.feature,
                     "requests": f.requests,
-                    "llm_cost_usd": d(f.cost_usd),
+                    "llm_cost_usd": usd(f.cost_usd),
                     "share_of_revenue": d(f.share_of_revenue, SHARE),
                 }
                 for f in self.features

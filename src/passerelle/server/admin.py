@@ -26,7 +26,7 @@ from passerelle.errors import AuthenticationError, InvalidRequestError, Permissi
 from passerelle.months import check_month, month_of
 from passerelle.pipeline.auth import bearer
 from passerelle.pipeline.parse import CONTROL_RE, MAX_JSON_DEPTH, deepest_field
-from passerelle.pricing.cost import format_usd, usd_report
+from passerelle.pricing.cost import usd_exact
 from passerelle.server.body import read_body
 from passerelle.server.routes import GATEWAY
 from passerelle.store.query import parse_group_by, parse_when
@@ -59,7 +59,7 @@ async def usage(request: web.Request) -> web.Response:
         "requests": sum(r.requests for r in rows),
         "input_tokens": sum(r.input_tokens for r in rows),
         "output_tokens": sum(r.output_tokens for r in rows),
-        "cost_usd": usd_report(sum((r.cost_usd for r in rows), Decimal(0))),
+        "cost_usd": usd_exact(sum((r.cost_usd for r in rows), Decimal(0))),
         "unpriced_requests": sum(r.unpriced_requests for r in rows),
     }
     body = {
@@ -232,7 +232,7 @@ async def get_revenue(request: web.Request) -> web.Response:
                     {
                         "tenant": e.tenant,
                         "period": e.period,
-                        "amount": format_usd(e.amount),
+                        "amount": usd_exact(e.amount),
                         "currency": e.currency,
                         "source": e.source,
                     }

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-from passerelle.pricing.cost import usd_report
+from passerelle.pricing.cost import usd_exact
 
 PICO = Decimal("1e12")
 
@@ -175,7 +175,7 @@ class UsageRow:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cached_tokens": self.cached_tokens,
-            "cost_usd": usd_report(self.cost_usd),
+            "cost_usd": usd_exact(self.cost_usd),
             "unpriced_requests": self.unpriced_requests,
             "errors": self.errors,
         }
