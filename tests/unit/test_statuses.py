@@ -37,4 +37,4 @@ def test_the_statuses_are_the_ledger_s_text_values() -> None:
         "attempt_failed",
         "interrupted",
     }
-    assert Status.REPLAYED == "replayed" and f"{Status.ATTEMPT_FAILED}" == "attempt_failed"
+    assert str(Status.REPLAYED) == "replayed" and f"{Status.ATTEMPT_FAILED}" == "attempt_failed"
