@@ -8,6 +8,7 @@ answer. An error is complete once constructed: nothing sets its type or status a
     PasserelleError
     ├── ConfigError                      bad or incomplete configuration (start-up, `config check`)
     ├── StoreError                       the ledger or shared state is unreachable
+    │   └── StateRecoveringError         Redis lost its state; replicas are re-registering
     └── APIError                         anything a client sees
         ├── InvalidRequestError          400 invalid_request_error
         ├── AuthenticationError          401 authentication_error
@@ -44,6 +45,18 @@ class ConfigError(PasserelleError):
 
 class StoreError(PasserelleError):
     """The ledger or the shared state could not be reached."""
+
+
+class StateRecoveringError(StoreError):
+    """Redis lost the shared state moments ago; decisions wait until every replica put back
+    what it holds (``store/redis.py``)."""
+
+    def __init__(self, left_ms: int) -> None:
+        super().__init__(
+            "redis lost the shared state (restarted empty or flushed); it is being rebuilt from "
+            f"the ledger and the replicas, decisions resume in {max(left_ms, 1)} ms"
+        )
+        self.left_ms = left_ms
 
 
 class APIError(PasserelleError):
@@ -205,6 +218,12 @@ class ProviderError(PasserelleError):
             # and OpenAI's SDKs only back off (RateLimitError) on a 429
             return RateLimitError(
                 f"provider {self.provider} is rate limiting requests; try again shortly",
+                headers=wait,
+            )
+        if self.status == 503 and self.retry_after:  # back-pressure, with a date: not a 502
+            return ServiceUnavailableError(
+                f"provider {self.provider} is unavailable; try again shortly",
+                code="providers_unavailable",
                 headers=wait,
             )
         if self.timeout:

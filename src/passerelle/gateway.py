@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 from passerelle.config.load import Loaded
@@ -35,7 +36,8 @@ from passerelle.pricing.catalogue import Catalogue, configured_price
 from passerelle.provider_settings import provider_settings
 from passerelle.providers.base import Provider
 from passerelle.providers.factory import build_provider
-from passerelle.providers.resilience import CircuitBreaker
+from passerelle.providers.resilience import CircuitBreaker, LocalHealth, TargetHealth
+from passerelle.providers.shared_breakers import Scripts, SharedHealth
 from passerelle.recovery import Recovered, record_interrupted, report, settle_interrupted
 from passerelle.store.base import Ledger
 from passerelle.store.idempotency import IdempotencyStore, LocalIdempotency, RedisIdempotency
@@ -61,6 +63,7 @@ class Gateway:
     idempotency: IdempotencyStore
     revenue: RevenueBook
     journal: Journal | None = None
+    breaker_state: Scripts | None = None  # with Redis: breakers shared by every replica
     chain: Next = field(init=False)
     _refresher: asyncio.Task[None] | None = field(init=False, default=None)
 
@@ -117,7 +120,8 @@ class Gateway:
         providers = {
             p.name: build_provider(provider_settings(p, loaded.secrets)) for p in config.providers
         }
-        routes = build_routes(config, providers)
+        breaker_state = Scripts(config.redis) if config.redis else None
+        routes = build_routes(config, providers, breaker_state)
         limits = build_limits(config, dict(loaded.secrets.values))
         floors = {p.name for p in config.plans if p.margin_floor is not None}
         for t in config.tenants:
@@ -129,8 +133,11 @@ class Gateway:
         idempotency: IdempotencyStore
         if config.redis:
             from passerelle.limits.redis_counters import RedisCounters
+            from passerelle.store.redis import SharedState
 
-            counters, idempotency = RedisCounters(config.redis), RedisIdempotency(config.redis)
+            shared = SharedState(config.redis)
+            counters = RedisCounters(shared, recorded_cost=partial(recorded_cost, ledger))
+            idempotency = RedisIdempotency(shared)
         else:
             counters = LocalCounters()
             idempotency = LocalIdempotency(max_bytes=config.server.idempotency_max_bytes)
@@ -148,6 +155,7 @@ class Gateway:
             idempotency=idempotency,
             revenue=RevenueBook(config),
             journal=journal,
+            breaker_state=breaker_state,
         )
 
     async def seed(self, rule: BudgetRule, at: float) -> int:
@@ -241,18 +249,35 @@ class Gateway:
         for provider in self.providers.values():
             await provider.aclose()
         await self.counters.close()
+        if self.breaker_state is not None:
+            await self.breaker_state.close()
         await self.idempotency.close()
         await self.ledger.close()
         if self.journal is not None:
             self.journal.close()
 
 
-def build_routes(config: Config, providers: dict[str, Provider]) -> dict[str, Route]:
+async def recorded_cost(ledger: Ledger, request_id: str) -> int | None:
+    """What the ledger holds for one call (all its attempts), or None when it holds no row: a
+    budget correction leaves out calls still to be settled."""
+    rows = await ledger.records(request_id)
+    if not rows:
+        return None
+    return to_nano(sum((r.cost_usd or Decimal(0) for r in rows), Decimal(0)))
+
+
+def build_routes(
+    config: Config, providers: dict[str, Provider], shared: Scripts | None = None
+) -> dict[str, Route]:
     by_name = {p.name: p for p in config.providers}
-    breakers = {
-        p.name: CircuitBreaker(failures=p.breaker_failures, cooldown_s=p.breaker_cooldown_s)
-        for p in config.providers
-    }
+    breakers: dict[str, TargetHealth] = {}
+    for p in config.providers:
+        failures, cooldown_s = p.breaker_failures, p.breaker_cooldown_s
+        breakers[p.name] = (
+            SharedHealth(shared, p.name, failures=failures, cooldown_s=cooldown_s)
+            if shared is not None
+            else LocalHealth(CircuitBreaker(failures=failures, cooldown_s=cooldown_s))
+        )
     routes = {}
     for m in config.models:
         targets = []

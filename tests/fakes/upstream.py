@@ -51,7 +51,9 @@ except ImportError:  # pragma: no cover - depends on the environment
     loads = json.loads
 
 DEFAULT_REPLY = "Hello from fake upstream."
-DIRECTIVE_RE = re.compile(r"#(status|latency|chunk_delay|cut|usage|reply|words|garbage):(\S+)")
+DIRECTIVE_RE = re.compile(
+    r"#(status|latency|chunk_delay|cut|usage|reply|words|garbage|retry_after):(\S+)"
+)
 MODELS_BODY = dumps(
     {
         "object": "list",
@@ -96,6 +98,7 @@ class Behaviour:
     usage: Usage | None = None
     reply: str = DEFAULT_REPLY
     garbage: bool = False  # a 200 whose body is not JSON
+    retry_after: str | None = None  # the Retry-After sent with a 429, 503 or 529, if any
 
 
 DEFAULT = Behaviour()
@@ -107,6 +110,7 @@ _SIMPLE = {
     "chunk_delay": ("chunk_delay_ms", float),
     "chunk_delay_ms": ("chunk_delay_ms", float),
     "reply": ("reply", str),
+    "retry_after": ("retry_after", str),
 }
 
 
@@ -377,9 +381,10 @@ def build_app() -> Any:
 
     state = State()
 
-    def json_response(body: bytes, status: int = 200) -> Any:
-        # rate limits and overloads say when to come back, as the real APIs do
-        headers = {"Retry-After": "7"} if status in (429, 503, 529) else None
+    def json_response(body: bytes, status: int = 200, retry_after: str | None = None) -> Any:
+        # rate limits and overloads may say when to come back, as the real APIs do
+        wait = retry_after is not None and status in (429, 503, 529)
+        headers = {"Retry-After": retry_after} if wait else None
         return web.Response(
             body=body, status=status, content_type="application/json", headers=headers
         )
@@ -402,7 +407,7 @@ def build_app() -> Any:
             await asyncio.sleep(b.latency_ms / 1000)
         if b.status >= 400:
             message = f"Scripted error {b.status} from fake upstream"
-            return body, b, json_response(error(b.status, message), b.status)
+            return body, b, json_response(error(b.status, message), b.status, b.retry_after)
         if b.cut is not None and not body.get("stream"):
             abort_connection(request)
         if b.garbage and not body.get("stream"):

@@ -62,15 +62,19 @@ def tenant_gateway(tmp_path: Path, fresh_upstream: UpstreamProcess, postgres_url
         gw.stop()
 
 
-def test_nul_in_a_text_field_is_served_and_recorded(tenant_gateway, postgres_url) -> None:  # type: ignore[no-untyped-def]
-    """PostgreSQL TEXT refuses NUL: the row is made storable, never dropped after the provider
-    was paid."""
+def test_nul_in_a_text_field_is_refused_before_the_upstream_and_recorded(
+    tenant_gateway, postgres_url, fresh_upstream
+) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL TEXT refuses NUL: a NUL in ``user`` is refused at parse (400, naming the field),
+    before the provider is paid or anything is metered; nothing was served, so nothing is owed to
+    the ledger. (The ledger makes any text storable too: tests/unit/test_ledger.py.)"""
     tenant, gw = tenant_gateway()
     body = {**BUDGET_BODY, "user": "bob\x00evil"}
     status, payload = post(gw, body)
-    assert status == 200, payload
-    [row] = pg_rows(postgres_url, "tenant = $1", tenant)
-    assert (row["end_user"], row["status"]) == ("bob\ufffdevil", "ok")
+    assert status == 400, payload
+    assert b'"param":"user"' in payload
+    assert fresh_upstream.stats()["requests"] == 0
+    assert pg_rows(postgres_url, "tenant = $1", tenant) == []
     assert not (gw.workdir / "passerelle-data" / "ledger-dead-letters.jsonl").exists()
 
 

@@ -49,6 +49,9 @@ def gw(
             provider("backup", url, max_retries=0, breaker_failures=5, breaker_cooldown_s=60),
             provider("main2", url, max_retries=1, breaker_failures=2, breaker_cooldown_s=60),
             provider("dead", dead, max_retries=0, breaker_failures=2, breaker_cooldown_s=60),
+            provider("limited", url, max_retries=1, breaker_failures=1, breaker_cooldown_s=60),
+            provider("spare", url, max_retries=0),
+            provider("solo", url, max_retries=1, breaker_failures=1, breaker_cooldown_s=60),
         ],
         models=[
             {"name": "gpt-4o-mini", "targets": [{"provider": "fake"}]},
@@ -82,6 +85,14 @@ def gw(
                     {"provider": "backup", "upstream_model": "gpt-4o-mini", "price": DEARER},
                 ],
             },
+            {
+                "name": "limited-model",
+                "targets": [
+                    {"provider": "limited", "upstream_model": "gpt-4o-mini"},
+                    {"provider": "spare", "upstream_model": "gpt-4o-mini"},
+                ],
+            },
+            {"name": "solo-model", "targets": [{"provider": "solo", "upstream_model": "m"}]},
         ],
     )
     with GatewayProcess(tmp_path_factory.mktemp("resilience"), config) as g:
@@ -94,21 +105,21 @@ def client(gw: GatewayProcess, sdk: Sdk) -> OpenAI:
 
 
 def test_retries_with_backoff_until_the_upstream_recovers(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
-    fresh_upstream.script({"status": 503}, {"status": 503}, {})
+    fresh_upstream.script({"status": 500}, {"status": 502}, {})  # 5xx that set no Retry-After
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HI)
     assert raw.parse().choices[0].message.content == "Hello from fake upstream."
     assert fresh_upstream.stats()["requests"] == 3
     rows = gw.ledger_rows("request_id = ?", (raw.headers["x-request-id"],))
     # each failed attempt is a row of its own (the upstream may bill it); the call is the last
     assert [(r["attempt"], r["status"], r["error_code"], r["provider"]) for r in rows] == [
-        (1, "attempt_failed", "upstream_http_503", "fake"),
-        (2, "attempt_failed", "upstream_http_503", "fake"),
+        (1, "attempt_failed", "upstream_http_500", "fake"),
+        (2, "attempt_failed", "upstream_http_502", "fake"),
         (3, "ok", None, "fake"),
     ]
 
 
 def test_retries_stop_at_max_retries(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
-    fresh_upstream.script(*[{"status": 503}] * 4)
+    fresh_upstream.script(*[{"status": 500}] * 4)
     with pytest.raises(openai.InternalServerError) as info:
         client.chat.completions.create(model="gpt-4o-mini", messages=HI)
     assert fresh_upstream.stats()["requests"] == 3
@@ -156,11 +167,13 @@ def test_circuit_breaker_opens_then_lets_a_trial_through_after_cooldown(
     assert fresh_upstream.stats()["requests"] == 2
     opened = time.monotonic()
 
-    # open: refused at the gateway, nothing sent upstream
+    # open: refused at the gateway, nothing sent upstream; a 503 that says when to come back
     for _ in range(3):
         with pytest.raises(openai.InternalServerError) as info:
             client.chat.completions.create(model="flaky-model", messages=HI)
         assert info.value.code == "providers_unavailable"
+        assert info.value.status_code == 503
+        assert 1 <= int(info.value.response.headers["retry-after"]) <= 1 + COOLDOWN_S
     assert time.monotonic() - opened < COOLDOWN_S, "the checks above outlasted the cooldown"
     assert fresh_upstream.stats()["requests"] == 2
 
@@ -183,7 +196,7 @@ def test_failed_trial_reopens_the_circuit_breaker(gw, fresh_upstream, client) ->
     assert info.value.code == "upstream_error"
     with pytest.raises(openai.InternalServerError) as info:  # open again at once
         client.chat.completions.create(model="flaky2-model", messages=HI)
-    assert info.value.code == "providers_unavailable"
+    assert (info.value.code, info.value.status_code) == ("providers_unavailable", 503)
     assert fresh_upstream.stats()["requests"] == 3
     time.sleep(COOLDOWN_S + 0.1)
     client.chat.completions.create(model="flaky2-model", messages=HI)  # and closes on success
@@ -254,9 +267,10 @@ def test_rate_limits_and_overload_with_retry_after_never_open_the_breaker(
     gw, fresh_upstream, sdk
 ) -> None:  # type: ignore[no-untyped-def]
     acme, globex = sdk(gw, TENANT_KEYS["acme"]), sdk(gw, TENANT_KEYS["globex"])
-    for status in (429, 503):  # the fake sends Retry-After with both
+    for status in (429, 503):  # with a Retry-After of 0: nothing cools, every attempt is made
         for c in (acme, globex, acme, globex, acme, globex, acme, globex):
-            fresh_upstream.script({"status": status}, {"status": status}, {"status": status})
+            busy = {"status": status, "retry_after": "0"}
+            fresh_upstream.script(busy, busy, busy)
             with pytest.raises(openai.APIError):
                 c.chat.completions.create(model="pressed-model", messages=HI)
             fresh_upstream.reset()
@@ -269,10 +283,43 @@ def test_an_unreachable_provider_is_skipped_for_every_tenant(gw, fresh_upstream,
     for _ in range(2):  # refused twice (breaker_failures=2): the fallback answers
         raw = acme.chat.completions.with_raw_response.create(model="dead-model", messages=HI)
         assert raw.headers["x-passerelle-target"] == "secondary/gpt-4o-mini"
-        [row] = gw.ledger_rows("request_id = ?", (raw.headers["x-request-id"],))
-        assert row["attempt"] == 2
+        rows = gw.ledger_rows("request_id = ?", (raw.headers["x-request-id"],))
+        assert [(r["attempt"], r["status"]) for r in rows] == [(1, "attempt_failed"), (2, "ok")]
     # a refused connection is the provider's health, not acme's content: globex skips it too
     raw = globex.chat.completions.with_raw_response.create(model="dead-model", messages=HI)
     assert raw.headers["x-passerelle-target"] == "secondary/gpt-4o-mini"
     [row] = gw.ledger_rows("request_id = ?", (raw.headers["x-request-id"],))
     assert row["attempt"] == 1
+
+
+def test_a_rate_limit_cools_its_target_and_the_call_falls_back_at_once(
+    gw, fresh_upstream, client
+) -> None:  # type: ignore[no-untyped-def]
+    fresh_upstream.script({"status": 429, "retry_after": "2"})
+    raw = client.chat.completions.with_raw_response.create(model="limited-model", messages=HI)
+    # no retry against a target that said "not before 2 s": the fallback answers
+    assert raw.headers["x-passerelle-target"] == "spare/gpt-4o-mini"
+    assert fresh_upstream.stats()["requests"] == 2
+    raw = client.chat.completions.with_raw_response.create(model="limited-model", messages=HI)
+    assert raw.headers["x-passerelle-target"] == "spare/gpt-4o-mini"  # still cooling: untouched
+    assert fresh_upstream.stats()["requests"] == 3
+    # a rate limit is not breakage: with breaker_failures=1, the breaker never opened
+    fresh_upstream.reset()
+    time.sleep(2.1)
+    raw = client.chat.completions.with_raw_response.create(model="limited-model", messages=HI)
+    assert raw.headers["x-passerelle-target"] == "limited/gpt-4o-mini"
+
+
+def test_a_single_rate_limited_target_answers_503_with_the_time_to_come_back(
+    gw, fresh_upstream, client
+) -> None:  # type: ignore[no-untyped-def]
+    fresh_upstream.script({"status": 429, "retry_after": "2"})
+    with pytest.raises(openai.RateLimitError) as limited:  # the upstream's own 429, passed on
+        client.chat.completions.create(model="solo-model", messages=HI)
+    assert limited.value.response.headers["retry-after"] == "2"
+    assert fresh_upstream.stats()["requests"] == 1  # no retry before its Retry-After
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model="solo-model", messages=HI)
+    assert (info.value.status_code, info.value.code) == (503, "providers_unavailable")
+    assert 1 <= int(info.value.response.headers["retry-after"]) <= 2
+    assert fresh_upstream.stats()["requests"] == 1

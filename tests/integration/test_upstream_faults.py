@@ -38,7 +38,7 @@ STREAM_FAULTS = {"ok": 50, "500": 10, "429": 10, "slow": 4, "cut0": 8, "truncate
 ITEM = {
     "500": {"status": 500},
     "503": {"status": 503},
-    "429": {"status": 429},
+    "429": {"status": 429, "retry_after": "0"},  # come back at once: retried
     "slow": {"latency_ms": 900},  # past the provider's timeout
     "reset": {"cut": 0},  # plain: the connection closes with no answer
     "cut0": {"cut": 0},  # stream: closes before any event (retried)
@@ -125,8 +125,13 @@ def test_scripted_faults_bounded_attempts_clear_errors_exact_books(gw, upstream,
         index = consumed
         consumed += attempts
         assert 1 <= attempts <= 1 + MAX_RETRIES, (attempts, tried)
-        [row] = gw.ledger_rows("request_id = ?", (headers["x-request-id"],))
+        *failed, row = gw.ledger_rows("request_id = ?", (headers["x-request-id"],))
         assert row["attempt"] == attempts
+        # every attempt before the last is a row of its own, at no cost (the upstream failed it)
+        assert [(r["attempt"], r["status"]) for r in failed] == [
+            (n, "attempt_failed") for n in range(1, attempts)
+        ]
+        assert all(r["cost_pusd"] == 0 for r in failed)
         last = tried[-1]
         if last in ("ok", "truncated"):
             assert status == 200
@@ -138,7 +143,7 @@ def test_scripted_faults_bounded_attempts_clear_errors_exact_books(gw, upstream,
             err = json.loads(raw)["error"]
             assert sorted(err) == ["code", "message", "param", "type"] and err["message"]
             if last == "429":
-                assert headers.get("retry-after") == "7"  # the upstream's, passed on
+                assert headers.get("retry-after") == "0"  # the upstream's, passed on
             assert row["status"] == "error" and row["cost_pusd"] == 0
             seen["error"] += 1
             continue
@@ -156,7 +161,9 @@ def test_scripted_faults_bounded_attempts_clear_errors_exact_books(gw, upstream,
             assert row["status"] == "upstream_cut" and row["cost_pusd"] > 0
             assert row["usage_reported"] == 0
             seen["upstream_cut"] += 1
-    rows = gw.ledger_rows("model = ? AND stream = ?", ("faulty-model", int(stream)))
-    assert len(rows) == 40  # one row per request, none per retry
+    rows = gw.ledger_rows(
+        "model = ? AND stream = ? AND status != 'attempt_failed'", ("faulty-model", int(stream))
+    )
+    assert len(rows) == 40  # one call row per request; retries are attempt rows
     assert seen["ok"] and seen["error"], seen  # the schedule exercised both outcomes
     assert expected_pusd == sum(r["cost_pusd"] for r in rows if r["status"] == "ok") > 0

@@ -38,7 +38,7 @@ from passerelle.providers.base import (
     UpstreamRequest,
     Usage,
 )
-from passerelle.providers.resilience import CircuitBreaker
+from passerelle.providers.resilience import CircuitBreaker, LocalHealth
 from passerelle.tenancy import ApiKey, key_digest, key_id_for
 
 HI = [{"role": "user", "content": "hi"}]
@@ -73,7 +73,7 @@ def target(model: str, *, provider: str = "fake", price: Price | None = PRICE) -
         provider=FakeProvider(provider),
         upstream_model=model,
         price=price,
-        breaker=CircuitBreaker(failures=5, cooldown_s=30.0, clock=lambda: 0.0),
+        breaker=LocalHealth(CircuitBreaker(failures=5, cooldown_s=30.0, clock=lambda: 0.0)),
         max_retries=0,
         retry_backoff_s=0.0,
     )

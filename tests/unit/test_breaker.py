@@ -37,7 +37,7 @@ def test_a_breaker_opens_after_its_threshold_and_lets_one_trial_through_after_co
     for _ in range(3):
         assert b.allow()
         b.failure()
-    assert b.is_open and not b.allow()
+    assert b.wait_s() > 0 and not b.allow()
     clock.now += 29.9
     assert not b.allow()
     clock.now += 0.2
@@ -48,7 +48,7 @@ def test_a_breaker_opens_after_its_threshold_and_lets_one_trial_through_after_co
     clock.now += 30.1
     assert b.allow()
     b.success()
-    assert not b.is_open and b.allow() and b.allow()
+    assert b.wait_s() == 0 and b.allow() and b.allow()
 
 
 def test_one_tenant_failing_alone_is_cut_off_alone(clock: Clock) -> None:
@@ -149,3 +149,51 @@ def test_tenant_breakers_are_bounded(clock: Clock) -> None:
         cb.failure(f"t{i}", Fault.ANSWER)
         cb.success(f"t{i}")
     assert len(cb._tenants) <= 10_000
+
+
+def test_reading_a_breaker_never_claims_its_half_open_trial(clock: Clock) -> None:
+    cb = breakers(clock, failures=1)
+    cb.failure("acme", Fault.PROVIDER)
+    assert cb.wait_s("acme", "m") == pytest.approx(30.0)
+    clock.now += 30.1
+    for _ in range(5):  # a router may look as often as it likes
+        assert cb.wait_s("acme", "m") == 0.0
+    assert cb.allow("acme")  # the attempt that goes claims it
+    assert cb.wait_s("globex", "m") > 0  # while it is in flight, nobody else may go
+    assert not cb.allow("globex")
+    cb.success("acme")
+    assert cb.wait_s("globex", "m") == 0.0
+
+
+def test_a_retry_after_cools_the_target_until_then_and_opens_nothing(clock: Clock) -> None:
+    cb = breakers(clock, failures=1)
+    cb.cool("gpt-4o-mini", 2.0)
+    cb.failure("acme", Fault.NONE)
+    assert cb.wait_s("acme", "gpt-4o-mini") == pytest.approx(2.0)
+    assert cb.wait_s("globex", "gpt-4o-mini") == pytest.approx(2.0)  # for every call
+    assert cb.wait_s("acme", "gpt-4o") == 0.0  # another model of the provider is not cooling
+    clock.now += 1.5
+    assert cb.wait_s("acme", "gpt-4o-mini") == pytest.approx(0.5)
+    cb.cool("gpt-4o-mini", 0.2)  # a shorter wait said later does not shorten the first
+    assert cb.wait_s("acme", "gpt-4o-mini") == pytest.approx(0.5)
+    clock.now += 0.6
+    assert cb.wait_s("acme", "gpt-4o-mini") == 0.0
+    assert cb.allow("acme")  # and the breaker never opened
+
+
+def test_the_wait_is_the_longer_of_cooling_and_an_open_breaker(clock: Clock) -> None:
+    cb = breakers(clock, failures=1)
+    cb.failure("acme", Fault.PROVIDER)
+    cb.cool("m", 5.0)
+    assert cb.wait_s("acme", "m") == pytest.approx(30.0)
+    clock.now += 30.1
+    cb.cool("m", 3.0)
+    assert cb.wait_s("acme", "m") == pytest.approx(3.0)
+
+
+def test_cooling_is_bounded(clock: Clock) -> None:
+    cb = breakers(clock)
+    for i in range(30_000):
+        cb.cool(f"m{i}", 1.0)
+        clock.now += 0.01
+    assert len(cb._cool_until) <= 10_000

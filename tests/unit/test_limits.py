@@ -391,10 +391,11 @@ async def test_a_redis_counter_that_vanished_is_reseeded_from_the_ledger(redis_u
 
     rule = budget("1.00", "month", scope=f"tenant:unit-{uuid.uuid4().hex}")
     seeds: list[float] = []
+    ledger = {"spent": Decimal("0.75")}  # what the ledger says was spent before
 
     async def seed(r: BudgetRule, at: float) -> int:
         seeds.append(at)
-        return to_nano(Decimal("0.75"))  # what the ledger says was spent before
+        return to_nano(ledger["spent"])
 
     counters = RedisCounters(redis_url)
     raw = aioredis.from_url(redis_url)
@@ -407,12 +408,7 @@ async def test_a_redis_counter_that_vanished_is_reseeded_from_the_ledger(redis_u
         # Redis restarted empty (or evicted the key): the ledger now holds 0.85
         await raw.delete("passerelle:budget:" + rule.counter(NOON))
         seeds.clear()
-
-        async def seed_after(r: BudgetRule, at: float) -> int:
-            seeds.append(at)
-            return to_nano(Decimal("0.85"))
-
-        counters._seed = seed_after
+        ledger["spent"] = Decimal("0.85")
         refused = await counters.admit(admission("r2", NOON, "0.20", budgets=[rule]))
         assert isinstance(refused, Refusal) and refused.used == 850_000_000
         assert seeds == [NOON]
@@ -599,3 +595,99 @@ def test_anthropic_and_local_upstreams_get_the_limit_as_max_tokens() -> None:
     engine = engine_body(upstream(body, 300))
     assert engine["max_tokens"] == 300 and "max_completion_tokens" not in engine
     assert engine_body(upstream(body, None)) is body
+
+
+class FakeLedger:
+    """What a ledger answers a budget correction: a scope's total and each call's recorded cost.
+
+    Tests move it as the pipeline would: a call is recorded (``record``) before it settles."""
+
+    def __init__(self, spent: str = "0") -> None:
+        self.total = to_nano(Decimal(spent))
+        self.calls: dict[str, int] = {}
+
+    def record(self, rid: str, usd: str) -> int:
+        self.calls[rid] = to_nano(Decimal(usd))
+        self.total += self.calls[rid]
+        return self.calls[rid]
+
+    async def seed(self, rule: BudgetRule, at: float) -> int:
+        return self.total
+
+    async def cost(self, rid: str) -> int | None:
+        return self.calls.get(rid)
+
+
+@asynccontextmanager
+async def redis_books(redis_url: str):  # type: ignore[no-untyped-def]
+    """(counters, ledger, rule, raw client, key) on a fresh scope; its keys deleted afterwards."""
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    from passerelle.limits.redis_counters import RedisCounters
+
+    rule = budget("1.00", "month", scope=f"tenant:unit-{uuid.uuid4().hex}")
+    ledger = FakeLedger()
+    counters = RedisCounters(redis_url, recorded_cost=ledger.cost)
+    raw = aioredis.from_url(redis_url)
+    await counters.start([rule], ledger.seed)
+    key = "passerelle:budget:" + rule.counter(NOON)
+    try:
+        yield counters, ledger, rule, raw, key
+    finally:
+        await raw.delete(key, key + ":holds")
+        await raw.aclose()
+        await counters.close()
+
+
+async def test_a_settlement_applied_twice_counts_once(redis_url: str) -> None:
+    async with redis_books(redis_url) as (counters, ledger, rule, raw, key):
+        held = await counters.admit(admission("r1", NOON, "0.10", budgets=[rule]))
+        assert isinstance(held, Reservation)
+        cost = ledger.record("r1", "0.04")
+        await counters.settle(held, cost, tokens=0)
+        # the same settlement again, as a retry whose first reply was lost would send it
+        await counters.settle(Reservation(held.admission), cost, tokens=0)
+        assert await counters.spent_nano(rule, NOON) == cost
+        assert int(await raw.hget(key, "reserved")) == 0
+
+
+async def test_a_counter_reseeded_with_calls_still_to_settle_counts_each_once(
+    redis_url: str,
+) -> None:
+    async with redis_books(redis_url) as (counters, ledger, rule, raw, key):
+        ledger.record("before", "0.30")
+        a = await counters.admit(admission("a", NOON, "0.10", budgets=[rule]))
+        b = await counters.admit(admission("b", NOON, "0.10", budgets=[rule]))
+        assert isinstance(a, Reservation) and isinstance(b, Reservation)
+        cost_a = ledger.record("a", "0.05")  # recorded, not settled yet when the counter is lost
+        await raw.hdel(key, "spent")
+        refused = await counters.admit(admission("c", NOON, "0.70", budgets=[rule]))
+        # reseeded: 0.30 + a's 0.05 in the ledger, less a's (its settlement will count it); both holds
+        assert isinstance(refused, Refusal) and refused.used == to_nano(Decimal("0.50"))
+        await counters.settle(a, cost_a, tokens=0)
+        await counters.settle(b, ledger.record("b", "0.06"), tokens=0)
+        assert await counters.spent_nano(rule, NOON) == ledger.total == to_nano(Decimal("0.41"))
+        assert int(await raw.hget(key, "reserved")) == 0
+
+
+async def test_an_expired_unsettled_hold_is_counted_from_the_ledger(redis_url: str) -> None:
+    from passerelle.limits.redis_counters import RESERVATION_TTL_S
+
+    async with redis_books(redis_url) as (counters, ledger, rule, raw, key):
+        lost = await counters.admit(admission("lost", NOON, "0.10", budgets=[rule]))
+        assert isinstance(lost, Reservation)
+        ledger.record("lost", "0.09")  # served and recorded; its replica died before settling
+        later = NOON + RESERVATION_TTL_S + 1
+        ok = await counters.admit(admission("next", later, "0.10", budgets=[rule]))
+        assert isinstance(ok, Reservation)
+        assert int(await raw.hget(key, "spent")) == to_nano(Decimal("0.09"))
+        assert int(await raw.hget(key, "reserved")) == to_nano(Decimal("0.10"))
+        await counters.settle(ok, ledger.record("next", "0.02"), tokens=0)
+        assert await counters.spent_nano(rule, NOON) == ledger.total
+        # a settlement arriving after its hold expired is not counted again
+        await counters.settle(lost, to_nano(Decimal("0.09")), tokens=0)
+        again = await counters.admit(admission("again", later, "0", budgets=[rule]))
+        assert isinstance(again, Reservation)
+        assert await counters.spent_nano(rule, NOON) == ledger.total

@@ -199,8 +199,9 @@ class Budget:
         usage = call.usage
         tokens = usage.input_tokens + usage.output_tokens if usage else 0
         try:
+            # the ledger already holds this call. Counters that cannot reach their store keep
+            # the settlement and retry it; until it lands the worst case stays reserved, and a
+            # hold that expires unsettled has the counter corrected from the ledger
             await self._counters.settle(reservation, actual, tokens)
         except StoreError as exc:
-            # the answer is served and in the ledger; the hold expires on its own and a
-            # restart reseeds the counters from the ledger
             log.error("%s: budget settlement failed: %s", call.request_id, exc)

@@ -1,9 +1,11 @@
 """Dispatch: the only stage that talks to providers.
 
 Targets are tried in order. Each gets its retries (429, 5xx, connection errors, timeouts; with
-exponential backoff), unless its circuit breaker is open for the calling tenant (see
-providers/resilience.py for what counts towards which breaker); then the next target takes over. A
-client error from upstream (400) is the client's to fix: no retry, no fallback. A stream counts as
+exponential backoff), unless its circuit breaker is open for the calling tenant or the target is
+cooling after a rate limit's ``Retry-After`` (see providers/resilience.py for what counts towards
+which breaker); then the next target takes over, at once. When no target could be tried the
+client gets 503 ``providers_unavailable`` with the earliest ``Retry-After``. A client error from
+upstream (400) is the client's to fix: no retry, no fallback. A stream counts as
 answered once its first chunk arrives; after that nothing is retried, since bytes may already be
 on their way to the client. Every failed attempt is noted on the call; the meter records each as
 a ledger row of its own (the upstream may bill a timed-out attempt).
@@ -12,14 +14,15 @@ a ledger row of its own (the upstream may bill a timed-out attempt).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
-from passerelle.errors import ProviderError, UpstreamError
+from passerelle.errors import ProviderError, ServiceUnavailableError
 from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import Call, ChunkStream, FailedAttempt
 from passerelle.pipeline.resolve import Target
 from passerelle.providers.base import UpstreamRequest
-from passerelle.providers.resilience import CLIENT_ERRORS, backoff_delay, classify
+from passerelle.providers.resilience import CLIENT_ERRORS, TRIAL_WAIT_S, backoff_delay
 
 
 def upstream_request(call: Call, target: Target) -> UpstreamRequest:
@@ -63,11 +66,18 @@ async def _attempt(call: Call, target: Target) -> None:
 
 
 async def _try_target(call: Call, target: Target) -> ProviderError | None:
-    """Attempts on one target, with its retries. None when it answered; else the last failure."""
+    """Attempts on one target, with its retries. None when it answered; else the last failure.
+    The first attempt's claim on the breaker was made by the caller."""
+    health = target.breaker
     last: ProviderError | None = None
     for retry in range(target.max_retries + 1):
         if retry:
             await asyncio.sleep(backoff_delay(retry, target.retry_backoff_s))
+            # never before its Retry-After, never through an open breaker: fall back instead
+            if await health.wait_s(call.tenant, target.upstream_model) > 0:
+                return last
+            if not await health.claim(call.tenant):
+                return last
         call.attempts += 1
         call.target = target
         started = time.perf_counter()
@@ -76,16 +86,16 @@ async def _try_target(call: Call, target: Target) -> ProviderError | None:
         except ProviderError as exc:
             last = exc
             call.failed_attempts.append(FailedAttempt.of(call.attempts, target, exc, started))
-            target.breaker.failure(call.tenant, classify(exc))
+            await health.failed(call.tenant, target.upstream_model, exc)
             if exc.status in CLIENT_ERRORS:  # the client's to fix: no retry, no fallback
                 raise exc.to_api_error() from exc
-            if not exc.retryable or not target.breaker.allow(call.tenant):
+            if not exc.retryable:
                 return exc
             continue
         except BaseException:
-            target.breaker.abandon(call.tenant)  # cancelled mid-attempt: no verdict on the provider
+            await health.abandon(call.tenant)  # cancelled mid-attempt: no verdict on the provider
             raise
-        target.breaker.success(call.tenant)
+        await health.succeeded(call.tenant)
         return None
     return last
 
@@ -93,17 +103,22 @@ async def _try_target(call: Call, target: Target) -> ProviderError | None:
 class Dispatch:
     async def __call__(self, call: Call, next: Next) -> None:
         last: ProviderError | None = None
+        waits: list[float] = []
         for target in call.route.targets:
-            if not target.breaker.allow(call.tenant):
+            wait = await target.breaker.wait_s(call.tenant, target.upstream_model)
+            if wait > 0 or not await target.breaker.claim(call.tenant):
+                waits.append(wait or TRIAL_WAIT_S)  # open, cooling, or its trial is taken
                 continue
             failure = await _try_target(call, target)
             if failure is None:
                 await next(call)
                 return
             last = failure
-        if last is None:
-            raise UpstreamError(
-                f"no provider available for model '{call.model}': every circuit breaker is open",
-                code="providers_unavailable",
-            )
-        raise last.to_api_error() from last
+        if last is not None:
+            raise last.to_api_error() from last
+        raise ServiceUnavailableError(
+            f"no provider available for model '{call.model}': every target is open or cooling "
+            "down; try again later",
+            code="providers_unavailable",
+            headers={"retry-after": str(max(1, math.ceil(min(waits, default=TRIAL_WAIT_S))))},
+        )

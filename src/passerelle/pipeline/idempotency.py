@@ -86,6 +86,14 @@ class Idempotency:
                 param="Idempotency-Key",
                 code="idempotency_key_in_progress",
             )
+        if claim.state == "lost":
+            raise ConflictError(
+                "the first request with this Idempotency-Key was answered, but the stored answer "
+                "was lost with the shared state; it cannot be replayed, and the key is refused "
+                "rather than run twice (use a new key to run the request again)",
+                param="Idempotency-Key",
+                code="idempotency_answer_lost",
+            )
         if claim.state == "replay" and claim.answer is not None:
             self._replay(call, claim.answer)
             return

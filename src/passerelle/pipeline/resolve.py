@@ -15,7 +15,7 @@ from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import Call
 from passerelle.pricing.catalogue import Catalogue, Price
 from passerelle.providers.base import Provider
-from passerelle.providers.resilience import CircuitBreaker
+from passerelle.providers.resilience import TargetHealth
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +23,7 @@ class Target:
     provider: Provider
     upstream_model: str
     price: Price | None  # from the configuration; the catalogue is consulted when None
-    breaker: CircuitBreaker
+    breaker: TargetHealth  # its breakers and cooling: skip it while it waits
     max_retries: int
     retry_backoff_s: float
     jurisdiction: str | None = None

@@ -18,7 +18,14 @@ attempt counts towards depends on what failed (``Fault``):
   for at most half the threshold (rounded up). A tenant whose requests alone fail is cut off
   alone; every other tenant keeps the provider at its price.
 
-The clock is injected; the unit tests drive it by hand.
+A rate limit is back-pressure with a date: its ``Retry-After`` cools that target (the provider's
+upstream model) until then, for every call, and opens no breaker (``cool``). ``wait_s`` reads all
+of it without claiming anything: how long until a request may go (0: now), so dispatch and a
+router skip targets that are open or cooling; ``allow`` is for the attempt that goes, and claims
+a due half-open trial.
+
+The clock is injected; the unit tests drive it by hand. ``TargetHealth`` is what dispatch uses:
+``LocalHealth`` in one process, ``providers/shared_breakers.py`` across replicas with Redis.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import aiohttp
 
@@ -35,6 +43,8 @@ from passerelle.errors import ProviderError
 
 CLIENT_ERRORS = frozenset({400, 413, 422})
 MAX_TENANT_BREAKERS = 10_000
+MAX_COOLING = 10_000
+TRIAL_WAIT_S = 1.0  # what a caller is told while another request holds the half-open trial
 
 
 class Fault(enum.Enum):
@@ -66,11 +76,14 @@ class Breaker:
         self._open_until = 0.0
         self._trial_in_flight = False
 
-    @property
-    def is_open(self) -> bool:
-        return self._consecutive >= self._threshold and (
-            self._clock() < self._open_until or self._trial_in_flight
-        )
+    def wait_s(self) -> float:
+        """Seconds until a request may go (0: now). Reads only: claims no trial."""
+        if self._consecutive < self._threshold:
+            return 0.0
+        left = self._open_until - self._clock()
+        if left > 0:
+            return left
+        return TRIAL_WAIT_S if self._trial_in_flight else 0.0
 
     @property
     def idle(self) -> bool:
@@ -119,13 +132,38 @@ class CircuitBreaker:
         self._tenants: dict[str, Breaker] = {}
         self._run: dict[str, int] = {}  # the shared run of answer failures, per tenant
         self._per_tenant_cap = max(1, math.ceil(failures / 2))
+        self._cool_until: dict[str, float] = {}  # upstream model -> clock time
 
-    def allow(self, tenant: str | None) -> bool:
-        """May this tenant's request go to the provider now? Claims a due half-open trial."""
+    def wait_s(self, tenant: str | None, model: str, *, shared: bool = True) -> float:
+        """Seconds until this tenant's request to ``model`` may go (0: now); claims nothing."""
+        own = self._tenants.get(tenant or "")
+        wait = max(
+            self._shared.wait_s() if shared else 0.0, own.wait_s() if own is not None else 0.0
+        )
+        until = self._cool_until.get(model)
+        if until is not None:
+            left = until - self._clock()
+            if left <= 0:
+                del self._cool_until[model]
+            wait = max(wait, left)
+        return wait
+
+    def cool(self, model: str, seconds: float) -> None:
+        """The provider said not before ``seconds`` for ``model``: nobody tries it until then."""
+        now = self._clock()
+        if len(self._cool_until) >= MAX_COOLING:  # bounded: forget the ones that are over
+            self._cool_until = {m: t for m, t in self._cool_until.items() if t > now}
+            if len(self._cool_until) >= MAX_COOLING:
+                return
+        self._cool_until[model] = max(self._cool_until.get(model, 0.0), now + seconds)
+
+    def allow(self, tenant: str | None, *, shared: bool = True) -> bool:
+        """May this tenant's request go to the provider now? Claims a due half-open trial.
+        ``shared=False``: the shared breaker is kept elsewhere (Redis), only the tenant's counts."""
         own = self._tenants.get(tenant or "")  # only tenants with failures have one
         if own is not None and not own.allow():
             return False
-        if not self._shared.allow():
+        if shared and not self._shared.allow():
             if own is not None:
                 own.abandon()
             return False
@@ -182,3 +220,57 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float = 5.0) -> float:
     """Delay before retry number ``attempt`` (1-based): exponential, full jitter in its top half."""
     top = min(cap_s, base_s * 2.0 ** (attempt - 1))
     return top / 2 + random.random() * top / 2
+
+
+MAX_COOL_S = 300.0  # a Retry-After past this is believed only this far
+
+
+def cooling_s(exc: ProviderError) -> float:
+    """How long the provider asked us to stay away from this target (0: it did not say)."""
+    if exc.retry_after is None or not (exc.status in (429, 503) or exc.overloaded):
+        return 0.0
+    return min(float(exc.retry_after), MAX_COOL_S)
+
+
+class TargetHealth(Protocol):
+    """What dispatch (and a router) ask of a target's breakers and cooling."""
+
+    async def wait_s(self, tenant: str | None, model: str) -> float:
+        """Seconds until a request may go (0: now). Reads only: claims no trial."""
+        ...
+
+    async def claim(self, tenant: str | None) -> bool:
+        """For the attempt that goes: may it? Claims a due half-open trial."""
+        ...
+
+    async def succeeded(self, tenant: str | None) -> None: ...
+
+    async def failed(self, tenant: str | None, model: str, exc: ProviderError) -> None: ...
+
+    async def abandon(self, tenant: str | None) -> None:
+        """An attempt ended without a verdict (cancelled): free a trial it held."""
+        ...
+
+
+class LocalHealth:
+    """``TargetHealth`` of one process: its ``CircuitBreaker`` and nothing else."""
+
+    def __init__(self, breakers: CircuitBreaker) -> None:
+        self.breakers = breakers
+
+    async def wait_s(self, tenant: str | None, model: str) -> float:
+        return self.breakers.wait_s(tenant, model)
+
+    async def claim(self, tenant: str | None) -> bool:
+        return self.breakers.allow(tenant)
+
+    async def succeeded(self, tenant: str | None) -> None:
+        self.breakers.success(tenant)
+
+    async def failed(self, tenant: str | None, model: str, exc: ProviderError) -> None:
+        if seconds := cooling_s(exc):
+            self.breakers.cool(model, seconds)
+        self.breakers.failure(tenant, classify(exc))
+
+    async def abandon(self, tenant: str | None) -> None:
+        self.breakers.abandon(tenant)

@@ -6,12 +6,18 @@ the same key is a conflict (409). ``complete`` stores the answer; ``abandon`` fr
 the first attempt failed, so the client's retry can run. In one process a dictionary bounded by
 entries and by bytes (``server.idempotency_max_bytes``); across replicas Redis, where the claim is
 one atomic script.
+
+Redis can lose its state (restarted empty, flushed). Claims still running are then put back by
+the replica running them; answers already given cannot be replayed from memory, so each replica
+remembers the keys it answered (up to ``REMEMBERED``, for ``TTL_S``) and puts them back as
+*lost*: the key is refused (409 ``idempotency_answer_lost``), never run a second time.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,7 +26,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from passerelle.errors import StoreError
-from passerelle.store.redis import connect
+from passerelle.store.redis import EPOCH_GUARD, EPOCH_IS, SharedState
 
 TTL_S = 24 * 3600
 PENDING_TTL_S = 600
@@ -28,6 +34,7 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_ENTRIES = 100_000
 ENTRY_OVERHEAD_BYTES = 256  # the key, the digest, the tuple and the headers, roughly
 log = logging.getLogger("passerelle.idempotency")
+PREFIX = "passerelle:idem:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +71,7 @@ class StoredAnswer:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    state: str  # new | replay | conflict | pending
+    state: str  # new | replay | conflict | pending | lost (answered, but the answer was lost)
     answer: StoredAnswer | None = None
 
 
@@ -161,16 +168,19 @@ class LocalIdempotency:
             self._forget(next(iter(self._answers)))
 
 
+# ARGV: digest, pending ttl, epoch (EPOCH_GUARD). 'lost': the answer was served, then lost with
+# Redis' state; the replica that served it put the key back as lost, never to run again
 BEGIN = """
-local cur = redis.call('HMGET', KEYS[1], 'digest', 'answer')
+local cur = redis.call('HMGET', KEYS[1], 'digest', 'answer', 'lost')
 if not cur[1] then
   redis.call('HSET', KEYS[1], 'digest', ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[2])
   return {'new'}
 end
 if cur[1] ~= ARGV[1] then return {'conflict'} end
-if not cur[2] then return {'pending'} end
-return {'replay', cur[2]}
+if cur[2] then return {'replay', cur[2]} end
+if cur[3] then return {'lost'} end
+return {'pending'}
 """
 
 ABANDON = """
@@ -179,34 +189,100 @@ if cur[1] == ARGV[1] and not cur[2] then redis.call('DEL', KEYS[1]) end
 return 1
 """
 
+# KEYS: keys to put back. ARGV: per key its digest, ttl, 1 when the answer was lost (0: still
+# running); last the epoch (EPOCH_IS)
+PUT_BACK = """
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('HSET', KEYS[i], 'digest', ARGV[3*i-2])
+    if ARGV[3*i] == '1' then redis.call('HSET', KEYS[i], 'lost', 1) end
+    redis.call('EXPIRE', KEYS[i], ARGV[3*i-1])
+  end
+end
+return 1
+"""
+PUT_BACK_KEYS = 200  # per script call
+
+# keys this replica answered, remembered (digest and expiry, not the answer) so that a Redis that
+# lost their answers refuses them instead of running them again; the oldest go first beyond this
+REMEMBERED = 20_000
+
 
 class RedisIdempotency:
-    def __init__(self, url: str) -> None:
-        self._redis: Any = connect(url)
-        self._begin = self._redis.register_script(BEGIN)
-        self._abandon = self._redis.register_script(ABANDON)
+    """Claims and answers in Redis; the claims this replica runs and the keys it answered are
+    also kept here, to be put back when Redis loses its state (see ``store/redis.py``)."""
+
+    def __init__(self, state: SharedState | str, clock: Callable[[], float] = time.time) -> None:
+        self._state = state if isinstance(state, SharedState) else SharedState(state)
+        redis = self._state.redis
+        self._begin = redis.register_script(EPOCH_GUARD + BEGIN)
+        self._abandon = redis.register_script(ABANDON)
+        self._put_back = redis.register_script(EPOCH_IS + PUT_BACK)
+        self._clock = clock
+        self._running: dict[str, tuple[str, float]] = {}  # key -> digest, claimed at: running
+        self._answered: OrderedDict[str, tuple[str, float]] = OrderedDict()  # -> digest, expiry
+        self._state.register(self._reregister)
 
     async def begin(self, key: str, digest: str) -> Claim:
-        try:
-            out = await self._begin(keys=["passerelle:idem:" + key], args=[digest, PENDING_TTL_S])
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis is unreachable: {exc}") from exc
+        self._state.start()
+        out, epoch = await self._state.run(self._begin, [PREFIX + key], [digest, PENDING_TTL_S])
         state = out[0].decode() if isinstance(out[0], bytes) else out[0]
+        if state == "new":
+            self._running[key] = (digest, self._clock())
+            if self._state.epoch != epoch:  # Redis lost it while the answer was on its way
+                await self._put_back_one(key, digest, PENDING_TTL_S, lost=False)
         return Claim(state, StoredAnswer.loads(out[1]) if state == "replay" else None)
 
     async def complete(self, key: str, digest: str, answer: StoredAnswer) -> None:
-        k = "passerelle:idem:" + key
+        k = PREFIX + key
+        self._running.pop(key, None)
+        self._answered[key] = (digest, self._clock() + TTL_S)
+        self._answered.move_to_end(key)
+        while len(self._answered) > REMEMBERED:
+            self._answered.popitem(last=False)
         try:
-            await self._redis.hset(k, mapping={"digest": digest, "answer": answer.dumps()})
-            await self._redis.expire(k, TTL_S)
+            await self._state.redis.hset(k, mapping={"digest": digest, "answer": answer.dumps()})
+            await self._state.redis.expire(k, TTL_S)
         except (RedisError, OSError) as exc:
             raise StoreError(f"redis is unreachable: {exc}") from exc
 
     async def abandon(self, key: str, digest: str) -> None:
+        self._running.pop(key, None)
         try:
-            await self._abandon(keys=["passerelle:idem:" + key], args=[digest])
+            await self._abandon(keys=[PREFIX + key], args=[digest])
         except (RedisError, OSError) as exc:
             raise StoreError(f"redis is unreachable: {exc}") from exc
 
+    async def _reregister(self, epoch: str) -> None:
+        now = self._clock()
+        entries: list[tuple[str, str, int, bool]] = []
+        for key, (digest, claimed) in list(self._running.items()):
+            if claimed + PENDING_TTL_S <= now:  # its claim would have expired anyway
+                self._running.pop(key, None)
+                continue
+            entries.append((key, digest, PENDING_TTL_S, False))
+        for key, (digest, expiry) in list(self._answered.items()):
+            if expiry <= now:
+                self._answered.pop(key, None)
+                continue
+            entries.append((key, digest, int(expiry - now), True))
+        await self._put_back_all(entries, epoch)
+
+    async def _put_back_one(self, key: str, digest: str, ttl_s: int, *, lost: bool) -> None:
+        await self._put_back_all([(key, digest, ttl_s, lost)], self._state.epoch)
+
+    async def _put_back_all(self, entries: list[tuple[str, str, int, bool]], epoch: str) -> None:
+        calls: list[tuple[Any, list[str], list[Any]]] = []
+        for i in range(0, len(entries), PUT_BACK_KEYS):
+            keys: list[str] = []
+            args: list[Any] = []
+            for key, digest, ttl_s, lost in entries[i : i + PUT_BACK_KEYS]:
+                keys.append(PREFIX + key)
+                args.extend([digest, max(1, ttl_s), 1 if lost else 0])
+            calls.append((self._put_back, keys, [*args, epoch]))
+        for out in await self._state.batch(calls):
+            if isinstance(out, list):  # the epoch guard's answer: Redis lost its state again
+                raise StoreError("redis lost its state again while idempotency keys were put back")
+
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._state.close()
