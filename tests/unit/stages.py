@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from passerelle.errors import APIError
+from passerelle.errors import APIError, ProviderError
 from passerelle.pipeline.chain import Next, Stage
 from passerelle.pipeline.context import Call, ChunkStream
 from passerelle.pipeline.parse import parse_chat, parse_embeddings
@@ -68,13 +68,53 @@ class FakeProvider(Provider):
         return None
 
 
-def target(model: str, *, provider: str = "fake", price: Price | None = PRICE) -> Target:
+class Clock:
+    """A hand-held clock for breakers and cooling: tests move it, nothing sleeps."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedProvider(FakeProvider):
+    """A provider for dispatch, the one stage that calls providers: each request takes the next
+    item of its script, a ``ProviderError`` to raise or a text to answer (the last one repeats)."""
+
+    def __init__(self, name: str, *script: ProviderError | str) -> None:
+        super().__init__(name)
+        self.script = list(script) or ["Hello"]
+        self.requests = 0
+
+    async def complete(self, request: UpstreamRequest) -> Completion:
+        self.requests += 1
+        item = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if isinstance(item, ProviderError):
+            raise item
+        body = {"object": "chat.completion", "model": request.upstream_model, "answer": item}
+        return Completion(
+            body=orjson.dumps(body), usage=Usage(), upstream_model=request.upstream_model
+        )
+
+
+def target(
+    model: str,
+    *,
+    provider: str | Provider = "fake",
+    price: Price | None = PRICE,
+    clock: Callable[[], float] = lambda: 0.0,
+    failures: int = 5,
+    cooldown_s: float = 30.0,
+    max_retries: int = 0,
+) -> Target:
+    breakers = CircuitBreaker(failures=failures, cooldown_s=cooldown_s, clock=clock)
     return Target(
-        provider=FakeProvider(provider),
+        provider=FakeProvider(provider) if isinstance(provider, str) else provider,
         upstream_model=model,
         price=price,
-        breaker=LocalHealth(CircuitBreaker(failures=5, cooldown_s=30.0, clock=lambda: 0.0)),
-        max_retries=0,
+        breaker=LocalHealth(breakers),
+        max_retries=max_retries,
         retry_backoff_s=0.0,
     )
 
