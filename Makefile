@@ -28,7 +28,7 @@ lint: $(STAMP)  ## ruff: lint rules and formatting
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-typecheck: $(STAMP)  ## mypy (strict on pipeline/, pricing/, store/)
+typecheck: $(STAMP)  ## mypy, strict on the whole package
 	$(BIN)/mypy
 
 contracts: $(STAMP)  ## the import contracts of pyproject.toml: layers, no cycles
@@ -37,7 +37,7 @@ contracts: $(STAMP)  ## the import contracts of pyproject.toml: layers, no cycle
 bench: $(STAMP)  ## the overhead benchmark (prints a table)
 	$(BIN)/python bench/overhead.py
 
-docs: $(STAMP)  ## regenerate the configuration reference
+docs: $(STAMP)  ## regenerate docs/configuration.md and docs/cli.md from the schema and the commands
 	$(BIN)/passerelle config reference > docs/configuration.md
 	$(BIN)/python -m passerelle.cli.reference > docs/cli.md
 

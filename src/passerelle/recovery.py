@@ -31,7 +31,7 @@ from passerelle.limits.counters import Admission, Counters, Reservation
 from passerelle.limits.rules import Limits, from_nano, to_nano
 from passerelle.store.base import Ledger
 from passerelle.store.journal import OpenCall
-from passerelle.store.records import ATTEMPT_FAILED, INTERRUPTED, UsageRecord
+from passerelle.store.records import Status, UsageRecord
 
 log = logging.getLogger("passerelle")
 
@@ -68,7 +68,7 @@ def interrupted_record(f: OpenCall) -> UsageRecord:
         price_version=None,
         latency_ms=0.0,
         ttft_ms=None,
-        status=INTERRUPTED,
+        status=Status.INTERRUPTED,
         error_code="process_died",
         stream=f.stream,
         decision=UNPRICED if f.amount_nano is None else CHARGED,
@@ -81,7 +81,7 @@ async def record_interrupted(ledger: Ledger, found: list[OpenCall]) -> list[Reco
     async def one(f: OpenCall) -> Recovered:
         if not f.begun:  # reserved, never dispatched: nothing was spent
             return Recovered(f, 0, interrupted=False)
-        rows = [r for r in await ledger.records(f.request_id) if r.status != ATTEMPT_FAILED]
+        rows = [r for r in await ledger.records(f.request_id) if r.status != Status.ATTEMPT_FAILED]
         if rows:  # committed before the crash: only the settlement may be missing
             cost = sum((r.cost_usd or Decimal(0) for r in rows), Decimal(0))
             return Recovered(f, to_nano(cost, up=True), interrupted=False)

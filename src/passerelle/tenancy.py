@@ -103,6 +103,3 @@ class KeyRing:
             return None
         self.add(key)
         return key
-
-    def forget(self, digest: str) -> None:
-        self._by_digest.pop(digest, None)

@@ -87,7 +87,7 @@ def test_feature_is_metered_and_never_sent_upstream(
             "input_tokens": 100,
             "output_tokens": 10,
             "cached_tokens": 0,
-            "cost_usd": "0.000021",
+            "cost_usd": "0.000021000000",
             "unpriced_requests": 0,
             "errors": 0,
         }
@@ -114,7 +114,7 @@ def test_a_target_with_no_known_price_is_unpriced_never_free(
     assert "x-passerelle-cost-usd" not in raw.headers
     after = {r["model"]: r for r in usage_rows(gateway, "model")}["mystery"]
     assert after["unpriced_requests"] == (before["unpriced_requests"] if before else 0) + 1
-    assert after["cost_usd"] == (before["cost_usd"] if before else "0.000000")
+    assert after["cost_usd"] == (before["cost_usd"] if before else "0.000000000000")
 
 
 def test_embeddings_answer_through_the_sdk_and_are_metered(client: OpenAI, fresh_upstream) -> None:  # type: ignore[no-untyped-def]

@@ -208,9 +208,9 @@ def test_revenue_posted_to_the_admin_api_lifts_the_floor_at_once(
     assert "x-passerelle-degraded" not in again.headers
     assert floors.ask(floors.strict).status_code == 200
     listed = floors.mine(floors.admin("/admin/revenue")["data"])
-    assert {(e["tenant"], Decimal(e["amount"])) for e in listed} == {
-        (floors.pro, Decimal(10)),
-        (floors.strict, Decimal(10)),
+    assert {(e["tenant"], e["amount"]) for e in listed} == {
+        (floors.pro, "10.000000000000"),
+        (floors.strict, "10.000000000000"),
     }
 
 
@@ -265,11 +265,11 @@ def test_margins_report_revenue_cost_margin_and_features_worst_first(
             "direction",
         )
     } == {
-        "revenue_usd": "1.00",
+        "revenue_usd": "1.000000000000",
         "revenue_source": "plan pro",
         "requests": 2,
-        "llm_cost_usd": "0.303000",
-        "gross_margin_usd": "0.697000",
+        "llm_cost_usd": "0.303000000000",
+        "gross_margin_usd": "0.697000000000",
         "cost_share": "0.3030",
         "margin_pct": "69.70",
         "direction": "new",
@@ -278,28 +278,32 @@ def test_margins_report_revenue_cost_margin_and_features_worst_first(
         {
             "feature": "summarize",
             "requests": 1,
-            "llm_cost_usd": "0.300000",
+            "llm_cost_usd": "0.300000000000",
             "share_of_revenue": "0.3000",
         },
         {
             "feature": "chat",
             "requests": 1,
-            "llm_cost_usd": "0.003000",
+            "llm_cost_usd": "0.003000000000",
             "share_of_revenue": "0.0030",
         },
     ]
     strict = _margin_of(rows, floors.strict)
     assert (strict["llm_cost_usd"], strict["gross_margin_usd"], strict["cost_share"]) == (
-        "0.006000",
-        "0.994000",
+        "0.006000000000",
+        "0.994000000000",
         "0.0060",
     )
     assert [(f["feature"], f["llm_cost_usd"]) for f in strict["features"]] == [
-        (None, "0.003000"),
-        ("chat", "0.003000"),
+        (None, "0.003000000000"),
+        ("chat", "0.003000000000"),
     ]
     globex = _margin_of(rows, "globex")
-    assert (globex["requests"], globex["llm_cost_usd"], globex["features"]) == (0, "0.000000", [])
+    assert (globex["requests"], globex["llm_cost_usd"], globex["features"]) == (
+        0,
+        "0.000000000000",
+        [],
+    )
 
     # the CLI reads the same ledger and says the same
     cli = floors.gw.cli("margins", "--json")
@@ -329,8 +333,8 @@ def test_revenue_imported_with_the_cli_shows_in_the_margins_report(
         (r["tenant"], r["revenue_usd"], r["revenue_source"], r["cost_share"], r["gross_margin_usd"])
         for r in rows
     ] == [
-        (floors.strict, "0.01", "recorded", "0.3000", "0.007000"),
-        (floors.pro, "3.00", "recorded", "0.1000", "2.700000"),
+        (floors.strict, "0.010000000000", "recorded", "0.3000", "0.007000000000"),
+        (floors.pro, "3.000000000000", "recorded", "0.1000", "2.700000000000"),
     ]
     table = floors.gw.cli("margins")
     assert table.returncode == 0, table.stderr

@@ -8,7 +8,6 @@ of what it recorded.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 
 import openai
@@ -19,7 +18,7 @@ from tests.fakes.gateway import TENANT_KEYS, GatewayProcess, Sdk, fake_upstream_
 from tests.fakes.gateway import openai_provider as provider
 from tests.fakes.upstream import UpstreamProcess
 
-COOLDOWN_S = 0.5
+COOLDOWN_S = 60.0  # far longer than the test: waiting it out is tests/unit/test_dispatch_health.py
 HI = [{"role": "user", "content": "hi"}]
 PRICE = {"input": 1.0, "output": 2.0}
 DEARER = {"input": 1.5, "output": 3.0}  # the fallback, at 1.5x
@@ -42,9 +41,6 @@ def gw(
             provider(
                 "flaky", url, max_retries=0, breaker_failures=2, breaker_cooldown_s=COOLDOWN_S
             ),
-            provider(
-                "flaky2", url, max_retries=0, breaker_failures=2, breaker_cooldown_s=COOLDOWN_S
-            ),
             provider("main", url, max_retries=1, breaker_failures=5, breaker_cooldown_s=60),
             provider("backup", url, max_retries=0, breaker_failures=5, breaker_cooldown_s=60),
             provider("main2", url, max_retries=1, breaker_failures=2, breaker_cooldown_s=60),
@@ -63,7 +59,6 @@ def gw(
                 ],
             },
             {"name": "flaky-model", "targets": [{"provider": "flaky"}]},
-            {"name": "flaky2-model", "targets": [{"provider": "flaky2"}]},
             {
                 "name": "shared-model",
                 "targets": [
@@ -157,15 +152,16 @@ def test_client_error_from_upstream_is_not_retried_nor_sent_to_the_fallback(
     assert fresh_upstream.stats()["requests"] == 1
 
 
-def test_circuit_breaker_opens_then_lets_a_trial_through_after_cooldown(
+def test_an_open_circuit_breaker_answers_503_at_the_gateway_with_its_retry_after(
     gw, fresh_upstream, client
 ) -> None:  # type: ignore[no-untyped-def]
+    """Open, end to end; the cooldown, the trial and a failed trial run on a hand-held clock in
+    tests/unit/test_dispatch_health.py."""
     fresh_upstream.script({"status": 500}, {"status": 500})
     for _ in range(2):  # breaker_failures=2 consecutive failures open it
         with pytest.raises(openai.InternalServerError):
             client.chat.completions.create(model="flaky-model", messages=HI)
     assert fresh_upstream.stats()["requests"] == 2
-    opened = time.monotonic()
 
     # open: refused at the gateway, nothing sent upstream; a 503 that says when to come back
     for _ in range(3):
@@ -173,34 +169,8 @@ def test_circuit_breaker_opens_then_lets_a_trial_through_after_cooldown(
             client.chat.completions.create(model="flaky-model", messages=HI)
         assert info.value.code == "providers_unavailable"
         assert info.value.status_code == 503
-        assert 1 <= int(info.value.response.headers["retry-after"]) <= 1 + COOLDOWN_S
-    assert time.monotonic() - opened < COOLDOWN_S, "the checks above outlasted the cooldown"
+        assert 1 <= int(info.value.response.headers["retry-after"]) <= COOLDOWN_S
     assert fresh_upstream.stats()["requests"] == 2
-
-    # half-open after the cooldown: one trial goes through; its success closes the breaker
-    time.sleep(COOLDOWN_S + 0.1)
-    answer = client.chat.completions.create(model="flaky-model", messages=HI)
-    assert answer.choices[0].message.content == "Hello from fake upstream."
-    client.chat.completions.create(model="flaky-model", messages=HI)
-    assert fresh_upstream.stats()["requests"] == 4
-
-
-def test_failed_trial_reopens_the_circuit_breaker(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
-    fresh_upstream.script({"status": 500}, {"status": 500}, {"status": 500})
-    for _ in range(2):
-        with pytest.raises(openai.InternalServerError):
-            client.chat.completions.create(model="flaky2-model", messages=HI)
-    time.sleep(COOLDOWN_S + 0.1)
-    with pytest.raises(openai.InternalServerError) as info:  # the trial, failing
-        client.chat.completions.create(model="flaky2-model", messages=HI)
-    assert info.value.code == "upstream_error"
-    with pytest.raises(openai.InternalServerError) as info:  # open again at once
-        client.chat.completions.create(model="flaky2-model", messages=HI)
-    assert (info.value.code, info.value.status_code) == ("providers_unavailable", 503)
-    assert fresh_upstream.stats()["requests"] == 3
-    time.sleep(COOLDOWN_S + 0.1)
-    client.chat.completions.create(model="flaky2-model", messages=HI)  # and closes on success
-    assert fresh_upstream.stats()["requests"] == 4
 
 
 def test_request_fields_and_headers_cannot_redirect_the_gateway(gw, fresh_upstream, client) -> None:  # type: ignore[no-untyped-def]
@@ -303,11 +273,8 @@ def test_a_rate_limit_cools_its_target_and_the_call_falls_back_at_once(
     raw = client.chat.completions.with_raw_response.create(model="limited-model", messages=HI)
     assert raw.headers["x-passerelle-target"] == "spare/gpt-4o-mini"  # still cooling: untouched
     assert fresh_upstream.stats()["requests"] == 3
-    # a rate limit is not breakage: with breaker_failures=1, the breaker never opened
-    fresh_upstream.reset()
-    time.sleep(2.1)
-    raw = client.chat.completions.with_raw_response.create(model="limited-model", messages=HI)
-    assert raw.headers["x-passerelle-target"] == "limited/gpt-4o-mini"
+    # that the target is tried again once its Retry-After is over, and that no breaker opened
+    # (breaker_failures=1), is tests/unit/test_dispatch_health.py, on a hand-held clock
 
 
 def test_a_single_rate_limited_target_answers_503_with_the_time_to_come_back(

@@ -11,12 +11,10 @@ import orjson
 import pytest
 
 from passerelle.errors import ProviderError
-from passerelle.providers.anthropic import (
-    AnthropicProvider,
+from passerelle.providers.anthropic import AnthropicProvider, error_message, messages_url
+from passerelle.providers.anthropic_wire import (
     AnthropicStreamTranslator,
-    error_message,
     from_anthropic_message,
-    messages_url,
     sse_data,
     to_anthropic_body,
     usage_from_anthropic,

@@ -24,7 +24,7 @@ import pytest_asyncio
 from passerelle.errors import StoreError
 from passerelle.store.base import Ledger
 from passerelle.store.postgres import PostgresLedger
-from passerelle.store.records import ATTEMPT_FAILED, UsageRecord
+from passerelle.store.records import Status, UsageRecord
 from passerelle.store.sqlite import SQLiteLedger
 from passerelle.tenancy import ApiKey
 
@@ -198,7 +198,8 @@ async def test_usage_sums_are_exact_decimals(ledger: Ledger) -> None:
         600,
     )
     assert all(type(v) is int for v in (row.requests, row.input_tokens, row.unpriced_requests))
-    assert row.as_json()["cost_usd"] == "0.300000"
+    # the report carries every pico-dollar the ledger holds: no rounding on the way out
+    assert row.as_json()["cost_usd"] == "0.300000000001"
 
 
 async def test_usage_groups_by_tenant_feature_model_and_day(ledger: Ledger) -> None:
@@ -385,7 +386,7 @@ async def test_usage_counts_calls_not_their_failed_attempts(ledger: Ledger) -> N
             usage_record(
                 "r1",
                 attempt=i,
-                status=ATTEMPT_FAILED,
+                status=Status.ATTEMPT_FAILED,
                 error_code="upstream_timeout",
                 input_tokens=0,
                 output_tokens=0,
@@ -398,7 +399,9 @@ async def test_usage_counts_calls_not_their_failed_attempts(ledger: Ledger) -> N
     await ledger.record(usage_record("r2", attempt=1, status="error", error_code="x"))
     [row] = await ledger.usage(["tenant"])
     assert (row.requests, row.errors, row.input_tokens) == (2, 1, 2000)
-    assert [r.status for r in await ledger.records("r1")] == [ATTEMPT_FAILED] * 2 + ["ok"]
+    assert [r.status for r in await ledger.records("r1")] == [Status.ATTEMPT_FAILED] * 2 + [
+        Status.OK
+    ]
 
 
 # keys ------------------------------------------------------------------------------------------

@@ -9,15 +9,10 @@ from pathlib import Path
 import pytest
 
 from passerelle.config.schema import Config
-from passerelle.economics.margins import (
-    TenantMargin,
-    margins,
-    month_bounds,
-    previous_month,
-    share,
-)
+from passerelle.economics.margins import TenantMargin, margins, share
 from passerelle.economics.revenue import RevenueBook, parse_revenue_csv
 from passerelle.errors import InvalidRequestError
+from passerelle.months import month_bounds, previous_month
 from passerelle.store.records import RevenueEntry, UsageRecord
 from passerelle.store.sqlite import SQLiteLedger
 
@@ -134,13 +129,13 @@ def test_tenants_sort_worst_first() -> None:
     assert order == ["unpaid-big", "unpaid-small", "bad", "middling", "fine", "idle"]
 
 
-def test_margin_json_quantizes_money_and_shares() -> None:
+def test_margin_json_gives_money_as_the_ledger_keeps_it_and_rounds_only_shares() -> None:
     t = tm("a", "1", "0.3000004", ["0.25"])
     t.features = []
     j = t.as_json()
-    assert j["revenue_usd"] == "1.00"
-    assert j["llm_cost_usd"] == "0.300000"
-    assert j["gross_margin_usd"] == "0.700000"
+    assert j["revenue_usd"] == "1.000000000000"
+    assert j["llm_cost_usd"] == "0.300000400000"
+    assert j["gross_margin_usd"] == "0.699999600000"
     assert j["cost_share"] == "0.3000"
     assert j["margin_pct"] == "70.00"
     assert j["direction"] == "worse"

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
+import pytest
+
 from passerelle.pricing.catalogue import Catalogue, configured_price
-from passerelle.pricing.cost import cost_usd, format_usd, usd_report, worst_case_usd
+from passerelle.pricing.cost import cost_usd, format_usd, usd_exact, usd_report, worst_case_usd
 from passerelle.providers.anthropic_wire import usage_from_anthropic
 
 D = Decimal
@@ -78,3 +80,17 @@ def test_configured_prices_are_versioned_by_their_numbers() -> None:
 def test_report_amounts_round_half_up() -> None:
     assert usd_report(D("0.0026925")) == "0.002693"
     assert format_usd(D("1E-7")) == "0.0000001"
+
+
+@pytest.mark.parametrize(
+    ("amount", "text"),
+    [
+        ("0", "0.000000000000"),
+        ("0.00012345", "0.000123450000"),
+        ("1E-12", "0.000000000001"),
+        ("-0.3", "-0.300000000000"),
+        ("9000000", "9000000.000000000000"),
+    ],
+)
+def test_an_api_amount_is_a_plain_decimal_to_the_pico_dollar(amount: str, text: str) -> None:
+    assert usd_exact(D(amount)) == text

@@ -12,6 +12,7 @@ from passerelle.cli.common import config_option, load, with_ledger
 from passerelle.economics.margins import TenantMargin, margins
 from passerelle.economics.revenue import RevenueBook, parse_revenue_csv
 from passerelle.errors import APIError
+from passerelle.months import FIRST_MONTH, LAST_MONTH, is_month, month_of
 from passerelle.store.base import Ledger
 
 
@@ -76,8 +77,13 @@ def render_margins(rows: list[TenantMargin], features: bool) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def margins_cmd(config_path: str | None, period: str | None, features: bool, as_json: bool) -> None:
     """Revenue, LLM cost and gross margin per tenant and feature, worst first."""
+    if period is not None and not is_month(period):
+        raise click.BadParameter(
+            f"{period[:20]!r} is not a month: YYYY-MM, from {FIRST_MONTH} to {LAST_MONTH}",
+            param_hint="--period",
+        )
+    period = period or month_of(datetime.now(UTC))
     loaded = load(config_path)
-    period = period or datetime.now(UTC).strftime("%Y-%m")
     book = RevenueBook(loaded.config)
 
     async def report(ledger: Ledger) -> list[TenantMargin]:

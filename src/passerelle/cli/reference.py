@@ -11,14 +11,27 @@ import click
 from passerelle.cli.main import cli
 
 
-def _walk(cmd: click.Command, path: list[str]) -> list[tuple[list[str], click.Command]]:
-    found = [(path, cmd)]
+def _walk(cmd: click.Command, ctx: click.Context) -> list[click.Context]:
+    """Every command's context, each the child of its group's, as a person's ``-h`` builds them
+    (so a group's ``context_settings``, such as ``-h`` for help, reach its commands)."""
+    found = [ctx]
     if isinstance(cmd, click.Group):
         for name in sorted(cmd.commands):
             sub = cmd.commands[name]
             if not sub.hidden:
-                found.extend(_walk(sub, [*path, name]))
+                found.extend(_walk(sub, _context(sub, name, ctx)))
     return found
+
+
+def _context(cmd: click.Command, name: str, parent: click.Context | None) -> click.Context:
+    return click.Context(
+        cmd,
+        parent=parent,
+        info_name=name,
+        terminal_width=100,
+        max_content_width=100,
+        **cmd.context_settings,
+    )
 
 
 def cli_markdown() -> str:
@@ -28,11 +41,9 @@ def cli_markdown() -> str:
         "Generated from the commands' help by `python -m passerelle.cli.reference`.",
         "",
     ]
-    for path, cmd in _walk(cli, ["passerelle"]):
-        with click.Context(
-            cmd, info_name=" ".join(path), terminal_width=100, max_content_width=100
-        ) as ctx:
-            out += [f"## `{' '.join(path)}`", "", "```", cmd.get_help(ctx).rstrip(), "```", ""]
+    for ctx in _walk(cli, _context(cli, "passerelle", None)):
+        path = ctx.command_path
+        out += [f"## `{path}`", "", "```", ctx.command.get_help(ctx).rstrip(), "```", ""]
     return "\n".join(out)
 
 

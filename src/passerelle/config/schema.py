@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from passerelle.months import MONTH_PATTERN
+
 SECRET_PREFIXES = ("env:", "file:")
 
 
@@ -191,7 +193,7 @@ class PlanConfig(Strict):
 
 class RevenueConfig(Strict):
     tenant: str = Field(description="Tenant name.")
-    period: str = Field(pattern=r"^\d{4}-\d{2}$", description="Month, `YYYY-MM`.")
+    period: str = Field(pattern=MONTH_PATTERN, description="Month, `YYYY-MM` (1970-01 to 2999-12).")
     amount: Decimal = Field(ge=0, description="What the tenant paid that month.")
     currency: Literal["USD"] = Field(default="USD", description="Only USD for now.")
 

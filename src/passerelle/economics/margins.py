@@ -9,26 +9,15 @@ with the months before.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 
 from passerelle.economics.revenue import RevenueBook
+from passerelle.months import month_bounds, previous_month
+from passerelle.pricing.cost import usd_exact
 from passerelle.store.base import Ledger
 
 CENT = Decimal("0.01")
 SHARE = Decimal("0.0001")
-
-
-def month_bounds(period: str) -> tuple[datetime, datetime]:
-    year, month = (int(x) for x in period.split("-"))
-    start = datetime(year, month, 1, tzinfo=UTC)
-    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
-    return start, end
-
-
-def previous_month(period: str) -> str:
-    year, month = (int(x) for x in period.split("-"))
-    return f"{year - (month == 1)}-{(month - 2) % 12 + 1:02d}"
 
 
 def share(cost: Decimal, revenue: Decimal | None) -> Decimal | None:
@@ -88,17 +77,20 @@ class TenantMargin:
         return (1, -s)
 
     def as_json(self) -> dict[str, object]:
-        def d(v: Decimal | None, q: Decimal = Decimal("0.000001")) -> str | None:
+        def usd(v: Decimal | None) -> str | None:
+            return None if v is None else usd_exact(v)
+
+        def d(v: Decimal | None, q: Decimal) -> str | None:
             return None if v is None else str(v.quantize(q))
 
         return {
             "tenant": self.tenant,
             "period": self.period,
-            "revenue_usd": d(self.revenue_usd, CENT),
+            "revenue_usd": usd(self.revenue_usd),
             "revenue_source": self.revenue_source,
             "requests": self.requests,
-            "llm_cost_usd": d(self.cost_usd),
-            "gross_margin_usd": d(self.gross_margin_usd),
+            "llm_cost_usd": usd(self.cost_usd),
+            "gross_margin_usd": usd(self.gross_margin_usd),
             "margin_pct": d(self.margin_pct, CENT),
             "cost_share": d(self.cost_share, SHARE),
             "trend": [{"period": p, "cost_share": d(s, SHARE)} for p, s in self.trend],
@@ -107,7 +99,7 @@ class TenantMargin:
                 {
                     "feature": f.feature,
                     "requests": f.requests,
-                    "llm_cost_usd": d(f.cost_usd),
+                    "llm_cost_usd": usd(f.cost_usd),
                     "share_of_revenue": d(f.share_of_revenue, SHARE),
                 }
                 for f in self.features

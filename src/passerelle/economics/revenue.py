@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from decimal import Decimal, InvalidOperation
 
 from passerelle.config.schema import Config
 from passerelle.errors import InvalidRequestError
+from passerelle.months import check_month
 from passerelle.store.records import RevenueEntry
 from passerelle.tenancy import tenant_name_problem
 
-PERIOD_RE = re.compile(r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$")
 # the ledger keeps amounts in pico-dollars, in 64-bit integers (at most ~9.22e18): $9M a month
 MAX_AMOUNT = Decimal(9_000_000)
 AMOUNT_PLACES = 6
@@ -82,20 +81,6 @@ def parse_revenue_csv(text: str, source: str) -> list[RevenueEntry]:
     return entries
 
 
-def check_period(period: str, where: str = "") -> str:
-    """A month, YYYY-MM, between 1970-01 and 2999-12."""
-    if not PERIOD_RE.fullmatch(period):
-        shown = period if len(period) <= 20 else period[:20] + "..."
-        raise InvalidRequestError(
-            f"{where}period must be YYYY-MM, got {shown!r}"
-            + (
-                " (a month from 1970-01 to 2999-12)" if re.fullmatch(r"\d{4}-\d{2}", period) else ""
-            ),
-            param="period",
-        )
-    return period
-
-
 def parse_amount(text: str, where: str) -> Decimal:
     """Dollars, from 0 to ``MAX_AMOUNT``, to the micro-dollar at most."""
     try:
@@ -126,7 +111,7 @@ def revenue_entry(row: dict[str, str], where: str) -> RevenueEntry:
     problem = tenant_name_problem(tenant)
     if problem is not None:
         raise InvalidRequestError(f"{where}: {problem}", param="tenant")
-    check_period(period, f"{where}: ")
+    check_month(period, f"{where}: ")
     if currency != "USD":
         raise InvalidRequestError(
             f"{where}: only USD is supported, got {currency[:10]}", param="currency"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
+from passerelle.months import month_of
+
 FAR = 10 * 365 * 86400
 
 
@@ -19,7 +21,7 @@ def _period_id(period: str, at: int) -> str:
     if period == "day":
         return d.strftime("%Y-%m-%d")
     if period == "month":
-        return d.strftime("%Y-%m")
+        return month_of(d)
     return "total"
 
 

@@ -132,7 +132,3 @@ def build_limits(config: Config, secrets: dict[str, str]) -> Limits:
             if k.rate_limits:
                 key_rates[key_id] = _rates(k.rate_limits, f"key:{key_id}", f"key {key_id}")
     return Limits(tenant_budgets, key_budgets, tenant_rates, key_rates)
-
-
-def tokens_estimate(prompt_tokens: int, max_tokens: int | None) -> int:
-    return prompt_tokens + (max_tokens or 0)

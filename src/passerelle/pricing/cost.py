@@ -8,6 +8,7 @@ from passerelle.pricing.catalogue import Price
 
 MILLION = Decimal(1_000_000)
 MICRO = Decimal("0.000001")
+PICO_USD = Decimal("0.000000000001")  # the ledger's unit: every amount it holds is a whole number
 
 
 def cost_usd(
@@ -39,8 +40,15 @@ def worst_case_usd(price: Price, *, input_tokens: int, max_output_tokens: int) -
 
 
 def usd_report(amount: Decimal, quantum: Decimal = MICRO) -> str:
-    """An amount for reports: fixed decimals, rounded half up like every other money figure."""
+    """An amount for a table a person reads: fixed decimals, rounded half up like every other
+    money figure."""
     return str(amount.quantize(quantum, rounding=ROUND_HALF_UP))
+
+
+def usd_exact(amount: Decimal) -> str:
+    """An amount for an API: a decimal string to the pico-dollar the ledger stores
+    (``0.000123450000``), so summing what the API says gives what the ledger holds."""
+    return format(amount.quantize(PICO_USD, rounding=ROUND_HALF_UP), "f")
 
 
 def format_usd(cost: Decimal) -> str:

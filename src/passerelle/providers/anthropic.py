@@ -31,17 +31,6 @@ from passerelle.providers.base import (
 from passerelle.providers.settings import RemoteSettings
 from passerelle.providers.transport import HttpTransport, json_object
 
-__all__ = [
-    "AnthropicProvider",
-    "AnthropicStreamTranslator",
-    "error_message",
-    "from_anthropic_message",
-    "messages_url",
-    "sse_data",
-    "to_anthropic_body",
-    "usage_from_anthropic",
-]
-
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
 

@@ -10,7 +10,7 @@ provider only as ``ProviderError``.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -72,16 +72,6 @@ class Embeddings:
     body: bytes
     usage: Usage
     upstream_model: str
-
-
-@dataclass(slots=True)
-class StreamState:
-    """What a stream has shown so far, for metering a stream that ended early."""
-
-    chunks: int = 0
-    content_chars: int = 0
-    usage: Usage | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Provider(Protocol):

@@ -205,10 +205,6 @@ class LocalProvider(Provider):
         self._stops: set[threading.Event] = set()  # one per admitted request
         self._load_lock = threading.Lock()
 
-    @property
-    def model_file(self) -> Path:
-        return self._path
-
     def _engine(self) -> Any:
         with self._load_lock:
             if self._llm is None:

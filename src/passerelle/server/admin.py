@@ -21,11 +21,12 @@ import orjson
 from aiohttp import web
 
 from passerelle.economics.margins import margins
-from passerelle.economics.revenue import check_period, revenue_entry
+from passerelle.economics.revenue import revenue_entry
 from passerelle.errors import AuthenticationError, InvalidRequestError, PermissionDeniedError
+from passerelle.months import check_month, month_of
 from passerelle.pipeline.auth import bearer
 from passerelle.pipeline.parse import CONTROL_RE, MAX_JSON_DEPTH, deepest_field
-from passerelle.pricing.cost import format_usd, usd_report
+from passerelle.pricing.cost import usd_exact
 from passerelle.server.body import read_body
 from passerelle.server.routes import GATEWAY
 from passerelle.store.query import parse_group_by, parse_when
@@ -58,7 +59,7 @@ async def usage(request: web.Request) -> web.Response:
         "requests": sum(r.requests for r in rows),
         "input_tokens": sum(r.input_tokens for r in rows),
         "output_tokens": sum(r.output_tokens for r in rows),
-        "cost_usd": usd_report(sum((r.cost_usd for r in rows), Decimal(0))),
+        "cost_usd": usd_exact(sum((r.cost_usd for r in rows), Decimal(0))),
         "unpriced_requests": sum(r.unpriced_requests for r in rows),
     }
     body = {
@@ -174,7 +175,7 @@ async def list_keys(request: web.Request) -> web.Response:
 async def get_margins(request: web.Request) -> web.Response:
     require_admin(request)
     gateway = request.app[GATEWAY]
-    period = check_period(request.query.get("period") or datetime.now(UTC).strftime("%Y-%m"))
+    period = check_month(request.query.get("period") or month_of(datetime.now(UTC)))
     rows = await margins(gateway.ledger, gateway.revenue, period)
     return web.Response(
         body=orjson.dumps(
@@ -231,7 +232,7 @@ async def get_revenue(request: web.Request) -> web.Response:
                     {
                         "tenant": e.tenant,
                         "period": e.period,
-                        "amount": format_usd(e.amount),
+                        "amount": usd_exact(e.amount),
                         "currency": e.currency,
                         "source": e.source,
                     }

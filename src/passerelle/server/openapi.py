@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from passerelle.months import MONTH_PATTERN
 from passerelle.pipeline.parse import MAX_STORED_TEXT, ROLES
 from passerelle.tenancy import MAX_TENANT_NAME
 
@@ -75,7 +76,7 @@ TENANT = {
     "type": "string",
     "pattern": f"^[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{MAX_TENANT_NAME - 1}}}$",
 }
-PERIOD = {"type": "string", "pattern": "^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$"}
+PERIOD = {"type": "string", "pattern": MONTH_PATTERN}
 
 
 def _schemas() -> dict[str, Any]:
@@ -244,7 +245,7 @@ def _paths() -> dict[str, Any]:
                     _query("since", "ISO date or time, or a span like 24h, 7d, 30m.", **TIME),
                     _query("until", "ISO date or time, or a span like 24h, 7d, 30m.", **TIME),
                 ],
-                "responses": _answers("Usage, grouped.", obj),
+                "responses": _answers("Usage, grouped; costs to the pico-dollar.", obj),
             }
         },
         "/admin/margins": {
@@ -252,14 +253,16 @@ def _paths() -> dict[str, Any]:
                 "operationId": "adminMargins",
                 "security": admin,
                 "parameters": [_query("period", "A month, YYYY-MM.", pattern=PERIOD["pattern"])],
-                "responses": _answers("Margins per tenant for the month.", obj),
+                "responses": _answers(
+                    "Margins per tenant for the month; money to the pico-dollar.", obj
+                ),
             }
         },
         "/admin/revenue": {
             "get": {
                 "operationId": "adminListRevenue",
                 "security": admin,
-                "responses": _answers("Recorded revenue.", obj),
+                "responses": _answers("Recorded revenue; amounts to the pico-dollar.", obj),
             },
             "post": {
                 "operationId": "adminRecordRevenue",
@@ -298,7 +301,12 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "Passerelle",
             "version": VERSION,
-            "description": "An OpenAI-compatible LLM gateway with budgets, and its admin API.",
+            "description": (
+                "An OpenAI-compatible LLM gateway with budgets, and its admin API. The admin API "
+                "gives money (`cost_usd`, `llm_cost_usd`, `revenue_usd`, `gross_margin_usd`, "
+                "`amount`) as decimal strings to the pico-dollar, as the ledger stores it "
+                "(`0.000123450000`); only shares and percentages are rounded."
+            ),
         },
         "paths": _paths(),
         "components": {

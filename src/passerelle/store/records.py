@@ -1,5 +1,5 @@
-"""What the ledger stores: ``UsageRecord`` (one row per call), ``RevenueEntry``, and how money is
-stored.
+"""What the ledger stores: ``UsageRecord`` (one row per call), its ``Status``, ``RevenueEntry``,
+and how money is stored.
 
 Costs are exact decimals in code and whole pico-dollars (1e-12 USD) in the database: every list
 price with up to six decimals per million tokens is exact in that unit, integer sums stay exact,
@@ -17,8 +17,9 @@ import re
 import time
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
 
-from passerelle.pricing.cost import usd_report
+from passerelle.pricing.cost import usd_exact
 
 PICO = Decimal("1e12")
 
@@ -41,6 +42,22 @@ def to_pico(usd: Decimal) -> int:
 
 def from_pico(pusd: int) -> Decimal:
     return Decimal(pusd) / PICO
+
+
+class Status(StrEnum):
+    """What became of a call, or of one attempt of it: the ledger's ``status`` column, stored as
+    the text of each value (a ``Status`` is a ``str``, so rows and reports read it as text)."""
+
+    OK = "ok"  # answered in full
+    ERROR = "error"  # refused, or failed before or while answering (``error_code`` says why)
+    CLIENT_DISCONNECTED = "client_disconnected"  # the client left before the answer ended
+    UPSTREAM_CUT = "upstream_cut"  # the provider's stream broke off: usage is estimated
+    REPLAYED = "replayed"  # an idempotent retry answered with the first answer, at cost 0
+    ATTEMPT_FAILED = "attempt_failed"  # an upstream attempt that was retried or failed over
+    INTERRUPTED = "interrupted"  # in flight when its process died; recorded at the next start
+
+
+ATTEMPT_FAILED = Status.ATTEMPT_FAILED  # the name the meter imports
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +92,7 @@ class UsageRecord:
     price_version: str | None
     latency_ms: float
     ttft_ms: float | None
-    status: str  # ok | error | client_disconnected | upstream_cut | attempt_failed | interrupted
+    status: str  # a ``Status`` (``Call.status`` is still typed ``str``)
     error_code: str | None
     stream: bool
     decision: str | None = None  # policy decisions: soft budget, margin-floor degradation...
@@ -113,8 +130,6 @@ COLUMNS = (
 )
 
 
-ATTEMPT_FAILED = "attempt_failed"  # an upstream attempt that was retried or failed over
-INTERRUPTED = "interrupted"  # in flight when its process died; reconciled at the next start
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -175,7 +190,7 @@ class UsageRow:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cached_tokens": self.cached_tokens,
-            "cost_usd": usd_report(self.cost_usd),
+            "cost_usd": usd_exact(self.cost_usd),
             "unpriced_requests": self.unpriced_requests,
             "errors": self.errors,
         }

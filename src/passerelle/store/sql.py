@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from passerelle.store.records import (
-    ATTEMPT_FAILED,
     COLUMNS,
     GROUP_COLUMNS,
     RevenueEntry,
+    Status,
     UsageRecord,
     UsageRow,
     from_pico,
@@ -164,13 +164,13 @@ def usage_sql(group_by: Sequence[str], placeholder: str, has_since: bool, has_un
             *cols,
             # a call is one request however many attempts it took; a failed attempt is a row
             # of its own (its cost, if the upstream reported any, still adds up below)
-            f"SUM(CASE WHEN status <> '{ATTEMPT_FAILED}' THEN 1 ELSE 0 END)",
+            f"SUM(CASE WHEN status <> '{Status.ATTEMPT_FAILED}' THEN 1 ELSE 0 END)",
             "COALESCE(SUM(input_tokens), 0)",
             "COALESCE(SUM(output_tokens), 0)",
             "COALESCE(SUM(cached_tokens), 0)",
             "COALESCE(SUM(cost_pusd), 0)",
-            "SUM(CASE WHEN cost_pusd IS NULL AND status <> 'error' THEN 1 ELSE 0 END)",
-            "SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END)",
+            f"SUM(CASE WHEN cost_pusd IS NULL AND status <> '{Status.ERROR}' THEN 1 ELSE 0 END)",
+            f"SUM(CASE WHEN status = '{Status.ERROR}' THEN 1 ELSE 0 END)",
         ]
     )
     sql = f"SELECT {select} FROM usage"
