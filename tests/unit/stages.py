@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from passerelle.errors import APIError, ProviderError
+from passerelle.pipeline.answer import AnswerStream, deliver
 from passerelle.pipeline.chain import Next, Stage
 from passerelle.pipeline.context import Call, ChunkStream
 from passerelle.pipeline.parse import parse_chat, parse_embeddings
@@ -228,21 +229,31 @@ def stream(*texts: str, usage: Usage | None = None, cost: str | None = None) -> 
 
 
 async def read_stream(c: Call) -> list[bytes]:
-    """What a client of the stream would receive, read to the end as the server writes it."""
-    assert isinstance(c.result, ChunkStream)
-    return [chunk.data async for chunk in c.result if chunk.forward]
+    """What a client of the stream would receive, read to the end through the answer path as the
+    server reads it, then closed."""
+    answer = deliver(c)
+    assert isinstance(answer, AnswerStream)
+    try:
+        return [chunk.data async for chunk in answer if chunk.forward]
+    finally:
+        await answer.aclose()
 
 
 async def serve(stage: Stage, c: Call, downstream: Next) -> list[bytes] | None:
-    """Run ``stage`` as the server runs the chain: a refusal fails the call; an answer is read to
-    its end (a stream's events, returned); the deferred work runs last, either way."""
+    """Run ``stage`` as the server runs the chain: a refusal fails the call; an answer goes
+    through the answer path to its end (a stream's events, returned); the deferred work runs
+    last, either way."""
     try:
         await stage(c, downstream)
     except APIError as exc:
         c.fail(exc)
         await c.finish()
         raise
-    events = await read_stream(c) if isinstance(c.result, ChunkStream) else None
+    events = None
+    if isinstance(c.result, ChunkStream):
+        events = await read_stream(c)
+    elif c.result is not None:
+        deliver(c)  # the plain body through its observers (the idempotency capture...)
     await c.finish()
     return events
 
