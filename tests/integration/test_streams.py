@@ -235,9 +235,10 @@ def test_clients_that_leave_at_once_are_all_metered_and_log_no_error(gw, fresh_u
     assert sent > 0, "no request reached the upstream; the test did not attack anything"
     assert len(rows) == sent, (len(rows), sent)
     upstream_rows = rows
-    assert all(r["status"] == "client_disconnected" for r in upstream_rows), {
-        r["status"] for r in rows
-    }
+    # a client gone before its answer is recorded as such; on a loaded machine the gateway may
+    # also have written a whole (short) answer into the socket before the reset reached it
+    statuses = {r["status"] for r in upstream_rows}
+    assert "client_disconnected" in statuses and statuses <= {"client_disconnected", "ok"}, statuses
     assert all(r["output_tokens"] == 30 for r in upstream_rows)  # drained: the whole answer
     log = gw.stderr()[logged_before:]
     assert " ERROR " not in log and "Traceback" not in log, log[-3000:]

@@ -20,6 +20,7 @@ from typing import Any
 
 from passerelle.errors import APIError, ProviderError
 from passerelle.providers.base import Completion, Embeddings, StreamChunk, Usage
+from passerelle.store.records import Status
 from passerelle.tenancy import ApiKey
 
 Deferred = Callable[["Call"], Awaitable[None]]
@@ -124,7 +125,7 @@ class Call:
     content_chars: int = 0
     usage: Usage | None = None
     # outcome
-    status: str = "ok"
+    status: Status = Status.OK
     error: APIError | None = None
     cost_usd: Decimal | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
@@ -157,7 +158,7 @@ class Call:
         self.annotations["decision"] = decision if not seen else f"{seen}; {decision}"
 
     def fail(self, error: APIError) -> None:
-        self.status = "error"
+        self.status = Status.ERROR
         self.error = error
 
     async def finish(self) -> None:

@@ -24,6 +24,7 @@ from passerelle.pipeline.context import AnswerObserver, Call, ChunkStream
 from passerelle.pricing.cost import format_usd
 from passerelle.providers.base import Completion, StreamChunk, Usage
 from passerelle.store.idempotency import IdempotencyStore, StoredAnswer
+from passerelle.store.records import Status
 
 HEADER = "Idempotency-Key"
 log = logging.getLogger("passerelle.idempotency")
@@ -109,7 +110,7 @@ class Idempotency:
         await next(call)
 
     def _replay(self, call: Call, answer: StoredAnswer) -> None:
-        call.status = "replayed"
+        call.status = Status.REPLAYED
         call.usage = Usage()
         original = answer.headers.get("x-request-id")
         call.response_headers.update(

@@ -31,14 +31,14 @@ from passerelle.pricing.estimate import estimate_prompt_tokens
 from passerelle.providers.base import StreamChunk, Usage
 from passerelle.store.base import Ledger
 from passerelle.store.journal import Journal
-from passerelle.store.records import ATTEMPT_FAILED, UsageRecord
+from passerelle.store.records import Status, UsageRecord
 
 
 def observed_usage(call: Call) -> Usage:
     """The usage to bill: as reported, else estimated from the request and what streamed."""
     if call.usage is not None:
         return call.usage
-    if call.chunks == 0 and call.status == "error":
+    if call.chunks == 0 and call.status == Status.ERROR:
         return Usage(reported=True)
     return Usage(
         input_tokens=estimate_prompt_tokens(call.body),
@@ -153,7 +153,7 @@ def attempt_record(call_row: UsageRecord, attempt: FailedAttempt) -> UsageRecord
         price_version=None,
         latency_ms=attempt.latency_ms,
         ttft_ms=None,
-        status=ATTEMPT_FAILED,
+        status=Status.ATTEMPT_FAILED,
         error_code=attempt.error_code,
         decision=None,
     )

@@ -19,6 +19,7 @@ from aiohttp import web
 from passerelle.errors import APIError, ProviderError
 from passerelle.pipeline.answer import AnswerStream
 from passerelle.pipeline.context import Call
+from passerelle.store.records import Status
 
 log = logging.getLogger("passerelle.server")
 
@@ -46,7 +47,7 @@ async def write_stream(
     except ProviderError as exc:
         connected = response.prepared and call.status != "client_disconnected"
         error = exc.to_api_error()
-        call.status = "upstream_cut"
+        call.status = Status.UPSTREAM_CUT
         call.error = error
     except APIError as exc:  # a stage refused the answer on its way: the call fails, in its terms
         connected = response.prepared and call.status != "client_disconnected"
@@ -106,7 +107,7 @@ async def _pump(
 
 def _gone(call: Call) -> bool:
     """The client went away: an ordinary event, not an error; the call is metered as such."""
-    call.status = "client_disconnected"
+    call.status = Status.CLIENT_DISCONNECTED
     return False
 
 

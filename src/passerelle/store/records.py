@@ -57,9 +57,6 @@ class Status(StrEnum):
     INTERRUPTED = "interrupted"  # in flight when its process died; recorded at the next start
 
 
-ATTEMPT_FAILED = Status.ATTEMPT_FAILED  # the name the meter imports
-
-
 @dataclass(frozen=True, slots=True)
 class RevenueEntry:
     """What a tenant paid for a month, as recorded by the admin API or a billing import."""
@@ -92,7 +89,7 @@ class UsageRecord:
     price_version: str | None
     latency_ms: float
     ttft_ms: float | None
-    status: str  # a ``Status`` (``Call.status`` is still typed ``str``)
+    status: Status
     error_code: str | None
     stream: bool
     decision: str | None = None  # policy decisions: soft budget, margin-floor degradation...

@@ -214,6 +214,11 @@ def record_of(r: Sequence[Any]) -> UsageRecord:
     d.pop("day")
     pusd = d.pop("cost_pusd")
     return UsageRecord(
-        **{**d, "usage_reported": bool(d["usage_reported"]), "stream": bool(d["stream"])},
+        **{
+            **d,
+            "usage_reported": bool(d["usage_reported"]),
+            "stream": bool(d["stream"]),
+            "status": Status(d["status"]),
+        },
         cost_usd=None if pusd is None else from_pico(int(pusd)),
     )
