@@ -26,7 +26,8 @@ CANCELLED = "cancelled"
 @dataclass(slots=True)
 class Attempt:
     """One request to a provider. ``outcome`` is None while it runs, then ``ok``, ``cancelled``
-    or the failure's code (``upstream_http_503``, ``upstream_timeout``, ``upstream_unreachable``).
+    or the failure's code (``upstream_http_503``, ``upstream_timeout``, ``upstream_unreachable``;
+    ``upstream_cut`` for a stream that broke after its first event).
     Times are in milliseconds from its start; ``request_bytes`` is the client's request body."""
 
     n: int  # the call's attempt number, from 1, across targets

@@ -150,7 +150,9 @@ class Dispatch:
         attempts.end(call, attempt, OK)
 
     def _stream_ended(self, call: Call, attempt: Attempt, outcome: str | ProviderError) -> None:
-        if isinstance(outcome, ProviderError):
-            self._attempts.end(call, attempt, failure_code(outcome), outcome)
+        if isinstance(outcome, ProviderError):  # the stream broke after its first event
+            code = failure_code(outcome)
+            cut = code == "upstream_unreachable"
+            self._attempts.end(call, attempt, "upstream_cut" if cut else code, outcome)
         else:
             self._attempts.end(call, attempt, outcome)
