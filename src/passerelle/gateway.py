@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
@@ -22,6 +23,7 @@ from passerelle.errors import StoreError
 from passerelle.limits.counters import Counters, LocalCounters
 from passerelle.limits.periods import period_start
 from passerelle.limits.rules import BudgetRule, Limits, build_limits, to_nano
+from passerelle.pipeline.attempts import AttemptObserver, FailedAttemptRows
 from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.budget import Budget, OutputCeiling
 from passerelle.pipeline.chain import Next, Stage, build_chain
@@ -31,7 +33,8 @@ from passerelle.pipeline.inflight import InFlight, JournaledCounters
 from passerelle.pipeline.margin import MarginFloor, tracking_rule
 from passerelle.pipeline.meter import Meter
 from passerelle.pipeline.parse import Parse
-from passerelle.pipeline.resolve import Pricer, Resolve, Route, Target
+from passerelle.pipeline.resolve import Pricer, Resolve
+from passerelle.pipeline.targets import Route, Target
 from passerelle.pricing.catalogue import Catalogue, configured_price
 from passerelle.provider_settings import provider_settings
 from passerelle.providers.base import Provider
@@ -64,6 +67,8 @@ class Gateway:
     revenue: RevenueBook
     journal: Journal | None = None
     breaker_state: Scripts | None = None  # with Redis: breakers shared by every replica
+    # see every outbound attempt start and end (audit, metrics, traces), after the ledger's rows
+    attempt_observers: list[AttemptObserver] = field(default_factory=list)
     chain: Next = field(init=False)
     _refresher: asyncio.Task[None] | None = field(init=False, default=None)
 
@@ -92,7 +97,7 @@ class Gateway:
             stages.append(Budget(self.limits, self.counters, self.pricer, ceiling, floors))
         if self.journal is not None:
             stages.append(InFlight(self.journal))
-        stages.append(Dispatch())
+        stages.append(Dispatch([FailedAttemptRows(), *self.attempt_observers]))
         return stages
 
     def floor_tenants(self) -> list[str]:
@@ -100,7 +105,13 @@ class Gateway:
         return [t.name for t in self.config.tenants if t.plan in floors]
 
     @classmethod
-    def from_config(cls, loaded: Loaded, *, ledger: Ledger | None = None) -> Gateway:
+    def from_config(
+        cls,
+        loaded: Loaded,
+        *,
+        ledger: Ledger | None = None,
+        attempt_observers: Sequence[AttemptObserver] = (),
+    ) -> Gateway:
         config = loaded.config
         data_dir = Path(config.ledger.data_dir)
         dead = config.ledger.dead_letters
@@ -156,6 +167,7 @@ class Gateway:
             revenue=RevenueBook(config),
             journal=journal,
             breaker_state=breaker_state,
+            attempt_observers=list(attempt_observers),
         )
 
     async def seed(self, rule: BudgetRule, at: float) -> int:

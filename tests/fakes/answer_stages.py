@@ -18,7 +18,7 @@ import orjson
 from passerelle.errors import PermissionDeniedError
 from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import AnswerTransformer, Call
-from passerelle.pipeline.resolve import Target
+from passerelle.pipeline.targets import Target
 from passerelle.providers.base import (
     Capabilities,
     Completion,

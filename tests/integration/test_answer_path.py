@@ -26,7 +26,7 @@ from yarl import URL
 from passerelle.config.load import load_config_text
 from passerelle.gateway import Gateway
 from passerelle.pipeline.chain import Stage, build_chain
-from passerelle.pipeline.resolve import Route
+from passerelle.pipeline.targets import Route
 from passerelle.providers.base import Provider
 from passerelle.server.app import create_app
 from passerelle.store.records import UsageRecord

@@ -17,7 +17,7 @@ from passerelle.pipeline.answer import AnswerStream, deliver
 from passerelle.pipeline.chain import Next, Stage, build_chain
 from passerelle.pipeline.context import AnswerObserver, Call, ChunkStream
 from passerelle.pipeline.dispatch import Dispatch
-from passerelle.pipeline.resolve import Route
+from passerelle.pipeline.targets import Route
 from passerelle.providers.base import StreamChunk
 from tests.fakes.answer_stages import (
     CLIENT_SEES,
@@ -45,7 +45,7 @@ class Seen(AnswerObserver):
 async def stream_call(events: list[tuple[str, bool]], *stages: Stage) -> AnswerStream:
     """A call through a chain of the given stages and dispatch, its answer not yet read."""
     call = Call(endpoint="chat.completions", headers={}, raw_body=b"", stream=True)
-    call.route = Route(model=MODEL, targets=(scripted_target(ScriptedProvider(events)),))
+    call.resolved(Route(model=MODEL, targets=(scripted_target(ScriptedProvider(events)),)))
     await build_chain([*stages, Dispatch()])(call)
     answer = deliver(call)
     assert isinstance(answer, AnswerStream)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
+from passerelle.errors import ProviderError
 from passerelle.pipeline.context import AnswerObserver, AnswerTransformer, Call, ChunkStream
 from passerelle.providers.base import StreamChunk
 
@@ -79,21 +80,26 @@ async def _observed(
 ) -> AsyncGenerator[StreamChunk, None]:
     """No transformer: each event is shown to the observers and passes unchanged."""
     first, rest = source.first, source.rest
-    if len(observers) == 1:  # the common case (the meter alone): no loop per event
-        (see,) = observers
-        see(call, first)
-        yield first
-        async for chunk in rest:
-            see(call, chunk)
-            yield chunk
-        return
-    for see in observers:
-        see(call, first)
-    yield first
-    async for chunk in rest:
-        for see in observers:
-            see(call, chunk)
-        yield chunk
+    try:
+        if len(observers) == 1:  # the common case (the meter alone): no loop per event
+            (see,) = observers
+            see(call, first)
+            yield first
+            async for chunk in rest:
+                see(call, chunk)
+                yield chunk
+        else:
+            for see in observers:
+                see(call, first)
+            yield first
+            async for chunk in rest:
+                for see in observers:
+                    see(call, chunk)
+                yield chunk
+    except ProviderError as exc:
+        source.ended(exc)
+        raise
+    source.ended("ok")  # the last event has been read: the attempt is over
 
 
 async def _transformed(
@@ -102,9 +108,14 @@ async def _transformed(
     first = source.first
     for out in _batch(_through(call, steps, [first]), first.more):
         yield out
-    async for chunk in source.rest:
-        for out in _batch(_through(call, steps, [chunk]), chunk.more):
-            yield out
+    try:
+        async for chunk in source.rest:
+            for out in _batch(_through(call, steps, [chunk]), chunk.more):
+                yield out
+    except ProviderError as exc:
+        source.ended(exc)
+        raise
+    source.ended("ok")
     for out in _batch(_flushed(call, steps), False):
         yield out
 

@@ -4,7 +4,7 @@ it, settle to the real cost.
 Before any upstream call, the call's worst-case cost is checked against every budget that applies
 and reserved in the same atomic step, and the rate limits are counted. The worst case is the
 estimated prompt at the dearest input rate plus every output token the call may produce at the
-output rate, for the dearest target of its route; what it may produce is ``n`` choices of
+output rate, for the dearest target the call may use; what it may produce is ``n`` choices of
 ``max_tokens`` each. A call under a budget or rate limit never goes upstream without a limit: one
 that sets no ``max_tokens`` is sent ``server.default_max_tokens_ceiling`` as its limit, and one
 that asks for more than the ceiling is capped to it (the ledger's decision says so) or refused
@@ -89,10 +89,10 @@ def choices(call: Call) -> int:
 
 
 def worst_case_nano(call: Call, pricer: Pricer, output_tokens: int, prompt_tokens: int) -> int:
-    """The most the call may cost on any target of its route, given every output token it may
+    """The most the call may cost on any target it may use, given every output token it may
     produce (all choices together)."""
     worst = Decimal(0)
-    for target in call.route.targets:
+    for target in call.targets:
         price = pricer.price(target, call.received_at)
         if price is None:
             continue  # unpriced: recorded as such, cannot be reserved

@@ -25,6 +25,16 @@ provider's answer and the outermost sees what the client gets: the meter counts 
 was sent, and the idempotency capture stores the answer as the stages inside it made it. A
 replayed answer passes only the stages outside the one that replays it, as those are the only
 ones that ran. Work for when the answer is complete is registered with ``call.defer``.
+
+Which targets a call may use is the call's too: resolution sets ``call.targets`` (the route's,
+less the providers that lack a capability the request needs) and any later stage may narrow it
+with ``call.narrow(reason, keep)``, never widen it; ``call.reroute`` (the margin floor's
+degradation, a router) applies every filter recorded so far to the new route, so a degraded call
+cannot reach a target a policy excluded. A call left with none is refused with the filters and
+what each removed. The budget's worst case and dispatch iterate that list only. Dispatch starts
+and ends each outbound attempt in one place and shows it to the attempt observers the gateway
+registers at start-up (``pipeline/attempts.py``); a stream's attempt ends when the answer path
+has read its last event.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from passerelle.errors import APIError, ProviderError
+from passerelle.pipeline.targets import Eligible, Filter, NoEligibleTargetError, Route, Target
 from passerelle.providers.base import Completion, Embeddings, StreamChunk, Usage
 from passerelle.store.records import Status
 from passerelle.tenancy import ApiKey
@@ -40,9 +41,20 @@ class ChunkStream:
     first: StreamChunk
     rest: AsyncGenerator[StreamChunk, None]  # a provider's stream: closing it frees the upstream
     drain_on_disconnect: bool = True
+    # the attempt that produced it ends here: told "ok" after the last event was read, the
+    # failure that cut it, or "cancelled" when it is closed before its end
+    on_end: Callable[[str | ProviderError], None] | None = None
+
+    def ended(self, outcome: str | ProviderError) -> None:
+        on_end, self.on_end = self.on_end, None
+        if on_end is not None:
+            on_end(outcome)
 
     async def aclose(self) -> None:
-        await self.rest.aclose()
+        try:
+            await self.rest.aclose()
+        finally:
+            self.ended("cancelled")
 
 
 class AnswerObserver:
@@ -83,17 +95,6 @@ class FailedAttempt:
     error_code: str
     latency_ms: float
 
-    @classmethod
-    def of(cls, n: int, target: Any, exc: ProviderError, started: float) -> FailedAttempt:
-        if exc.timeout:
-            code = "upstream_timeout"
-        elif exc.status is not None:
-            code = f"upstream_http_{exc.status}"
-        else:
-            code = "upstream_unreachable"
-        latency = round((time.perf_counter() - started) * 1000.0, 3)
-        return cls(n, target.provider.name, target.upstream_model, code, latency)
-
 
 @dataclass(slots=True)
 class Call:
@@ -114,8 +115,9 @@ class Call:
     include_usage: bool = False
     max_tokens: int | None = None
     # resolve / dispatch
-    route: Any = None  # pipeline.resolve.Route
-    target: Any = None  # pipeline.resolve.Target that answered
+    route: Route | None = None  # set with ``resolved``, changed with ``reroute``
+    eligible: Eligible = field(default_factory=Eligible)  # the targets it may use, and why
+    target: Target | None = None  # the target that answered (or was tried last)
     attempts: int = 0
     failed_attempts: list[FailedAttempt] = field(default_factory=list)
     result: Completion | Embeddings | ChunkStream | None = None
@@ -139,6 +141,34 @@ class Call:
     @property
     def tenant(self) -> str | None:
         return self.key.tenant if self.key else None
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        """The targets this call may use, in order: its route's, less what filters removed."""
+        return self.eligible.targets
+
+    def resolved(self, route: Route) -> None:
+        """The call's route, as resolution found it (no filter applied yet)."""
+        self.route = route
+        self.eligible.reset(route)
+
+    def narrow(
+        self,
+        reason: str,
+        keep: Callable[[Target], bool],
+        refusal: type[APIError] = NoEligibleTargetError,
+    ) -> None:
+        """Keep only the targets ``keep`` accepts, for the rest of the call and for any route it
+        is moved to; ``reason`` names the filter in the refusal (``refusal``, 400 by default)
+        when none is left."""
+        assert self.route is not None, "narrowed before resolution"
+        self.eligible.narrow(Filter(reason, keep, refusal), self.route.model)
+
+    def reroute(self, route: Route) -> None:
+        """Move the call to another route; every filter applied so far applies to its targets
+        (a call refused there is refused, not sent where a filter forbade)."""
+        self.route = route
+        self.eligible.reset(route)
 
     def defer(self, fn: Deferred) -> None:
         self._deferred.append(fn)

@@ -1,14 +1,17 @@
 """Dispatch: the only stage that talks to providers.
 
-Targets are tried in order. Each gets its retries (429, 5xx, connection errors, timeouts; with
-exponential backoff), unless its circuit breaker is open for the calling tenant or the target is
+The call's eligible targets (``call.targets``: its route's, less what resolution and later
+stages filtered out) are tried in order, and no other. Each gets its retries (429, 5xx,
+connection errors, timeouts; with exponential backoff), unless its circuit breaker is open for the calling tenant or the target is
 cooling after a rate limit's ``Retry-After`` (see providers/resilience.py for what counts towards
 which breaker); then the next target takes over, at once. When no target could be tried the
 client gets 503 ``providers_unavailable`` with the earliest ``Retry-After``. A client error from
 upstream (400) is the client's to fix: no retry, no fallback. A stream counts as
 answered once its first chunk arrives; after that nothing is retried, since bytes may already be
-on their way to the client. Every failed attempt is noted on the call; the meter records each as
-a ledger row of its own (the upstream may bill a timed-out attempt).
+on their way to the client. Every attempt is started and ended here, with the observers the
+gateway registered (``pipeline/attempts.py``); a stream's ends when the answer path has read its
+last event. One observer notes each failed attempt on the call, and the meter records it as a
+ledger row of its own (the upstream may bill a timed-out attempt).
 """
 
 from __future__ import annotations
@@ -16,11 +19,21 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Sequence
+from functools import partial
 
 from passerelle.errors import ProviderError, ServiceUnavailableError
+from passerelle.pipeline.attempts import (
+    CANCELLED,
+    OK,
+    Attempt,
+    AttemptObserver,
+    Attempts,
+    failure_code,
+)
 from passerelle.pipeline.chain import Next
-from passerelle.pipeline.context import Call, ChunkStream, FailedAttempt
-from passerelle.pipeline.resolve import Target
+from passerelle.pipeline.context import Call, ChunkStream
+from passerelle.pipeline.targets import NoEligibleTargetError, Target
 from passerelle.providers.base import UpstreamRequest
 from passerelle.providers.resilience import CLIENT_ERRORS, TRIAL_WAIT_S, backoff_delay
 
@@ -37,79 +50,24 @@ def upstream_request(call: Call, target: Target) -> UpstreamRequest:
     )
 
 
-async def _attempt(call: Call, target: Target) -> None:
-    request = upstream_request(call, target)
-    provider = target.provider
-    if call.endpoint == "embeddings":
-        result = await provider.embed(request)
-        call.usage = result.usage
-        call.result = result
-    elif call.stream:
-        gen = provider.stream(request)
-        try:
-            first = await anext(gen)
-        except StopAsyncIteration:
-            raise ProviderError(
-                "stream ended before any event", provider=provider.name, retryable=True
-            ) from None
-        call.first_token_at = time.perf_counter()
-        call.result = ChunkStream(
-            first=first,
-            rest=gen,
-            drain_on_disconnect=provider.capabilities.drain_on_disconnect,
-        )
-    else:
-        completion = await provider.complete(request)
-        call.first_token_at = time.perf_counter()
-        call.usage = completion.usage
-        call.result = completion
-
-
-async def _try_target(call: Call, target: Target) -> ProviderError | None:
-    """Attempts on one target, with its retries. None when it answered; else the last failure.
-    The first attempt's claim on the breaker was made by the caller."""
-    health = target.breaker
-    last: ProviderError | None = None
-    for retry in range(target.max_retries + 1):
-        if retry:
-            await asyncio.sleep(backoff_delay(retry, target.retry_backoff_s))
-            # never before its Retry-After, never through an open breaker: fall back instead
-            if await health.wait_s(call.tenant, target.upstream_model) > 0:
-                return last
-            if not await health.claim(call.tenant):
-                return last
-        call.attempts += 1
-        call.target = target
-        started = time.perf_counter()
-        try:
-            await _attempt(call, target)
-        except ProviderError as exc:
-            last = exc
-            call.failed_attempts.append(FailedAttempt.of(call.attempts, target, exc, started))
-            await health.failed(call.tenant, target.upstream_model, exc)
-            if exc.status in CLIENT_ERRORS:  # the client's to fix: no retry, no fallback
-                raise exc.to_api_error() from exc
-            if not exc.retryable:
-                return exc
-            continue
-        except BaseException:
-            await health.abandon(call.tenant)  # cancelled mid-attempt: no verdict on the provider
-            raise
-        await health.succeeded(call.tenant)
-        return None
-    return last
-
-
 class Dispatch:
+    """``observers`` see every attempt start and end (``pipeline/attempts.py``)."""
+
+    def __init__(self, observers: Sequence[AttemptObserver] = ()) -> None:
+        self._attempts = Attempts(observers)
+
     async def __call__(self, call: Call, next: Next) -> None:
         last: ProviderError | None = None
         waits: list[float] = []
-        for target in call.route.targets:
+        if not call.targets:  # resolution refuses an empty list; a stage must not leave one
+            assert call.route is not None
+            raise NoEligibleTargetError(call.eligible.explain(call.route.model))
+        for target in call.targets:
             wait = await target.breaker.wait_s(call.tenant, target.upstream_model)
             if wait > 0 or not await target.breaker.claim(call.tenant):
                 waits.append(wait or TRIAL_WAIT_S)  # open, cooling, or its trial is taken
                 continue
-            failure = await _try_target(call, target)
+            failure = await self._try_target(call, target)
             if failure is None:
                 await next(call)
                 return
@@ -122,3 +80,79 @@ class Dispatch:
             code="providers_unavailable",
             headers={"retry-after": str(max(1, math.ceil(min(waits, default=TRIAL_WAIT_S))))},
         )
+
+    async def _try_target(self, call: Call, target: Target) -> ProviderError | None:
+        """Attempts on one target, with its retries. None when it answered; else the last
+        failure. The first attempt's claim on the breaker was made by the caller."""
+        health = target.breaker
+        last: ProviderError | None = None
+        for retry in range(target.max_retries + 1):
+            if retry:
+                await asyncio.sleep(backoff_delay(retry, target.retry_backoff_s))
+                # never before its Retry-After, never through an open breaker: fall back instead
+                if await health.wait_s(call.tenant, target.upstream_model) > 0:
+                    return last
+                if not await health.claim(call.tenant):
+                    return last
+            attempt = self._attempts.start(call, target)
+            try:
+                await self._attempt(call, target, attempt)
+            except ProviderError as exc:
+                last = exc
+                self._attempts.end(call, attempt, failure_code(exc), exc)
+                await health.failed(call.tenant, target.upstream_model, exc)
+                if exc.status in CLIENT_ERRORS:  # the client's to fix: no retry, no fallback
+                    raise exc.to_api_error() from exc
+                if not exc.retryable:
+                    return exc
+                continue
+            except BaseException:
+                self._attempts.end(call, attempt, CANCELLED)
+                await health.abandon(call.tenant)  # cancelled mid-attempt: no verdict on it
+                raise
+            await health.succeeded(call.tenant)
+            return None
+        return last
+
+    async def _attempt(self, call: Call, target: Target, attempt: Attempt) -> None:
+        request = upstream_request(call, target)
+        provider = target.provider
+        attempts = self._attempts
+        if call.endpoint == "embeddings":
+            result = await provider.embed(request)
+            attempts.first_byte(attempt, time.perf_counter())
+            call.usage = result.usage
+            call.result = result
+        elif call.stream:
+            gen = provider.stream(request)
+            try:
+                first = await anext(gen)
+            except StopAsyncIteration:
+                raise ProviderError(
+                    "stream ended before any event", provider=provider.name, retryable=True
+                ) from None
+            call.first_token_at = time.perf_counter()
+            attempts.first_byte(attempt, call.first_token_at)
+            # the attempt ends when the stream does, as the answer path reads it
+            call.result = ChunkStream(
+                first=first,
+                rest=gen,
+                drain_on_disconnect=provider.capabilities.drain_on_disconnect,
+                on_end=partial(self._stream_ended, call, attempt),
+            )
+            return
+        else:
+            completion = await provider.complete(request)
+            call.first_token_at = time.perf_counter()
+            attempts.first_byte(attempt, call.first_token_at)
+            call.usage = completion.usage
+            call.result = completion
+        attempts.end(call, attempt, OK)
+
+    def _stream_ended(self, call: Call, attempt: Attempt, outcome: str | ProviderError) -> None:
+        if isinstance(outcome, ProviderError):  # the stream broke after its first event
+            code = failure_code(outcome)
+            cut = code == "upstream_unreachable"
+            self._attempts.end(call, attempt, "upstream_cut" if cut else code, outcome)
+        else:
+            self._attempts.end(call, attempt, outcome)

@@ -26,7 +26,7 @@ from passerelle.limits.counters import Floor
 from passerelle.limits.periods import period_id
 from passerelle.limits.rules import BudgetRule, to_nano
 from passerelle.pipeline.context import Call
-from passerelle.pipeline.resolve import Route
+from passerelle.pipeline.targets import Route
 
 
 def tracking_rule(tenant: str) -> BudgetRule:
@@ -84,6 +84,7 @@ class MarginFloor:
                 f"{check.pct} of its revenue",
                 code="margin_floor",
             )
+        assert call.route is not None
         cheaper = call.route.degrade_to
         if cheaper is None:
             call.annotate(
@@ -91,6 +92,6 @@ class MarginFloor:
             )
             return
         original = call.route.model
-        call.route = self._routes[cheaper]
-        call.annotate(f"degraded: margin floor {original} -> {call.route.model}")
+        call.reroute(self._routes[cheaper])  # the call's filters apply to the cheaper route too
+        call.annotate(f"degraded: margin floor {original} -> {cheaper}")
         call.response_headers["x-passerelle-degraded"] = "margin-floor"

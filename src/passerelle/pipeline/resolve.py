@@ -1,43 +1,21 @@
-"""Resolution: the model a client asked for, to its ordered targets.
+"""Resolution: the model a client asked for, to its ordered targets, and those the call may use.
 
-A ``Target`` is a provider, the model name it knows, and the price that applies. The routing table
-is built once from the configuration; resolving is one dictionary lookup. Nothing a client sends
-can add a target or change where one points.
+The routing table (``pipeline/targets.py``: ``Route``, ``Target``) is built once from the
+configuration; resolving is one dictionary lookup. Nothing a client sends can add a target or
+change where one points. The call's eligible targets start as the route's, less those whose
+provider lacks a capability the request needs (a 400 ``no_eligible_target`` naming it when none
+is left); later stages narrow them further with ``call.narrow``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from passerelle.errors import NotFoundError
 from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import Call
+from passerelle.pipeline.targets import Route, Target, capability_filters
 from passerelle.pricing.catalogue import Catalogue, Price
-from passerelle.providers.base import Provider
-from passerelle.providers.resilience import TargetHealth
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    provider: Provider
-    upstream_model: str
-    price: Price | None  # from the configuration; the catalogue is consulted when None
-    breaker: TargetHealth  # its breakers and cooling: skip it while it waits
-    max_retries: int
-    retry_backoff_s: float
-    jurisdiction: str | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.provider.name}/{self.upstream_model}"
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    model: str
-    targets: tuple[Target, ...]
-    degrade_to: str | None = None
 
 
 class Pricer:
@@ -65,5 +43,7 @@ class Resolve:
                 param="model",
                 code="model_not_found",
             )
-        call.route = route
+        call.resolved(route)
+        for rule in capability_filters(call.endpoint, call.stream, call.body):
+            call.narrow(rule.reason, rule.keep)
         await next(call)
