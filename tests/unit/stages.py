@@ -28,7 +28,7 @@ from passerelle.pipeline.answer import AnswerStream, deliver
 from passerelle.pipeline.chain import Next, Stage
 from passerelle.pipeline.context import Call, ChunkStream
 from passerelle.pipeline.parse import parse_chat, parse_embeddings
-from passerelle.pipeline.resolve import Route, Target
+from passerelle.pipeline.targets import Route, Target
 from passerelle.pricing.catalogue import Price
 from passerelle.providers.base import (
     Capabilities,
@@ -164,7 +164,7 @@ def call(
         c.key = api_key(tenant)
     if parsed:
         (parse_embeddings if endpoint == "embeddings" else parse_chat)(c)
-        c.route = route or _route(str(body["model"]))
+        c.resolved(route or _route(str(body["model"])))
     return c
 
 
@@ -174,7 +174,7 @@ Play = Callable[[Call], None]
 
 
 def _answered(c: Call, usage: Usage, cost: str | None) -> None:
-    c.target = c.route.targets[0] if c.route is not None else None
+    c.target = c.targets[0] if c.targets else None
     c.attempts += 1
     c.usage = usage
     c.cost_usd = None if cost is None else Decimal(cost)  # what the meter would price it at
@@ -287,7 +287,7 @@ class FakeNext:
         self.received.append(
             Received(
                 model=c.route.model if c.route is not None else None,
-                targets=tuple(t.label for t in c.route.targets) if c.route is not None else (),
+                targets=tuple(t.label for t in c.targets),
                 max_tokens=c.max_tokens,
                 response_headers=dict(c.response_headers),
                 decision=c.annotations.get("decision"),

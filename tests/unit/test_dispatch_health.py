@@ -7,7 +7,7 @@ import pytest
 
 from passerelle.errors import ProviderError, RateLimitError, ServiceUnavailableError, UpstreamError
 from passerelle.pipeline.dispatch import Dispatch
-from passerelle.pipeline.resolve import Route
+from passerelle.pipeline.targets import Route
 from tests.unit.stages import Clock, FakeNext, ScriptedProvider, call, serve, target
 
 COOLDOWN_S = 30.0
