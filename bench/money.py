@@ -47,31 +47,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from tests.fakes.gateway import GatewayProcess, fake_upstream_config
 from tests.fakes.upstream import UpstreamProcess
+from tests.integration.test_margins import MODELS as FLOOR_MODELS
 
 from passerelle.pricing.estimate import estimate_prompt_tokens
 from passerelle.store.records import from_pico
 
 CEILING = 1000
 DEAR = {"input": 10, "output": 60}
+# the margin-floor pair (premium degrading to cheap) is the one the floor tests use
 MODELS = [
     {"name": "dear", "targets": [{"provider": "fake", "upstream_model": "dear-1", "price": DEAR}]},
-    {
-        "name": "premium",
-        "degrade_to": "cheap",
-        "targets": [
-            {
-                "provider": "fake",
-                "upstream_model": "premium-1",
-                "price": {"input": 100, "output": 100},
-            }
-        ],
-    },
-    {
-        "name": "cheap",
-        "targets": [
-            {"provider": "fake", "upstream_model": "cheap-1", "price": {"input": 1, "output": 1}}
-        ],
-    },
+    *FLOOR_MODELS,
 ]
 PLAN = {
     "name": "pro",
