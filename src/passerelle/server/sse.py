@@ -45,17 +45,17 @@ async def write_stream(
         # must still be closed (or drained) and the call metered, so it is inside this block
         connected = await _pump(request, response, call, stream, out)
     except ProviderError as exc:
-        connected = response.prepared and call.status != "client_disconnected"
+        connected = _still_there(response, call)
         error = exc.to_api_error()
         call.status = Status.UPSTREAM_CUT
         call.error = error
     except APIError as exc:  # a stage refused the answer on its way: the call fails, in its terms
-        connected = response.prepared and call.status != "client_disconnected"
+        connected = _still_there(response, call)
         error = exc
         call.fail(error)
     except Exception:  # our own bug: still metered, still answered in the stream's own terms
         log.exception("stream of %s failed", call.request_id)
-        connected = response.prepared and call.status != "client_disconnected"
+        connected = _still_there(response, call)
         error = APIError("internal error; see the gateway's log")
         call.fail(error)
     finally:
@@ -103,6 +103,11 @@ async def _pump(
             if not stream.drain_on_disconnect:
                 break
     return connected
+
+
+def _still_there(response: web.StreamResponse, call: Call) -> bool:
+    """After the stream failed: may the final error event still be written to the client?"""
+    return response.prepared and call.status != Status.CLIENT_DISCONNECTED
 
 
 def _gone(call: Call) -> bool:
