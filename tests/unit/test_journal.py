@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import orjson
+
 from passerelle.store import journal as journal_module
 from passerelle.store.journal import Journal
 
@@ -46,13 +48,9 @@ def test_calls_left_open_are_found_by_the_next_process(tmp_path: Path) -> None:
         1500,
         ("tenant:acme:month:2026-12",),
     )
-    assert (upstream.begun, upstream.recorded, upstream.amount_nano, upstream.end_user) == (
-        True,
-        False,
-        1500,
-        "u1",
-    )
-    assert (recorded.begun, recorded.recorded, recorded.amount_nano) == (True, True, None)
+    assert (upstream.begun, upstream.amount_nano, upstream.end_user) == (True, 1500, "u1")
+    # whether its row was committed is the ledger's to say (recovery asks it), not the journal's
+    assert (recorded.begun, recorded.amount_nano) == (True, None)
     nxt.forget_taken()
     assert not dead.path.exists()
 
@@ -93,9 +91,7 @@ def test_compaction_keeps_only_the_open_calls(tmp_path: Path, monkeypatch) -> No
     assert len(j.path.read_bytes().splitlines()) < 10
     die(j)
     found = Journal(tmp_path).take_over()
-    assert [(f.request_id, f.begun, f.recorded, f.amount_nano) for f in found] == [
-        ("open", True, True, 1500)
-    ]
+    assert [(f.request_id, f.begun, f.amount_nano) for f in found] == [("open", True, 1500)]
 
 
 def test_a_clean_stop_with_nothing_open_leaves_no_file(tmp_path: Path) -> None:
@@ -106,3 +102,25 @@ def test_a_clean_stop_with_nothing_open_leaves_no_file(tmp_path: Path) -> None:
     j.end("a")
     j.close()
     assert not j.path.exists()
+
+
+def test_a_call_costs_two_lines_and_three_with_a_reservation(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    j.open()
+    j.begin("plain", WHO)
+    j.recorded("plain")
+    j.end("plain")
+    j.reserve("held", HOLD)
+    j.begin("held", WHO)
+    j.recorded("held")
+    j.end("held")
+    lines = [orjson.loads(line) for line in j.path.read_bytes().splitlines()]
+    assert [(e["k"], e["id"]) for e in lines] == [
+        ("b", "plain"),
+        ("e", "plain"),
+        ("v", "held"),
+        ("b", "held"),
+        ("e", "held"),
+    ]
+    assert lines[0] == {"k": "b", "id": "plain", **WHO}
+    j.close()

@@ -4,9 +4,11 @@ The hot path never waits on a database, so a process killed mid-call (SIGKILL, t
 container stopped hard) would leave calls the upstream served, or was serving, with no ledger row
 and their budget reservations held until they expire. So a call appends a ``reserve`` line before
 its budget reservation is made (its worst case and the counters it holds it on), a ``begin`` line
-before its first upstream attempt (who and what), a ``recorded`` line once its ledger row is
-committed, and an ``end`` line once it is over: settled, or refused, or answered without the
-upstream. Each line is one ``os.write`` on an ``O_APPEND`` descriptor and no fsync: the kernel's page
+before its first upstream attempt (who and what), and an ``end`` line once it is over: recorded
+and settled, or refused, or answered without the upstream. Whether a call left open has its row
+is not journaled: the ledger itself is asked at reconciliation (the row is committed before
+anything could say so), so a call costs two lines, three with a reservation. Each line is one
+``os.write`` on an ``O_APPEND`` descriptor and no fsync: the kernel's page
 cache outlives the process, so a process crash loses nothing; only a host crash can lose the tail.
 At the next start the calls begun and never ended are reconciled (``Gateway.reconcile``).
 
@@ -49,7 +51,6 @@ class OpenCall:
     amount_nano: int | None = None  # the reservation's worst case; None: nothing was reserved
     tokens: int = 0
     budgets: tuple[str, ...] = ()  # the budget counters it holds a reservation on
-    recorded: bool = False  # its ledger row is committed; only the settlement is unknown
     source: Path = field(default=Path(), compare=False)
 
 
@@ -66,14 +67,14 @@ def _read(path: Path) -> list[OpenCall]:
             kind = entry.pop("k", None)
             if kind == "e":
                 open_.pop(rid, None)
-            elif kind in ("v", "b", "r"):
+            elif kind in ("v", "b"):
                 call = open_.setdefault(rid, {})
                 call.update(entry)
                 call[kind] = True
     out = []
     for rid, e in open_.items():
         if "at" not in e:
-            continue  # only a `recorded` mark survived: nothing to reconcile
+            continue  # nothing but marks of an older format survived: nothing to reconcile
         out.append(
             OpenCall(
                 request_id=str(rid),
@@ -89,7 +90,6 @@ def _read(path: Path) -> list[OpenCall]:
                 amount_nano=e.get("amount"),
                 tokens=int(e.get("tokens") or 0),
                 budgets=tuple(e.get("budgets") or ()),
-                recorded=bool(e.get("r")),
                 source=path,
             )
         )
@@ -98,7 +98,8 @@ def _read(path: Path) -> list[OpenCall]:
 
 class Journal:
     """This process's journal in ``directory``. ``take_over`` and ``open`` at start, then
-    ``reserve``/``begin``/``recorded``/``end`` per call; ``close`` at shutdown."""
+    ``reserve``/``begin``/``recorded``/``end`` per call (``recorded`` writes nothing: it lets
+    ``end`` close the call); ``close`` at shutdown."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -169,9 +170,9 @@ class Journal:
         self._add(request_id, b"b", entry)
 
     def recorded(self, request_id: str) -> None:
+        """The call's row is committed: its ``end`` may close it (in memory only, see above)."""
         if request_id in self._open:
             self._recorded.add(request_id)
-            self._add(request_id, b"r", {})
 
     def end(self, request_id: str) -> None:
         """The call is over. One that went upstream and whose row was never committed (the
@@ -181,10 +182,12 @@ class Journal:
         self._begun.discard(request_id)
         self._recorded.discard(request_id)
         if self._open.pop(request_id, None) is not None:
-            self._write(orjson.dumps({"k": "e", "id": request_id}) + b"\n")
+            self._write(b'{"k":"e","id":' + orjson.dumps(request_id) + b"}\n")
 
     def _add(self, request_id: str, kind: bytes, entry: dict[str, object]) -> None:
-        line = b'{"k":"' + kind + b'",' + orjson.dumps({"id": request_id, **entry})[1:] + b"\n"
+        head = b'{"k":"' + kind + b'","id":' + orjson.dumps(request_id)
+        body = orjson.dumps(entry)
+        line = head + (b"," + body[1:] if len(body) > 2 else b"}") + b"\n"
         self._open.setdefault(request_id, []).append(line)
         self._write(line)
 

@@ -1,0 +1,197 @@
+"""Instructions per request: the overhead benchmark's CPU column, counted instead of timed.
+
+    .venv/bin/python bench/instructions.py [--requests N] [--stream-requests N] [--concurrency C]
+
+CPU time per request (``bench/overhead.py``) moves by 10-20% from run to run on a shared virtual
+machine: other tenants' load, caches, frequency. Counting the instructions a proxy executes is
+repeatable to about 1% whatever else runs, so a before/after comparison of a few percent means
+something. Each proxy (the reference aiohttp proxy, and ``passerelle serve`` with metering on, its
+embedded SQLite ledger included) runs under ``valgrind --tool=callgrind`` with instrumentation off
+until it is warm; then ``callgrind_control`` turns it on, the load generator (this process, not
+counted) sends a warm-up, the counters are zeroed, N requests are sent (C concurrent keep-alive
+workers, the same bodies as the overhead benchmark), and the counters are dumped: every thread of
+the process, Python and C alike, divided by N. Plain and streamed (~20 content events) requests
+are counted separately.
+
+Comparing two versions: run it once per version (``PYTHONPATH=<other checkout>/src`` selects the
+gateway's code, as for the overhead benchmark) and compare the ratios to the reference, which
+the same run counts. Needs valgrind (Debian's package); each proxy runs ~50 times slower under
+it, so the defaults take about two minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+from bench.overhead import ReferenceProcess, passerelle_version, request_body  # noqa: E402
+from tests.fakes.gateway import TENANT_KEYS, GatewayProcess, fake_upstream_config  # noqa: E402
+from tests.fakes.upstream import UpstreamProcess  # noqa: E402
+
+START_TIMEOUT_S = 300.0
+TOTALS_RE = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.M)
+
+
+def under_callgrind(cmd: list[str], out: Path) -> list[str]:
+    return [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={out}",
+        *cmd,
+    ]
+
+
+class CountedGateway(GatewayProcess):
+    def __init__(self, workdir: Path, config: dict[str, Any], out: Path) -> None:
+        super().__init__(workdir, config)
+        self.timeout = START_TIMEOUT_S
+        self.out = out
+
+    def command(self) -> list[str]:
+        return under_callgrind(super().command(), self.out)
+
+    def environment(self) -> dict[str, str]:
+        return {**super().environment(), "PYTHONMALLOC": "malloc"}
+
+
+class CountedReference(ReferenceProcess):
+    def __init__(self, upstream_url: str, out: Path) -> None:
+        super().__init__(upstream_url)
+        self.timeout = START_TIMEOUT_S
+        self.out = out
+
+    def command(self) -> list[str]:
+        return under_callgrind(super().command(), self.out)
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONMALLOC": "malloc"}
+
+
+def control(pid: int, *args: str) -> None:
+    subprocess.run(
+        ["callgrind_control", *args, str(pid)], check=True, capture_output=True, timeout=60
+    )
+
+
+def dumped_total(out: Path, before: set[Path]) -> int:
+    """The instruction total of the dump ``callgrind_control --dump`` just wrote."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        new = [p for p in out.parent.glob(out.name + "*") if p not in before and p.stat().st_size]
+        for path in new:
+            found = TOTALS_RE.findall(path.read_bytes())
+            if found:
+                return max(int(n) for n in found)
+        time.sleep(0.2)
+    raise RuntimeError(f"no callgrind dump appeared next to {out}")
+
+
+async def send(url: str, headers: dict[str, str], n: int, concurrency: int, stream: bool) -> int:
+    """N requests, C at a time; returns how many failed."""
+    body = request_body(stream)
+    todo = iter(range(n))
+    failed = 0
+    timeout = aiohttp.ClientTimeout(total=120)
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal failed
+        for _ in todo:
+            async with session.post(url, data=body, headers=headers) as resp:
+                data = await resp.read()
+                good = data.endswith(b"data: [DONE]\n\n") if stream else data[:1] == b"{"
+                failed += resp.status != 200 or not good
+
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await asyncio.gather(*(worker(session) for _ in range(min(n, concurrency))))
+    return failed
+
+
+def count(
+    pid: int, out: Path, url: str, headers: dict[str, str], args: argparse.Namespace, stream: bool
+) -> float:
+    """Instructions per request of the process ``pid`` (instrumented already), for one kind."""
+    n = args.stream_requests if stream else args.requests
+    failed = asyncio.run(send(url, headers, args.warmup, args.concurrency, stream))
+    control(pid, "--zero")
+    failed += asyncio.run(send(url, headers, n, args.concurrency, stream))
+    before = set(out.parent.glob(out.name + "*"))
+    control(pid, "--dump")
+    total = dumped_total(out, before)
+    if failed:
+        raise RuntimeError(f"{failed} requests failed")
+    return total / n
+
+
+def measure(
+    name: str, proc: Any, url: str, headers: dict[str, str], args: argparse.Namespace
+) -> dict[str, float]:
+    pid = proc.process.pid
+    control(pid, "--instr=on")
+    result = {}
+    for stream in (False, True):
+        kind = "stream" if stream else "plain"
+        print(f"  {name:<10} {kind:<6} counting...", end="", flush=True)
+        result[kind] = count(pid, proc.out, url, headers, args, stream)
+        print(f" {result[kind] / 1e6:7.2f} M instructions per request", flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--requests", type=int, default=400, help="counted plain requests")
+    p.add_argument("--stream-requests", type=int, default=150, help="counted streamed requests")
+    p.add_argument("--warmup", type=int, default=100, help="requests before counting starts")
+    p.add_argument("--concurrency", type=int, default=10)
+    args = p.parse_args(argv)
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
+        return 2
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="passerelle-instructions-") as tmp_name:
+        tmp = Path(tmp_name)
+        with UpstreamProcess() as upstream:
+            print(f"upstream {upstream.url}; starting the proxies under callgrind", flush=True)
+            with CountedReference(upstream.base_url, tmp / "reference.cg") as ref:
+                results["reference"] = measure(
+                    "reference", ref, ref.url + "/v1/chat/completions", {}, args
+                )
+            config = fake_upstream_config(upstream.url)
+            with CountedGateway(tmp / "gateway", config, tmp / "gateway.cg") as gw:
+                headers = {"Authorization": f"Bearer {TENANT_KEYS['acme']}"}
+                results["gateway"] = measure(
+                    "gateway", gw, gw.base_url + "/chat/completions", headers, args
+                )
+    ref, gw = results["reference"], results["gateway"]
+    print()
+    print("| target | plain, M instructions/request | streaming, M instructions/request |")
+    print("|---|---:|---:|")
+    print(f"| reference aiohttp proxy | {ref['plain'] / 1e6:.2f} | {ref['stream'] / 1e6:.2f} |")
+    print(
+        f"| passerelle (metering on) | {gw['plain'] / 1e6:.2f} ({gw['plain'] / ref['plain']:.2f}×)"
+        f" | {gw['stream'] / 1e6:.2f} ({gw['stream'] / ref['stream']:.2f}×) |"
+    )
+    print()
+    print(
+        f"passerelle {passerelle_version()}; {args.requests} plain and {args.stream_requests} "
+        f"streamed requests counted after {args.warmup} of warm-up, {args.concurrency} concurrent"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
