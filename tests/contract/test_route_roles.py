@@ -19,8 +19,10 @@ from tests.fakes.gateway import ADMIN_TOKEN, TENANT_KEYS, GatewayProcess
 # (method, path) -> who may call it: "anyone", "tenant" or "admin"
 ROUTES = {
     ("POST", "/v1/chat/completions"): "tenant",
+    ("POST", "/v1/completions"): "tenant",
     ("POST", "/v1/embeddings"): "tenant",
     ("GET", "/v1/models"): "tenant",
+    ("GET", "/v1/models/{model}"): "tenant",
     ("GET", "/health"): "anyone",
     ("GET", "/openapi.json"): "anyone",
     ("GET", "/admin/usage"): "admin",

@@ -84,8 +84,13 @@ def output_limit(call: Call, ceiling: OutputCeiling) -> int:
 
 
 def choices(call: Call) -> int:
+    """Answers the call may produce: ``n`` of them, for each prompt of a legacy completion's
+    batch (a list of strings or of token arrays)."""
     n = call.body.get("n")
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    each = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    prompt = call.body.get("prompt") if call.endpoint == "completions" else None
+    batch = isinstance(prompt, list) and all(isinstance(p, str | list) for p in prompt)
+    return each * len(prompt) if batch and isinstance(prompt, list) else each
 
 
 def worst_case_nano(call: Call, pricer: Pricer, output_tokens: int, prompt_tokens: int) -> int:

@@ -98,7 +98,7 @@ class FailedAttempt:
 
 @dataclass(slots=True)
 class Call:
-    endpoint: str  # "chat.completions" | "embeddings"
+    endpoint: str  # "chat.completions" | "completions" | "embeddings"
     headers: Mapping[str, str]
     raw_body: bytes
     request_id: str = field(default_factory=lambda: new_request_id())

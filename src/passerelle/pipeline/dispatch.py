@@ -48,7 +48,8 @@ def upstream_request(call: Call, target: Target) -> UpstreamRequest:
         upstream_model=target.upstream_model,
         stream=call.stream,
         include_usage=call.include_usage,
-        max_output_tokens=call.max_tokens if call.endpoint == "chat.completions" else None,
+        max_output_tokens=call.max_tokens if call.endpoint != "embeddings" else None,
+        endpoint=call.endpoint,
     )
 
 

@@ -197,10 +197,7 @@ def feature_of(call: Call, body: dict[str, Any]) -> str | None:
     return feature
 
 
-def parse_chat(call: Call) -> None:
-    body = load_json_object(call.raw_body)
-    call.model = require_model(body)
-    check_messages(body.get("messages"))
+def _stream_fields(call: Call, body: dict[str, Any]) -> None:
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise bad("stream must be a boolean", "stream", "invalid_type")
@@ -219,6 +216,48 @@ def parse_chat(call: Call) -> None:
                 "invalid_type",
             )
         call.include_usage = inc
+
+
+def parse_chat(call: Call) -> None:
+    body = load_json_object(call.raw_body)
+    call.model = require_model(body)
+    check_messages(body.get("messages"))
+    _stream_fields(call, body)
+    call.max_tokens = _check_numbers(body)
+    call.user = stored_text(body.get("user"), "user")
+    call.feature = feature_of(call, body)
+    call.body = body
+
+
+def is_token_input(value: object) -> bool:
+    """A string, an array of strings, an array of token ids, or an array of token-id arrays: an
+    embedding's ``input`` and a legacy completion's ``prompt`` alike."""
+    return isinstance(value, str) or (
+        isinstance(value, list)
+        and bool(value)
+        and (
+            all(isinstance(x, str) for x in value)
+            or all(_is_int(x) for x in value)
+            or all(isinstance(x, list) and all(_is_int(y) for y in x) for x in value)
+        )
+    )
+
+
+def parse_completions(call: Call) -> None:
+    """The legacy ``/v1/completions``: ``prompt`` instead of messages, ``max_tokens`` its only
+    output limit; ``echo``, ``suffix``, ``logprobs`` and the rest go to the upstream as sent."""
+    body = load_json_object(call.raw_body)
+    call.model = require_model(body)
+    prompt = body.get("prompt")
+    if prompt is None:
+        raise bad("prompt is required", "prompt", "missing_required_parameter")
+    if not is_token_input(prompt):
+        raise bad(
+            "prompt must be a string, an array of strings or an array of token arrays",
+            "prompt",
+            "invalid_type",
+        )
+    _stream_fields(call, body)
     call.max_tokens = _check_numbers(body)
     call.user = stored_text(body.get("user"), "user")
     call.feature = feature_of(call, body)
@@ -231,16 +270,7 @@ def parse_embeddings(call: Call) -> None:
     inp = body.get("input")
     if inp is None:
         raise bad("input is required", "input", "missing_required_parameter")
-    ok = isinstance(inp, str) or (
-        isinstance(inp, list)
-        and inp
-        and (
-            all(isinstance(x, str) for x in inp)
-            or all(_is_int(x) for x in inp)
-            or all(isinstance(x, list) and all(_is_int(y) for y in x) for x in inp)
-        )
-    )
-    if not ok:
+    if not is_token_input(inp):
         raise bad(
             "input must be a string, an array of strings or an array of token arrays",
             "input",
@@ -255,6 +285,8 @@ class Parse:
     async def __call__(self, call: Call, next: Next) -> None:
         if call.endpoint == "embeddings":
             parse_embeddings(call)
+        elif call.endpoint == "completions":
+            parse_completions(call)
         else:
             parse_chat(call)
         await next(call)

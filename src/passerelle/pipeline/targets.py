@@ -10,7 +10,7 @@ left with no target is refused with the filters that emptied it (``NoEligibleTar
 never sent somewhere else.
 
 The first filters are the capabilities (``capability_filters``): a provider that cannot serve the
-endpoint (embeddings) or a feature the request uses (streaming, tools, a ``json_schema``
+endpoint (embeddings, legacy completions) or a feature the request uses (streaming, tools, a ``json_schema``
 response format, image parts) is removed, instead of answering 400 upstream.
 """
 
@@ -122,6 +122,8 @@ def capability_filters(endpoint: str, stream: bool, body: dict[str, Any]) -> lis
     if endpoint == "embeddings":
         return [_capability("capability 'embeddings'", lambda c: c.embeddings)]
     needed: list[Filter] = []
+    if endpoint == "completions":
+        needed.append(_capability("capability 'completions'", lambda c: c.completions))
     if stream:
         needed.append(_capability("capability 'streaming'", lambda c: c.streaming))
     if body.get("tools"):

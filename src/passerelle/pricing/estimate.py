@@ -38,4 +38,15 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
         )
         total += _text_bytes(body.get("tools")) // 2
         return total + 3
+    if "prompt" in body:  # a legacy completion: its prompt, and the suffix it fills up to
+        tokens = body.get("prompt")
+        ids = _token_ids(tokens)
+        return ids + (_text_bytes(tokens) + _text_bytes(body.get("suffix"))) // 2 + 1
     return _text_bytes(body.get("input")) // 2 + 1
+
+
+def _token_ids(value: Any) -> int:
+    """Token ids given as integers (a prompt or input of token arrays): one token each."""
+    if not isinstance(value, list):
+        return 0
+    return sum(len(x) if isinstance(x, list) else 1 for x in value if isinstance(x, int | list))

@@ -21,6 +21,7 @@ class Capabilities:
     json_schema: bool = False
     vision: bool = False
     embeddings: bool = False
+    completions: bool = False  # the legacy text completions endpoint (``prompt`` in, text out)
     # keep reading a stream after the client left, to learn the real usage (remote APIs charge
     # for the whole answer); a local engine stops instead
     drain_on_disconnect: bool = True
@@ -38,7 +39,9 @@ class Usage:
 
 @dataclass(slots=True)
 class UpstreamRequest:
-    """What dispatch hands a provider: the client's body with the upstream model name set."""
+    """What dispatch hands a provider: the client's body with the upstream model name set, and
+    the endpoint it is for (``complete`` and ``stream`` serve chat and legacy completions alike;
+    only a provider whose capabilities say ``completions`` is handed the latter)."""
 
     body: dict[str, Any]
     upstream_model: str
@@ -47,6 +50,7 @@ class UpstreamRequest:
     # the most output tokens per choice the upstream may produce: what admission reserved (or the
     # client's own limit); each provider sends it in its own field. None: the upstream's default
     max_output_tokens: int | None = None
+    endpoint: str = "chat.completions"  # or "completions": a ``prompt``, answered as text
 
 
 @dataclass(slots=True)

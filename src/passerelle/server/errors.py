@@ -6,6 +6,10 @@ plain 500 that says nothing of the internals. A refused request is logged in one
 code, param, request id; never the message, which may name what the client sent): at INFO for
 malformed requests (400, 405, 409, 413), at DEBUG for the rest (401, 403, 404, 429...), which a
 flood would otherwise turn into a flood of log lines.
+
+Every response carries an ``x-request-id``, refusals included: the middleware gives each request
+its id before any handler runs (``REQUEST_ID``; a call takes it as its own), and stamps it on
+whatever answer leaves, an unknown route's 404, a 405 or a 413 as much as a completion.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from passerelle.errors import (
     ServiceUnavailableError,
     StoreError,
 )
+from passerelle.pipeline.context import new_request_id
 
 log = logging.getLogger("passerelle.server")
+REQUEST_ID = web.RequestKey("request_id", str)
 # refusals logged at INFO: a malformed request; the others (401, 404, 429...) at DEBUG
 MALFORMED = (InvalidRequestError, MethodNotAllowedError, ConflictError, RequestTooLargeError)
 
@@ -71,21 +77,34 @@ def from_http_exception(exc: web.HTTPException, request: web.Request) -> APIErro
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    request_id = request[REQUEST_ID] = new_request_id()
+    response = await _answer(request, handler, request_id)
+    if not response.prepared and "x-request-id" not in response.headers:
+        response.headers["x-request-id"] = request_id
+    return response
+
+
+async def _answer(
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    request_id: str,
+) -> web.StreamResponse:
     try:
         return await handler(request)
     except APIError as exc:
-        return error_response(exc)
+        return error_response(exc, request_id)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(from_http_exception(exc, request))
+        return error_response(from_http_exception(exc, request), request_id)
     except StoreError as exc:  # the admin API reads and writes the ledger
         log.error("%s %s: %s", request.method, request.path, exc)
         return error_response(
             ServiceUnavailableError(
                 "the ledger is unreachable; try again shortly", code="ledger_unavailable"
-            )
+            ),
+            request_id,
         )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(APIError("internal error; see the gateway's log"))
+        return error_response(APIError("internal error; see the gateway's log"), request_id)

@@ -102,6 +102,18 @@ def _schemas() -> dict[str, Any]:
         "additionalProperties": True,
     }
     stored_text = {"type": "string", "maxLength": MAX_STORED_TEXT}
+    token_input = {  # text, texts, or token ids: an embedding's input, a completion's prompt
+        "oneOf": [
+            {"type": "string"},
+            {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+            {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "array", "items": {"type": "integer"}},
+            },
+        ]
+    }
     return {
         "Error": {
             "type": "object",
@@ -144,24 +156,32 @@ def _schemas() -> dict[str, Any]:
                 "metadata": {"type": "object", "additionalProperties": True},
             },
         },
+        "CompletionRequest": {
+            "type": "object",
+            "required": ["model", "prompt"],
+            "additionalProperties": True,
+            "properties": {
+                "model": {"type": "string", "minLength": 1, "maxLength": MAX_STORED_TEXT},
+                "prompt": token_input,
+                "stream": {"type": "boolean"},
+                "stream_options": {
+                    "type": "object",
+                    "properties": {"include_usage": {"type": "boolean"}},
+                },
+                "max_tokens": {"type": "integer", "minimum": 1},
+                "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+                "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+                "n": {"type": "integer", "minimum": 1, "maximum": 128},
+                "user": stored_text,
+            },
+        },
         "EmbeddingsRequest": {
             "type": "object",
             "required": ["model", "input"],
             "additionalProperties": True,
             "properties": {
                 "model": {"type": "string", "minLength": 1, "maxLength": MAX_STORED_TEXT},
-                "input": {
-                    "oneOf": [
-                        {"type": "string"},
-                        {"type": "array", "minItems": 1, "items": {"type": "string"}},
-                        {"type": "array", "minItems": 1, "items": {"type": "integer"}},
-                        {
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {"type": "array", "items": {"type": "integer"}},
-                        },
-                    ]
-                },
+                "input": token_input,
                 "user": stored_text,
             },
         },
@@ -210,6 +230,15 @@ def _paths() -> dict[str, Any]:
                 "responses": _answers("A chat completion, or an SSE stream of chunks.", obj),
             }
         },
+        "/v1/completions": {
+            "post": {
+                "operationId": "createCompletion",
+                "security": tenant,
+                "parameters": [FEATURE, IDEMPOTENCY],
+                "requestBody": _json_body(_ref("CompletionRequest")),
+                "responses": _answers("A text completion, or an SSE stream of chunks.", obj),
+            }
+        },
         "/v1/embeddings": {
             "post": {
                 "operationId": "createEmbedding",
@@ -224,6 +253,16 @@ def _paths() -> dict[str, Any]:
                 "operationId": "listModels",
                 "security": tenant,
                 "responses": _answers("The models this gateway routes.", obj),
+            }
+        },
+        "/v1/models/{model}": {
+            "get": {
+                "operationId": "retrieveModel",
+                "security": tenant,
+                "parameters": [
+                    {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": _answers("One model this gateway routes.", obj),
             }
         },
         "/health": {

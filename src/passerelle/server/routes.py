@@ -1,11 +1,12 @@
-"""The OpenAI-compatible routes: chat completions, embeddings, models.
+"""The OpenAI-compatible routes: chat completions, legacy completions, embeddings, models.
 
 Each handler builds a ``Call``, runs it through the gateway's chain, takes the answer off the
 answer path (``pipeline/answer.py``: a plain body passes the stages' transformers and observers
 there, a stream as it is written), finishes the call (the ledger commit) and writes the bytes.
 A transformer that fails a plain answer fails the call with a JSON error; it is still metered. Response headers: ``x-request-id`` always; ``x-passerelle-target`` once a
 target answered; ``x-passerelle-cost-usd`` on non-streamed answers with a known price
-(``x-passerelle-unpriced: true`` otherwise).
+(``x-passerelle-unpriced: true`` otherwise). The request id is the one the error middleware
+gave the request (``server/errors.py``), so a refusal before the call existed carries one too.
 """
 
 from __future__ import annotations
@@ -15,14 +16,20 @@ import logging
 import orjson
 from aiohttp import web
 
-from passerelle.errors import APIError, InvalidRequestError, ServiceUnavailableError, StoreError
+from passerelle.errors import (
+    APIError,
+    InvalidRequestError,
+    NotFoundError,
+    ServiceUnavailableError,
+    StoreError,
+)
 from passerelle.gateway import Gateway
 from passerelle.pipeline.answer import AnswerStream, deliver
 from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.context import Call
 from passerelle.pricing.cost import format_usd
 from passerelle.server.body import read_body
-from passerelle.server.errors import error_response
+from passerelle.server.errors import REQUEST_ID, error_response
 from passerelle.server.openapi import openapi_json
 from passerelle.server.sse import write_stream
 
@@ -53,8 +60,15 @@ async def run_call(request: web.Request, endpoint: str) -> web.StreamResponse:
         raw_body = await read_body(request)
     except ConnectionError:  # the client left, or was cut off by the body timeout: no error
         log.info("a client went away before its request body was whole")
-        return error_response(InvalidRequestError("the request body did not arrive whole"))
-    call = Call(endpoint=endpoint, headers=request.headers, raw_body=raw_body)
+        return error_response(
+            InvalidRequestError("the request body did not arrive whole"), request[REQUEST_ID]
+        )
+    call = Call(
+        endpoint=endpoint,
+        headers=request.headers,
+        raw_body=raw_body,
+        request_id=request[REQUEST_ID],
+    )
     try:
         await gateway.chain(call)
         answer = deliver(call)
@@ -89,21 +103,44 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await run_call(request, "chat.completions")
 
 
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await run_call(request, "completions")
+
+
 async def embeddings(request: web.Request) -> web.StreamResponse:
     return await run_call(request, "embeddings")
 
 
+def model_object(name: str) -> dict[str, object]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "passerelle"}
+
+
+async def _authenticate(request: web.Request, endpoint: str) -> None:
+    call = Call(
+        endpoint=endpoint, headers=request.headers, raw_body=b"", request_id=request[REQUEST_ID]
+    )
+    await Auth(request.app[GATEWAY].keys)(call, _noop)
+
+
 async def models(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
-    call = Call(endpoint="models", headers=request.headers, raw_body=b"")
-    await Auth(gateway.keys)(call, _noop)
-    data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "passerelle"}
-        for name in gateway.routes
-    ]
+    await _authenticate(request, "models")
+    data = [model_object(name) for name in request.app[GATEWAY].routes]
     return web.Response(
         body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
     )
+
+
+async def model(request: web.Request) -> web.Response:
+    """One model, as OpenAI's ``GET /v1/models/{model}`` answers it; 404 ``model_not_found``."""
+    await _authenticate(request, "models")
+    name = request.match_info["model"]
+    if name not in request.app[GATEWAY].routes:
+        raise NotFoundError(
+            f"the model '{name}' does not exist or you do not have access to it",
+            param="model",
+            code="model_not_found",
+        )
+    return web.Response(body=orjson.dumps(model_object(name)), content_type="application/json")
 
 
 async def _noop(call: Call) -> None:
@@ -120,7 +157,9 @@ async def openapi(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/models/{model:.+}", model)
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi)
