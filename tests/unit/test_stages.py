@@ -328,8 +328,11 @@ async def test_a_call_is_journaled_before_it_goes_on_and_ended_once_its_row_is_i
     await serve(InFlight(journal), c, downstream)
     assert seen == [1]  # begun before anything upstream could cost money
     kinds = [(line["k"], line["id"]) for line in journal_lines(journal)]
-    assert kinds == [("b", c.request_id), ("e", c.request_id)]  # the ledger says it has a row
-    assert journal_lines(journal)[0]["tenant"] == "acme" and journal.open_calls == 0
+    assert kinds == [("b", c.request_id)]  # its end goes with the journal's next line
+    journal.begin("next", {"at": 1.0})
+    kinds = [(line["k"], line["id"]) for line in journal_lines(journal)]
+    assert kinds == [("b", c.request_id), ("e", c.request_id), ("b", "next")]
+    assert journal_lines(journal)[0]["tenant"] == "acme" and journal.open_calls == 1
     journal.close()
 
 

@@ -10,8 +10,8 @@ cannot make the gateway hold more than that per call.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -19,27 +19,25 @@ import orjson
 
 from passerelle.errors import (
     ProviderEngineError,
+    ProviderError,
     ProviderFailedError,
     ProviderTimeoutError,
     ProviderUnreachableError,
 )
 
+LOW_LEVEL = (TimeoutError, aiohttp.ClientError)
 
-@contextmanager
-def translated(provider: str) -> Iterator[None]:
-    """The one place where low-level failures become ``ProviderError``."""
-    try:
-        yield
-    except TimeoutError as exc:
-        raise ProviderTimeoutError("timed out", provider=provider) from exc
-    except aiohttp.ClientConnectorError as exc:  # no connection at all: the provider's health
-        raise ProviderUnreachableError(
+
+def low_level_error(provider: str, exc: BaseException) -> ProviderError:
+    """The one place where low-level failures become ``ProviderError`` (callers catch
+    ``LOW_LEVEL`` and raise this from it: a plain ``except`` costs nothing when nothing fails)."""
+    if isinstance(exc, TimeoutError):
+        return ProviderTimeoutError("timed out", provider=provider)
+    if isinstance(exc, aiohttp.ClientConnectorError):  # no connection at all: its health
+        return ProviderUnreachableError(
             f"connection failed: {type(exc).__name__}", provider=provider
-        ) from exc
-    except aiohttp.ClientError as exc:
-        raise ProviderFailedError(
-            f"connection failed: {type(exc).__name__}", provider=provider
-        ) from exc
+        )
+    return ProviderFailedError(f"connection failed: {type(exc).__name__}", provider=provider)
 
 
 def json_object(raw: bytes, provider: str) -> dict[str, Any]:
@@ -103,12 +101,14 @@ class HttpTransport:
         self, provider: str, url: str, body: bytes, headers: Mapping[str, str]
     ) -> tuple[int, bytes, str | None]:
         """Status, body, and the upstream's ``Retry-After`` if it sent one."""
-        with translated(provider):
+        try:
             async with self.session.post(
                 url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
                 body = await self._read_capped(provider, resp)
                 return resp.status, body, resp.headers.get("Retry-After")
+        except LOW_LEVEL as exc:
+            raise low_level_error(provider, exc) from exc
 
     async def _read_capped(self, provider: str, resp: aiohttp.ClientResponse) -> bytes:
         cap = self._max_response_bytes
@@ -128,7 +128,7 @@ class HttpTransport:
     async def stream(
         self, provider: str, url: str, body: bytes, headers: Mapping[str, str]
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        with translated(provider):
+        try:
             resp = await self.session.post(
                 url,
                 data=body,
@@ -136,6 +136,8 @@ class HttpTransport:
                 timeout=self._stream_timeout,
                 allow_redirects=False,
             )
+        except LOW_LEVEL as exc:
+            raise low_level_error(provider, exc) from exc
         try:
             yield resp
         finally:

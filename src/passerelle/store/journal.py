@@ -7,7 +7,10 @@ its budget reservation is made (its worst case and the counters it holds it on),
 before its first upstream attempt (who and what), and an ``end`` line once it is over: recorded
 and settled, or refused, or answered without the upstream. Whether a call left open has its row
 is not journaled: the ledger itself is asked at reconciliation (the row is committed before
-anything could say so), so a call costs two lines, three with a reservation. Each line is one
+anything could say so), so a call costs two lines, three with a reservation. An ``end`` line is
+not written on its own: it goes with the next line the journal writes (or at compaction or a
+clean stop), because losing it costs nothing but work: a call found open whose row the ledger
+has is only settled, and settling a hold that is gone changes nothing. Each write is one
 ``os.write`` on an ``O_APPEND`` descriptor and no fsync: the kernel's page
 cache outlives the process, so a process crash loses nothing; only a host crash can lose the tail.
 At the next start the calls begun and never ended are reconciled (``Gateway.reconcile``).
@@ -109,6 +112,7 @@ class Journal:
         self._begun: set[str] = set()
         self._recorded: set[str] = set()
         self._appended = 0
+        self._ends = b""  # ``end`` lines not written yet: they go with the next write
         self._taken: list[tuple[Path, int]] = []
 
     def take_over(self) -> list[OpenCall]:
@@ -157,6 +161,8 @@ class Journal:
             return
         if not self._open:
             self.path.unlink(missing_ok=True)
+        elif self._ends:
+            self._write(b"")
         os.close(self._fd)
         self._fd = None
 
@@ -182,7 +188,7 @@ class Journal:
         self._begun.discard(request_id)
         self._recorded.discard(request_id)
         if self._open.pop(request_id, None) is not None:
-            self._write(b'{"k":"e","id":' + orjson.dumps(request_id) + b"}\n")
+            self._ends += b'{"k":"e","id":' + orjson.dumps(request_id) + b"}\n"
 
     def _add(self, request_id: str, kind: bytes, entry: dict[str, object]) -> None:
         head = b'{"k":"' + kind + b'","id":' + orjson.dumps(request_id)
@@ -198,6 +204,8 @@ class Journal:
     def _write(self, line: bytes) -> None:
         if self._fd is None:
             return
+        if self._ends:
+            line, self._ends = self._ends + line, b""
         try:
             os.write(self._fd, line)
         except OSError as exc:  # a full disk must not fail the call: the ledger still has it
@@ -211,6 +219,7 @@ class Journal:
         """Rewrite the journal with the calls still open, swapped in under the same lock."""
         assert self._fd is not None
         tmp = self.path.with_suffix(".compact")
+        self._ends = b""  # the rewrite holds only the open calls: the ended ones are gone
         try:
             fd = self._create(tmp)
             os.write(fd, b"".join(line for lines in self._open.values() for line in lines))
