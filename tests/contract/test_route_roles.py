@@ -20,6 +20,8 @@ from tests.fakes.gateway import ADMIN_TOKEN, TENANT_KEYS, GatewayProcess
 ROUTES = {
     ("POST", "/v1/chat/completions"): "tenant",
     ("POST", "/v1/embeddings"): "tenant",
+    ("POST", "/v1/messages"): "tenant",
+    ("POST", "/v1/messages/count_tokens"): "tenant",
     ("GET", "/v1/models"): "tenant",
     ("GET", "/health"): "anyone",
     ("GET", "/openapi.json"): "anyone",

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible routes: chat completions, embeddings, models.
+"""The client routes: OpenAI's chat completions, embeddings and models, Anthropic's messages.
 
 Each handler builds a ``Call``, runs it through the gateway's chain, takes the answer off the
 answer path (``pipeline/answer.py``: a plain body passes the stages' transformers and observers
@@ -15,12 +15,20 @@ import logging
 import orjson
 from aiohttp import web
 
-from passerelle.errors import APIError, InvalidRequestError, ServiceUnavailableError, StoreError
+from passerelle.errors import (
+    APIError,
+    InvalidRequestError,
+    NotFoundError,
+    ServiceUnavailableError,
+    StoreError,
+)
 from passerelle.gateway import Gateway
 from passerelle.pipeline.answer import AnswerStream, deliver
 from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.context import Call
+from passerelle.pipeline.parse import load_json_object, require_model
 from passerelle.pricing.cost import format_usd
+from passerelle.protocol.anthropic_messages import ANTHROPIC_MESSAGES, count_tokens
 from passerelle.protocol.base import OPENAI, Dialect
 from passerelle.server.body import read_body
 from passerelle.server.errors import error_response, from_http_exception
@@ -104,6 +112,34 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     return await run_call(request, "embeddings")
 
 
+async def messages(request: web.Request) -> web.StreamResponse:
+    """Anthropic's Messages API (``docs/anthropic.md``); ``anthropic-version`` and
+    ``anthropic-beta`` are accepted whatever they say."""
+    return await run_call(request, ANTHROPIC_MESSAGES.name, ANTHROPIC_MESSAGES)
+
+
+async def count_message_tokens(request: web.Request) -> web.Response:
+    """``/v1/messages/count_tokens``: the gateway's estimate, free and not metered, for a key and
+    a model the gateway knows, every error in Anthropic's shape."""
+    gateway = request.app[GATEWAY]
+    call = Call(endpoint="messages.count_tokens", headers=request.headers, raw_body=b"")
+    try:
+        call.raw_body = await read_body(request)
+        await Auth(gateway.keys)(call, _noop)
+        body = load_json_object(call.raw_body)
+        model = require_model(body)
+        if model not in gateway.routes:
+            raise NotFoundError(f"model: {model}", param="model", code="model_not_found")
+        tokens = count_tokens(body)
+    except APIError as exc:
+        return error_response(exc, call.request_id, ANTHROPIC_MESSAGES)
+    return web.Response(
+        body=orjson.dumps({"input_tokens": tokens}),
+        content_type="application/json",
+        headers={"x-request-id": call.request_id},
+    )
+
+
 async def models(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     call = Call(endpoint="models", headers=request.headers, raw_body=b"")
@@ -132,6 +168,8 @@ async def openapi(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_message_tokens)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi)
