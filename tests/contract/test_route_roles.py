@@ -21,6 +21,8 @@ ROUTES = {
     ("POST", "/v1/chat/completions"): "tenant",
     ("POST", "/v1/completions"): "tenant",
     ("POST", "/v1/embeddings"): "tenant",
+    ("POST", "/v1/messages"): "tenant",
+    ("POST", "/v1/messages/count_tokens"): "tenant",
     ("GET", "/v1/models"): "tenant",
     ("GET", "/v1/models/{model}"): "tenant",
     ("GET", "/health"): "anyone",

@@ -106,6 +106,7 @@ class Behaviour:
     error: dict | None = None  # fields of the error object sent with a status >= 400
     tool: str | None = None  # answer with a call of this tool (OpenAI format)
     tool_calls: Any = None  # answer with these calls: [{"name", "arguments"}] (OpenAI format)
+    tool_call: dict | None = None  # {"name", "arguments": {...}}: this call, OpenAI or Anthropic
 
 
 DEFAULT = Behaviour()
@@ -125,6 +126,8 @@ _SIMPLE = {
 def apply(b: Behaviour, name: str, value: Any) -> Behaviour:
     """Apply one directive or queue key to a behaviour; invalid values are ignored."""
     try:
+        if name == "tool_call" and isinstance(value, dict) and isinstance(value.get("name"), str):
+            return replace(b, tool_call=value)  # a queue item's call; `#tool_call:NAME` names one
         if name in _SIMPLE:
             field, convert = _SIMPLE[name]
             return replace(b, **{field: convert(value)})
@@ -369,6 +372,73 @@ def anthropic_events(model: str, reply: str, usage: Usage, stop: str = "end_turn
     return [b"event: %s\ndata: %s\n\n" % (e["type"].encode(), dumps(e)) for e in events]
 
 
+def tool_call_answer(body: dict, call: dict, usage: Usage, anthropic: bool) -> list[bytes]:
+    """A scripted tool call (queue key ``tool_call``): the plain answer (one item), or the
+    stream's events, its arguments sent in two pieces; OpenAI's format or Anthropic's."""
+    model = body.get("model", "fake-model")
+    n = next(_ids)
+    args = dumps(call.get("arguments") or {}).decode()
+    pieces = [args[: len(args) // 2], args[len(args) // 2 :]]
+    if anthropic:
+        block = {"type": "tool_use", "id": f"toolu_fake{n}", "name": call["name"]}
+        if not body.get("stream"):
+            content = [{**block, "input": call.get("arguments") or {}}]
+            return [dumps(anthropic_message(model, content, usage, "tool_use"))]
+        events = [
+            {"type": "message_start", "message": anthropic_message(model, [], usage, None)},
+            {"type": "content_block_start", "index": 0, "content_block": {**block, "input": {}}},
+            *(
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": p},
+                }
+                for p in pieces
+            ),
+            {"type": "content_block_stop", "index": 0},
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use"},
+                "usage": {"output_tokens": usage[1]},
+            },
+            {"type": "message_stop"},
+        ]
+        return [b"event: %s\ndata: %s\n\n" % (e["type"].encode(), dumps(e)) for e in events]
+    function = {"name": call["name"], "arguments": args}
+    tool = {"id": f"call_fake{n}", "type": "function", "function": function}
+    base = {"id": f"chatcmpl-fake{n}", "created": int(time.time()), "model": model}
+    if not body.get("stream"):
+        message = {"role": "assistant", "content": None, "tool_calls": [tool]}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+        doc = {**base, "object": "chat.completion", "choices": [choice], "usage": usage_obj(usage)}
+        return [dumps(doc)]
+    deltas = [
+        (
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{**tool, "index": 0, "function": {**function, "arguments": ""}}],
+            },
+            None,
+        ),
+        *(({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}, None) for p in pieces),
+        ({}, "tool_calls"),
+    ]
+    events = [
+        {
+            **base,
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": d, "finish_reason": f}],
+        }
+        for d, f in deltas
+    ]
+    if (body.get("stream_options") or {}).get("include_usage"):
+        events.append(
+            {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage_obj(usage)}
+        )
+    return [b"data: " + dumps(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
+
+
 def embed(text: str, as_base64: bool) -> list[float] | str:
     """Deterministic 8-dim vector in [-1, 1) from a hash of the text."""
     vec = [v / 2**31 - 1.0 for v in struct.unpack("<8I", hashlib.sha256(text.encode()).digest())]
@@ -440,6 +510,12 @@ def build_app() -> Any:
         body, b, failure = await prelude(request, openai_error)
         if failure is not None:
             return failure
+        if b.tool_call is not None:  # a scripted call, whatever the request asked
+            b, usage, _ = limited(b, body)
+            answer = tool_call_answer(body, b.tool_call, usage, anthropic=False)
+            if body.get("stream"):
+                return await stream(request, answer, b)
+            return json_response(answer[0])
         if features.needs_features(body, b.tool or b.tool_calls):
             return await featured_chat(request, body, b)
         model = body.get("model", "fake-model")
@@ -493,6 +569,11 @@ def build_app() -> Any:
         model = body.get("model", "fake-model")
         b, usage, cut = limited(b, body)
         stop = "max_tokens" if cut else "end_turn"
+        if b.tool_call is not None:
+            answer = tool_call_answer(body, b.tool_call, usage, anthropic=True)
+            if body.get("stream"):
+                return await stream(request, answer, b)
+            return json_response(answer[0])
         if body.get("stream"):
             return await stream(request, anthropic_events(model, b.reply, usage, stop), b)
         content = [{"type": "text", "text": b.reply}]

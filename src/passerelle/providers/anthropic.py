@@ -2,7 +2,9 @@
 ``ProviderError``.
 
 Anthropic is the one major upstream that is not OpenAI-compatible, so it cannot be configuration
-alone; the translation itself lives in ``anthropic_wire.py`` as pure functions.
+alone; the translation itself lives in ``anthropic_wire.py`` as pure functions. A client that
+speaks the Messages API itself (``POST /v1/messages``) is passed through as it spoke
+(``anthropic_native.py``): no translation either way.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import aiohttp
 import orjson
 
 from passerelle.errors import ProviderFailedError, ProviderRejectedError
+from passerelle.providers.anthropic_native import NativeStream, native_body
 from passerelle.providers.anthropic_wire import (
     AnthropicStreamTranslator,
     from_anthropic_message,
@@ -50,7 +53,12 @@ class AnthropicProvider(Provider):
     def __init__(self, settings: RemoteSettings, transport: HttpTransport):
         self.name = settings.name
         self.capabilities = Capabilities(
-            streaming=True, tools=True, json_schema=False, vision=True, embeddings=False
+            streaming=True,
+            tools=True,
+            json_schema=False,
+            vision=True,
+            embeddings=False,
+            native=frozenset({"messages"}),
         )
         self._url = messages_url(settings.base_url or DEFAULT_BASE_URL)
         self._transport = transport
@@ -59,7 +67,8 @@ class AnthropicProvider(Provider):
             self._headers["x-api-key"] = settings.api_key
 
     async def complete(self, request: UpstreamRequest) -> Completion:
-        body = to_anthropic_body(request)
+        native = request.api == "messages"
+        body = native_body(request) if native else to_anthropic_body(request)
         body.pop("stream", None)
         status, raw, retry_after = await self._transport.post(
             self.name, self._url, orjson.dumps(body), self._headers
@@ -68,16 +77,25 @@ class AnthropicProvider(Provider):
             raise anthropic_error(self.name, status, raw, retry_after)
         doc = json_object(raw, self.name)
         model = str(doc.get("model") or request.upstream_model)
-        answer = from_anthropic_message(doc, model)
         usage = usage_from_anthropic(doc.get("usage"))
+        if native:  # the client's own dialect: the answer as Anthropic gave it
+            return Completion(body=raw, usage=usage, upstream_model=model)
+        answer = from_anthropic_message(doc, model)
         return Completion(body=orjson.dumps(answer), usage=usage, upstream_model=model)
 
     async def stream(self, request: UpstreamRequest) -> AsyncGenerator[StreamChunk, None]:
-        body = to_anthropic_body(request)
+        native = request.api == "messages"
+        body = native_body(request) if native else to_anthropic_body(request)
         body["stream"] = True
-        translator = AnthropicStreamTranslator(
-            provider=self.name, model=request.upstream_model, include_usage=request.include_usage
-        )
+        translator: AnthropicStreamTranslator | NativeStream
+        if native:
+            translator = NativeStream(provider=self.name)
+        else:
+            translator = AnthropicStreamTranslator(
+                provider=self.name,
+                model=request.upstream_model,
+                include_usage=request.include_usage,
+            )
         async with self._transport.stream(
             self.name, self._url, orjson.dumps(body), self._headers
         ) as resp:
@@ -88,8 +106,13 @@ class AnthropicProvider(Provider):
             try:
                 async for line in resp.content:
                     data = sse_data(line)
-                    for chunk in translator.feed(str(data.get("type")), data) if data else []:
-                        yield chunk
+                    if not data:
+                        continue
+                    if isinstance(translator, NativeStream):
+                        yield translator.feed(data, line[5:].strip())
+                    else:
+                        for chunk in translator.feed(str(data.get("type")), data):
+                            yield chunk
                     if translator.done:
                         break
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: bad JSON

@@ -159,13 +159,13 @@ def _tool_uses(message: dict[str, Any]) -> list[Block]:
                 "type": "tool_use",
                 "id": call.get("id"),
                 "name": fn.get("name"),
-                "input": _arguments(fn.get("arguments")),
+                "input": tool_arguments(fn.get("arguments")),
             }
         )
     return blocks
 
 
-def _arguments(raw: Any) -> dict[str, Any]:
+def tool_arguments(raw: Any) -> dict[str, Any]:
     """OpenAI arguments are a JSON string; Anthropic wants an object ({} if it is not one)."""
     if isinstance(raw, dict):
         return raw

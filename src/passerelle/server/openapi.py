@@ -40,6 +40,16 @@ def _answers(ok: str, ok_schema: dict[str, Any], *, status: str = "200") -> dict
     }
 
 
+def _anthropic_answers(ok: str) -> dict[str, Any]:
+    return {
+        "200": {"description": ok, "content": {JSON: {"schema": _ref("Object")}}},
+        "default": {
+            "description": "An error, in Anthropic's shape.",
+            "content": {JSON: {"schema": _ref("AnthropicError")}},
+        },
+    }
+
+
 def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
     return {
         "name": name,
@@ -186,6 +196,48 @@ def _schemas() -> dict[str, Any]:
             },
         },
         "Object": {"type": "object", "additionalProperties": True},
+        "AnthropicError": {
+            "type": "object",
+            "required": ["type", "error"],
+            "additionalProperties": False,
+            "properties": {
+                "type": {"type": "string", "enum": ["error"]},
+                "error": {
+                    "type": "object",
+                    "required": ["type", "message"],
+                    "additionalProperties": False,
+                    "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+                },
+            },
+        },
+        "MessagesRequest": {
+            "type": "object",
+            "required": ["model", "messages", "max_tokens"],
+            "properties": {
+                "model": {"type": "string", "minLength": 1, "maxLength": MAX_STORED_TEXT},
+                "max_tokens": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                "messages": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["role", "content"],
+                        "properties": {
+                            "role": {"type": "string", "enum": ["user", "assistant"]},
+                            "content": {
+                                "oneOf": [
+                                    {"type": "string"},
+                                    {"type": "array", "items": text_part},
+                                ]
+                            },
+                        },
+                    },
+                },
+                "system": {"oneOf": [{"type": "string"}, {"type": "array", "items": text_part}]},
+                "stream": {"type": "boolean"},
+            },
+            "additionalProperties": True,
+        },
         "KeyRequest": {
             "type": "object",
             "required": ["tenant"],
@@ -246,6 +298,25 @@ def _paths() -> dict[str, Any]:
                 "parameters": [FEATURE, IDEMPOTENCY],
                 "requestBody": _json_body(_ref("EmbeddingsRequest")),
                 "responses": _answers("Embeddings.", obj),
+            }
+        },
+        "/v1/messages": {
+            "post": {
+                "operationId": "createMessage",
+                "security": tenant,
+                "parameters": [FEATURE, IDEMPOTENCY],
+                "requestBody": _json_body(_ref("MessagesRequest")),
+                "responses": _anthropic_answers(
+                    "Anthropic's Messages API: a message, or its SSE event stream."
+                ),
+            }
+        },
+        "/v1/messages/count_tokens": {
+            "post": {
+                "operationId": "countMessageTokens",
+                "security": tenant,
+                "requestBody": _json_body(_ref("MessagesRequest")),
+                "responses": _anthropic_answers("The gateway's estimate: {input_tokens}."),
             }
         },
         "/v1/models": {
@@ -341,7 +412,8 @@ def openapi_document() -> dict[str, Any]:
             "title": "Passerelle",
             "version": VERSION,
             "description": (
-                "An OpenAI-compatible LLM gateway with budgets, and its admin API. The admin API "
+                "An OpenAI-compatible LLM gateway with budgets (that also speaks Anthropic's "
+                "Messages API), and its admin API. The admin API "
                 "gives money (`cost_usd`, `llm_cost_usd`, `revenue_usd`, `gross_margin_usd`, "
                 "`amount`) as decimal strings to the pico-dollar, as the ledger stores it "
                 "(`0.000123450000`); only shares and percentages are rounded."
