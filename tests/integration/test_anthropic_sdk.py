@@ -317,3 +317,43 @@ def test_an_exhausted_hard_budget_is_a_429_in_anthropics_shape(
     assert fresh_upstream.stats()["requests"] == 0  # refused before the upstream was paid
     row = ledger_row(gw, refused.value.response.headers["x-request-id"])
     assert row["endpoint"] == "messages" and row["error_code"] == "insufficient_quota"
+
+
+# -- an idempotent retry replays the first answer in the client's own terms ---------------------
+
+
+def raw_messages(
+    gw: GatewayProcess, body: dict[str, Any], key: str
+) -> tuple[dict[str, str], bytes]:
+    req = urllib.request.Request(
+        gw.url + "/v1/messages",
+        data=orjson.dumps(body),
+        headers={
+            "content-type": "application/json",
+            "x-api-key": TENANT_KEYS["acme"],
+            "anthropic-version": "2023-06-01",
+            "Idempotency-Key": key,
+        },
+    )
+    with urllib.request.urlopen(req, timeout=15) as resp:
+        return {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+
+
+@pytest.mark.parametrize("model", [NATIVE, TRANSLATED])
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_idempotent_retry_replays_the_first_answer_byte_for_byte(
+    gw: GatewayProcess, fresh_upstream: UpstreamProcess, model: str, stream: bool
+) -> None:
+    """Passed through or translated, plain or streamed: the replay is what the client was sent
+    the first time (Anthropic's events keep their names), and the upstream is asked once."""
+    body = {"model": model, "max_tokens": 32, "messages": hi(), "stream": stream}
+    key = f"idem-{model}-{stream}"
+    first_headers, first = raw_messages(gw, body, key)
+    again_headers, again = raw_messages(gw, body, key)
+    assert again == first
+    assert again_headers["x-passerelle-idempotent-replay"] == first_headers["x-request-id"]
+    assert fresh_upstream.stats()["requests"] == 1
+    if stream:
+        assert first.startswith(b"event: message_start\n")
+    else:
+        assert orjson.loads(first)["type"] == "message"

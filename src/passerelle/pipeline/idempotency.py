@@ -32,20 +32,31 @@ log = logging.getLogger("passerelle.idempotency")
 REPLAYED_HEADERS = ("x-passerelle-target",)
 
 
-async def _replay_rest(chunks: list[bytes]) -> AsyncGenerator[StreamChunk, None]:
-    for data in chunks:
-        yield StreamChunk(data=data)
+def replayed_chunks(answer: StoredAnswer) -> list[StreamChunk]:
+    assert answer.chunks is not None
+    names = answer.events or [None] * len(answer.chunks)
+    return [
+        StreamChunk(data=data, event=name.encode() if name else None)
+        for data, name in zip(answer.chunks, names, strict=True)
+    ]
+
+
+async def _replay_rest(chunks: list[StreamChunk]) -> AsyncGenerator[StreamChunk, None]:
+    for chunk in chunks:
+        yield chunk
 
 
 class Capture(AnswerObserver):
     """The first answer as the client gets it (what inner stages made of it): the body, or the
-    events the client was sent."""
+    events the client was sent, with their SSE event names (a dialect's answer passed through
+    from a provider that speaks it has them)."""
 
-    __slots__ = ("events", "plain")
+    __slots__ = ("events", "names", "plain")
 
     def __init__(self) -> None:
         self.plain: bytes | None = None
         self.events: list[bytes] = []
+        self.names: list[str | None] = []
 
     def body(self, call: Call, body: bytes) -> None:
         self.plain = body
@@ -53,6 +64,7 @@ class Capture(AnswerObserver):
     def event(self, call: Call, chunk: StreamChunk) -> None:
         if chunk.forward:
             self.events.append(chunk.data)
+            self.names.append(chunk.event.decode() if chunk.event else None)
 
 
 def idempotency_scope(tenant: str, key: str) -> str:
@@ -117,11 +129,11 @@ class Idempotency:
             {k: v for k, v in answer.headers.items() if k in REPLAYED_HEADERS}
         )
         call.response_headers["x-passerelle-idempotent-replay"] = original or "true"
+        call.native = answer.native  # as it was stored: translated again only if it was then
         if answer.chunks is not None:
             call.stream = True
-            call.result = ChunkStream(
-                first=StreamChunk(data=answer.chunks[0]), rest=_replay_rest(answer.chunks[1:])
-            )
+            first, *rest = replayed_chunks(answer)
+            call.result = ChunkStream(first=first, rest=_replay_rest(rest))
         else:
             assert answer.body is not None
             call.result = Completion(body=answer.body, usage=Usage(), upstream_model="")
@@ -138,9 +150,18 @@ class Idempotency:
         if call.cost_usd is not None:
             headers["x-passerelle-cost-usd"] = format_usd(call.cost_usd)
         if streamed:
-            answer = StoredAnswer(headers=headers, body=None, chunks=captured.events)
+            names = captured.names if any(captured.names) else None
+            answer = StoredAnswer(
+                headers=headers,
+                body=None,
+                chunks=captured.events,
+                events=names,
+                native=call.native,
+            )
         else:
-            answer = StoredAnswer(headers=headers, body=captured.plain, chunks=None)
+            answer = StoredAnswer(
+                headers=headers, body=captured.plain, chunks=None, native=call.native
+            )
         try:
             await self._store.complete(key, digest, answer)
         except StoreError as exc:  # the answer is served; a retry will run again, not replay

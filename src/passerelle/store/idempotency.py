@@ -42,6 +42,9 @@ class StoredAnswer:
     headers: dict[str, str]
     body: bytes | None  # a JSON answer
     chunks: list[bytes] | None  # or the SSE payloads of a stream
+    # the SSE event names of the chunks (a dialect's, such as Anthropic's), when they have any
+    events: list[str | None] | None = None
+    native: bool = False  # the provider answered in the client's dialect: nothing to translate
 
     def size(self) -> int:
         """The bytes this answer holds in memory, roughly (what a byte bound counts)."""
@@ -56,6 +59,8 @@ class StoredAnswer:
                 "headers": self.headers,
                 "body": self.body.decode() if self.body is not None else None,
                 "chunks": [c.decode() for c in self.chunks] if self.chunks is not None else None,
+                "events": self.events,
+                "native": self.native,
             }
         )
 
@@ -66,6 +71,8 @@ class StoredAnswer:
             headers=d["headers"],
             body=d["body"].encode() if d["body"] is not None else None,
             chunks=[c.encode() for c in d["chunks"]] if d["chunks"] is not None else None,
+            events=d.get("events"),
+            native=bool(d.get("native")),
         )
 
 
