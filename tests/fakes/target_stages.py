@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncGenerator
 
-from passerelle.errors import PermissionDeniedError, ProviderError
+from passerelle.errors import PermissionDeniedError, ProviderFailedError
 from passerelle.pipeline.attempts import Attempt, AttemptObserver
 from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import Call
@@ -77,7 +77,7 @@ class Flaky(ScriptedProvider):
     def _fail(self) -> None:
         if self.failures:
             self.failures -= 1
-            raise ProviderError("overloaded", provider=self.name, status=503, retryable=True)
+            raise ProviderFailedError("overloaded", provider=self.name, status=503)
 
     async def complete(self, request: UpstreamRequest) -> Completion:
         self._fail()

@@ -73,6 +73,8 @@ OPENAI_ERRORS = {
     401: ("invalid_request_error", "invalid_api_key"),
     403: ("permission_error", None),
     404: ("invalid_request_error", "model_not_found"),
+    413: ("invalid_request_error", None),
+    422: ("invalid_request_error", None),
     429: ("requests", "rate_limit_exceeded"),
 }
 ANTHROPIC_ERRORS = {
@@ -99,6 +101,7 @@ class Behaviour:
     reply: str = DEFAULT_REPLY
     garbage: bool = False  # a 200 whose body is not JSON
     retry_after: str | None = None  # the Retry-After sent with a 429, 503 or 529, if any
+    error: dict | None = None  # fields of the error object sent with a status >= 400
 
 
 DEFAULT = Behaviour()
@@ -123,6 +126,8 @@ def apply(b: Behaviour, name: str, value: Any) -> Behaviour:
         if name == "usage":
             parts = value.split(",") if isinstance(value, str) else list(value)
             return replace(b, usage=tuple([*map(int, parts), 0, 0, 0][:3]))
+        if name == "error" and isinstance(value, dict):
+            return replace(b, error=value)
         if name == "garbage":
             return replace(b, garbage=str(value).lower() in ("1", "true"))
         if name == "words":
@@ -239,18 +244,15 @@ _ids = itertools.count(1)
 _chat_cache: dict[tuple, bytes] = {}
 
 
-def openai_error(status: int, message: str) -> bytes:
+def openai_error(status: int, message: str, fields: dict | None = None) -> bytes:
     etype, code = OPENAI_ERRORS.get(status, ("server_error", None))
-    return dumps({"error": {"message": message, "type": etype, "param": None, "code": code}})
+    error = {"message": message, "type": etype, "param": None, "code": code, **(fields or {})}
+    return dumps({"error": error})
 
 
-def anthropic_error(status: int, message: str) -> bytes:
-    return dumps(
-        {
-            "type": "error",
-            "error": {"type": ANTHROPIC_ERRORS.get(status, "api_error"), "message": message},
-        }
-    )
+def anthropic_error(status: int, message: str, fields: dict | None = None) -> bytes:
+    error = {"type": ANTHROPIC_ERRORS.get(status, "api_error"), "message": message}
+    return dumps({"type": "error", "error": {**error, **(fields or {})}})
 
 
 def usage_obj(usage: Usage) -> dict:
@@ -407,7 +409,8 @@ def build_app() -> Any:
             await asyncio.sleep(b.latency_ms / 1000)
         if b.status >= 400:
             message = f"Scripted error {b.status} from fake upstream"
-            return body, b, json_response(error(b.status, message), b.status, b.retry_after)
+            raw = error(b.status, message, b.error)
+            return body, b, json_response(raw, b.status, b.retry_after)
         if b.cut is not None and not body.get("stream"):
             abort_connection(request)
         if b.garbage and not body.get("stream"):

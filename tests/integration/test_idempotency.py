@@ -194,11 +194,11 @@ def test_a_failed_first_attempt_frees_the_key_so_the_retry_runs(
 ) -> None:
     tenant, key = new_tenant(gw)
     idem = uuid.uuid4().hex
-    fresh_upstream.script({"status": 400})
+    fresh_upstream.script({"status": 400, "error": {"code": "invalid_value", "param": "top_p"}})
     with sdk(gw, key) as client:
         with pytest.raises(BadRequestError) as exc:
             create(client, idem)
-        assert exc.value.body["code"] == "upstream_rejected"
+        assert exc.value.body["code"] == "invalid_value"
         retry = create(client, idem)
         replay = create(client, idem)
     assert retry.status_code == 200 and REPLAY not in retry.headers

@@ -46,7 +46,7 @@ ITEM = {
     "garbage": {"garbage": True},
 }
 # what the client sees when a fault is the last one (the SDK's classes by status)
-LAST_FAULT_STATUS = {"500": 502, "503": 502, "429": 429, "slow": 504, "reset": 502, "cut0": 502}
+LAST_FAULT_STATUS = {"500": 502, "503": 503, "429": 429, "slow": 504, "reset": 502, "cut0": 502}
 LAST_FAULT_STATUS["garbage"] = 502
 
 

@@ -10,8 +10,16 @@ from typing import Any
 import orjson
 import pytest
 
-from passerelle.errors import ProviderError
-from passerelle.providers.anthropic import AnthropicProvider, error_message, messages_url
+from passerelle.errors import (
+    ProviderBackPressureError,
+    ProviderCredentialError,
+    ProviderError,
+    ProviderFailedError,
+    ProviderNotFoundError,
+    ProviderOverloadedError,
+    ProviderRejectedError,
+)
+from passerelle.providers.anthropic import AnthropicProvider, messages_url
 from passerelle.providers.anthropic_wire import (
     AnthropicStreamTranslator,
     from_anthropic_message,
@@ -21,6 +29,7 @@ from passerelle.providers.anthropic_wire import (
 )
 from passerelle.providers.base import StreamChunk, UpstreamRequest, Usage
 from passerelle.providers.settings import RemoteSettings
+from passerelle.providers.upstream_errors import anthropic_error
 
 
 def body_of(messages: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
@@ -311,8 +320,8 @@ def test_cached_tokens_are_counted_once_inside_input_tokens() -> None:
 
 def test_anthropic_error_shape_gives_the_message() -> None:
     raw = b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
-    assert error_message(529, raw) == "overloaded_error: Overloaded"
-    assert error_message(502, b"<html>bad gateway</html>") == "HTTP 502"
+    assert anthropic_error("claude", 529, raw).message == "overloaded_error: Overloaded"
+    assert anthropic_error("claude", 502, b"<html>bad gateway</html>").message == "HTTP 502"
 
 
 def test_messages_url_accepts_a_base_with_or_without_v1() -> None:
@@ -497,10 +506,10 @@ def test_tool_use_stream_becomes_tool_call_deltas() -> None:
     assert payloads[-1]["usage"]["completion_tokens"] == 12
 
 
-def test_error_event_raises_a_retryable_provider_error() -> None:
+def test_an_overloaded_error_event_raises_an_overloaded_provider_error() -> None:
     translator = AnthropicStreamTranslator(provider="claude", model="m", include_usage=False)
     error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(ProviderOverloadedError) as info:
         translator.feed("error", error)
     assert info.value.retryable and info.value.provider == "claude"
     assert "overloaded_error" in info.value.message
@@ -595,13 +604,26 @@ def test_complete_posts_to_messages_with_anthropic_headers() -> None:
     assert completion.upstream_model == "claude-x-2025"
 
 
-@pytest.mark.parametrize(("status", "retryable"), [(400, False), (429, True), (529, True)])
-def test_http_errors_become_provider_errors(status: int, retryable: bool) -> None:
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, ProviderRejectedError),
+        (401, ProviderCredentialError),
+        (404, ProviderNotFoundError),
+        (429, ProviderBackPressureError),
+        (500, ProviderFailedError),
+        (529, ProviderOverloadedError),
+    ],
+)
+def test_http_errors_become_provider_errors_of_their_kind(
+    status: int, kind: type[ProviderError]
+) -> None:
     raw = b'{"type":"error","error":{"type":"some_error","message":"nope"}}'
     provider, _ = provider_with(status, [raw])
     with pytest.raises(ProviderError) as info:
         asyncio.run(provider.complete(REQUEST))
-    assert info.value.status == status and info.value.retryable is retryable
+    assert type(info.value) is kind
+    assert info.value.status == status
     assert info.value.message == "some_error: nope"
 
 
@@ -631,4 +653,4 @@ def test_embeddings_are_refused_with_400() -> None:
     assert provider.capabilities.embeddings is False and provider.capabilities.vision
     with pytest.raises(ProviderError) as info:
         asyncio.run(provider.embed(REQUEST))
-    assert info.value.status == 400 and info.value.retryable is False
+    assert info.value.status == 400 and not info.value.retryable and not info.value.falls_back

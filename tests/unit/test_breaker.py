@@ -6,11 +6,16 @@ provider away from the others; back-pressure and client errors open nothing.
 
 from __future__ import annotations
 
-import aiohttp
 import pytest
 
-from passerelle.errors import ProviderError
+from passerelle.errors import (
+    ProviderError,
+    ProviderFailedError,
+    ProviderTimeoutError,
+    ProviderUnreachableError,
+)
 from passerelle.providers.resilience import Breaker, CircuitBreaker, Fault, classify
+from passerelle.providers.upstream_errors import from_status
 
 
 class Clock:
@@ -123,24 +128,22 @@ def test_a_verdictless_attempt_frees_the_half_open_trial(clock: Clock) -> None:
     assert cb.allow("globex")
 
 
-def _error(status: int | None, **kw: object) -> ProviderError:
-    return ProviderError("x", provider="p", status=status, **kw)  # type: ignore[arg-type]
+def _error(status: int, retry_after: str | None = None) -> ProviderError:
+    return from_status("p", status, message="x", retry_after=retry_after)
 
 
 def test_what_counts_as_what() -> None:
-    assert classify(_error(429, retryable=True)) is Fault.NONE
-    assert classify(_error(503, retryable=True, retry_after="7")) is Fault.NONE
-    assert classify(_error(529, overloaded=True)) is Fault.NONE
+    assert classify(_error(429)) is Fault.NONE
+    assert classify(_error(503, retry_after="7")) is Fault.NONE
+    assert classify(_error(529)) is Fault.NONE
     assert classify(_error(400)) is Fault.NONE
-    assert classify(_error(500, retryable=True)) is Fault.ANSWER
-    assert classify(_error(503, retryable=True)) is Fault.ANSWER
-    assert classify(_error(None, retryable=True, timeout=True)) is Fault.ANSWER
-    refused = _error(None, retryable=True)
-    refused.__cause__ = aiohttp.ClientConnectorError(
-        aiohttp.client_reqrep.ConnectionKey("h", 1, False, True, None, None, None),
-        OSError(111, "refused"),
-    )
-    assert classify(refused) is Fault.PROVIDER
+    assert classify(_error(404)) is Fault.NONE  # this upstream does not know the model
+    assert classify(_error(500)) is Fault.ANSWER
+    assert classify(_error(503)) is Fault.ANSWER
+    assert classify(ProviderTimeoutError("x", provider="p")) is Fault.ANSWER
+    assert classify(ProviderFailedError("reset", provider="p")) is Fault.ANSWER
+    assert classify(ProviderUnreachableError("refused", provider="p")) is Fault.PROVIDER
+    assert classify(_error(401)) is Fault.PROVIDER  # the gateway's key: wrong for everyone
 
 
 def test_tenant_breakers_are_bounded(clock: Clock) -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from passerelle.errors import ProviderError, RateLimitError, ServiceUnavailableError, UpstreamError
+from passerelle.errors import (
+    ProviderBackPressureError,
+    ProviderError,
+    ProviderFailedError,
+    RateLimitError,
+    ServiceUnavailableError,
+    UpstreamError,
+)
 from passerelle.pipeline.dispatch import Dispatch
 from passerelle.pipeline.targets import Route
 from tests.unit.stages import Clock, FakeNext, ScriptedProvider, call, serve, target
@@ -14,12 +21,12 @@ COOLDOWN_S = 30.0
 
 
 def broken(name: str) -> ProviderError:
-    return ProviderError("upstream said 500", provider=name, status=500, retryable=True)
+    return ProviderFailedError("upstream said 500", provider=name, status=500)
 
 
 def limited(name: str, after_s: str) -> ProviderError:
-    return ProviderError(
-        "upstream said 429", provider=name, status=429, retryable=True, retry_after=after_s
+    return ProviderBackPressureError(
+        "upstream said 429", provider=name, status=429, retry_after=after_s
     )
 
 

@@ -14,7 +14,12 @@ import numpy as np
 import orjson
 import pytest
 
-from passerelle.errors import ProviderError
+from passerelle.errors import (
+    ProviderEngineError,
+    ProviderError,
+    ProviderOverloadedError,
+    ProviderRejectedError,
+)
 from passerelle.providers.base import UpstreamRequest
 from passerelle.providers.local import LocalProvider, Vocabulary
 from passerelle.providers.local_framing import (
@@ -279,7 +284,7 @@ async def test_an_engine_failure_becomes_a_provider_error(tmp_path: Path) -> Non
     provider = provider_with(tmp_path, ScriptedEngine(["partial"], fail=RuntimeError("boom")))
     with pytest.raises(ProviderError, match="RuntimeError") as caught:
         await provider.complete(request())
-    assert caught.value.status is None and not caught.value.overloaded
+    assert type(caught.value) is ProviderEngineError and caught.value.status is None
     assert provider._pending == 0
     await provider.aclose()
 
@@ -289,7 +294,8 @@ async def test_a_prompt_over_the_context_window_is_the_clients_error(tmp_path: P
     provider = provider_with(tmp_path, ScriptedEngine([], fail=too_long))
     with pytest.raises(ProviderError) as caught:
         await provider.complete(request())
-    assert caught.value.status == 400
+    assert type(caught.value) is ProviderRejectedError and caught.value.status == 400
+    assert caught.value.code == "context_length_exceeded"
     assert "3000" not in caught.value.message
     assert provider._pending == 0
     await provider.aclose()
@@ -302,7 +308,7 @@ async def test_past_max_queue_requests_are_turned_away_with_overloaded(tmp_path:
     await asyncio.sleep(0.05)  # one generating, one waiting
     with pytest.raises(ProviderError) as caught:
         await provider.complete(request())
-    assert caught.value.overloaded and caught.value.status == 503
+    assert type(caught.value) is ProviderOverloadedError and caught.value.status == 503
     steps.release(10)
     await asyncio.gather(*running)
     assert provider._pending == 0

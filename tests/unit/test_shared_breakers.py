@@ -15,19 +15,13 @@ from typing import Any
 
 import pytest
 
-from passerelle.errors import ProviderError
+from passerelle.errors import ProviderBackPressureError, ProviderError, ProviderUnreachableError
 from passerelle.providers.shared_breakers import READ_TTL_S, RETRY_S, Scripts, SharedHealth
 from tests.unit.test_breaker import Clock
 
 
 def refused() -> ProviderError:
-    import aiohttp
-
-    exc = ProviderError("refused", provider="p", retryable=True)
-    exc.__cause__ = aiohttp.ClientConnectorError(
-        aiohttp.client_reqrep.ConnectionKey("h", 1, False, True, None, None, None),
-        OSError(111, "refused"),
-    )
+    exc = ProviderUnreachableError("refused", provider="p")
     return exc
 
 
@@ -85,7 +79,7 @@ async def test_a_retry_after_cools_the_target_on_every_replica(redis_url: str) -
     async with opened(redis_url) as scripts:
         clock = Clock()
         a, b = pair(scripts, clock)
-        limited = ProviderError("slow down", provider="p", status=429, retry_after="30")
+        limited = ProviderBackPressureError("slow down", provider="p", status=429, retry_after="30")
         await a.failed("acme", "m", limited)
         assert 29 < await b.wait_s("globex", "m") <= 30
         assert await b.wait_s("globex", "other") == 0.0

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from passerelle.errors import ProviderError
+from passerelle.errors import ProviderError, ProviderTimeoutError
 from passerelle.pipeline.context import Call, FailedAttempt
 from passerelle.pipeline.targets import Target
 
@@ -43,7 +43,7 @@ class Attempt:
 
 
 def failure_code(exc: ProviderError) -> str:
-    if exc.timeout:
+    if isinstance(exc, ProviderTimeoutError):
         return "upstream_timeout"
     if exc.status is not None:
         return f"upstream_http_{exc.status}"

@@ -1,12 +1,14 @@
 """Dispatch: the only stage that talks to providers.
 
 The call's eligible targets (``call.targets``: its route's, less what resolution and later
-stages filtered out) are tried in order, and no other. Each gets its retries (429, 5xx,
-connection errors, timeouts; with exponential backoff), unless its circuit breaker is open for the calling tenant or the target is
-cooling after a rate limit's ``Retry-After`` (see providers/resilience.py for what counts towards
-which breaker); then the next target takes over, at once. When no target could be tried the
-client gets 503 ``providers_unavailable`` with the earliest ``Retry-After``. A client error from
-upstream (400) is the client's to fix: no retry, no fallback. A stream counts as
+stages filtered out) are tried in order, and no other. What a failure is decides what follows
+(``errors.py``, ``ProviderError``'s kinds): a kind that is ``retryable`` (429, 5xx, connection
+errors, timeouts) gets the target's retries with exponential backoff, unless its circuit breaker
+is open for the calling tenant or the target is cooling after a rate limit's ``Retry-After`` (see
+providers/resilience.py for what counts towards which breaker); then the next target takes over,
+at once. When no target could be tried the client gets 503 ``providers_unavailable`` with the
+earliest ``Retry-After``. A rejection of the request itself (400, 413, 422) is the client's to fix:
+no retry, no fallback, and it reaches the client with the upstream's status, type, code and param. A stream counts as
 answered once its first chunk arrives; after that nothing is retried, since bytes may already be
 on their way to the client. Every attempt is started and ended here, with the observers the
 gateway registered (``pipeline/attempts.py``); a stream's ends when the answer path has read its
@@ -22,7 +24,7 @@ import time
 from collections.abc import Sequence
 from functools import partial
 
-from passerelle.errors import ProviderError, ServiceUnavailableError
+from passerelle.errors import ProviderError, ProviderFailedError, ServiceUnavailableError
 from passerelle.pipeline.attempts import (
     CANCELLED,
     OK,
@@ -35,7 +37,7 @@ from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import Call, ChunkStream
 from passerelle.pipeline.targets import NoEligibleTargetError, Target
 from passerelle.providers.base import UpstreamRequest
-from passerelle.providers.resilience import CLIENT_ERRORS, TRIAL_WAIT_S, backoff_delay
+from passerelle.providers.resilience import TRIAL_WAIT_S, backoff_delay
 
 
 def upstream_request(call: Call, target: Target) -> UpstreamRequest:
@@ -101,7 +103,7 @@ class Dispatch:
                 last = exc
                 self._attempts.end(call, attempt, failure_code(exc), exc)
                 await health.failed(call.tenant, target.upstream_model, exc)
-                if exc.status in CLIENT_ERRORS:  # the client's to fix: no retry, no fallback
+                if not exc.falls_back:  # the client's to fix: no retry, no fallback
                     raise exc.to_api_error() from exc
                 if not exc.retryable:
                     return exc
@@ -128,8 +130,8 @@ class Dispatch:
             try:
                 first = await anext(gen)
             except StopAsyncIteration:
-                raise ProviderError(
-                    "stream ended before any event", provider=provider.name, retryable=True
+                raise ProviderFailedError(
+                    "stream ended before any event", provider=provider.name
                 ) from None
             call.first_token_at = time.perf_counter()
             attempts.first_byte(attempt, call.first_token_at)

@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator
 import aiohttp
 import orjson
 
-from passerelle.errors import ProviderError
+from passerelle.errors import ProviderFailedError, ProviderRejectedError
 from passerelle.providers.anthropic_wire import (
     AnthropicStreamTranslator,
     from_anthropic_message,
@@ -29,7 +29,8 @@ from passerelle.providers.base import (
     UpstreamRequest,
 )
 from passerelle.providers.settings import RemoteSettings
-from passerelle.providers.transport import HttpTransport, json_object
+from passerelle.providers.transport import HttpTransport, json_object, stream_broke
+from passerelle.providers.upstream_errors import anthropic_error
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -41,19 +42,6 @@ API_VERSION = "2023-06-01"
 def messages_url(base_url: str) -> str:
     base = base_url.rstrip("/")
     return base + "/messages" if base.endswith("/v1") else base + "/v1/messages"
-
-
-def error_message(status: int, raw: bytes) -> str:
-    """The message of Anthropic's ``{"type": "error", "error": {"type", "message"}}``."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        doc = None
-    err = doc.get("error") if isinstance(doc, dict) else None
-    if isinstance(err, dict) and err.get("message"):
-        kind = err.get("type")
-        return (f"{kind}: {err['message']}" if kind else str(err["message"]))[:300]
-    return f"HTTP {status}"
 
 
 class AnthropicProvider(Provider):
@@ -77,7 +65,7 @@ class AnthropicProvider(Provider):
             self.name, self._url, orjson.dumps(body), self._headers
         )
         if status >= 400:
-            raise self._http_error(status, raw, retry_after)
+            raise anthropic_error(self.name, status, raw, retry_after)
         doc = json_object(raw, self.name)
         model = str(doc.get("model") or request.upstream_model)
         answer = from_anthropic_message(doc, model)
@@ -94,8 +82,8 @@ class AnthropicProvider(Provider):
             self.name, self._url, orjson.dumps(body), self._headers
         ) as resp:
             if resp.status >= 400:
-                raise self._http_error(
-                    resp.status, await resp.read(), resp.headers.get("Retry-After")
+                raise anthropic_error(
+                    self.name, resp.status, await resp.read(), resp.headers.get("Retry-After")
                 )
             try:
                 async for line in resp.content:
@@ -105,29 +93,17 @@ class AnthropicProvider(Provider):
                     if translator.done:
                         break
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: bad JSON
-                raise ProviderError(
-                    f"stream broke: {type(exc).__name__}",
-                    provider=self.name,
-                    retryable=True,
-                    timeout=isinstance(exc, TimeoutError),
-                ) from exc
+                raise stream_broke(self.name, exc) from exc
         if not translator.done:
-            raise ProviderError(
-                "stream ended before message_stop", provider=self.name, retryable=True
-            )
+            raise ProviderFailedError("stream ended before message_stop", provider=self.name)
 
     async def embed(self, request: UpstreamRequest) -> Embeddings:
-        raise ProviderError("anthropic has no embeddings", provider=self.name, status=400)
+        raise ProviderRejectedError(
+            "anthropic has no embeddings",
+            provider=self.name,
+            status=400,
+            code="unsupported_endpoint",
+        )
 
     async def aclose(self) -> None:
         return None
-
-    def _http_error(self, status: int, raw: bytes, retry_after: str | None = None) -> ProviderError:
-        return ProviderError(
-            error_message(status, raw),
-            provider=self.name,
-            status=status,
-            retryable=status in (408, 429) or status >= 500,
-            overloaded=status == 529,  # Anthropic is at capacity: a 503, not a broken gateway
-            retry_after=retry_after,
-        )

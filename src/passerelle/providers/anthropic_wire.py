@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from passerelle.errors import ProviderError
 from passerelle.providers.base import StreamChunk, UpstreamRequest, Usage
+from passerelle.providers.upstream_errors import anthropic_stream_error
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often leave it out
 
@@ -323,7 +323,7 @@ class AnthropicStreamTranslator:
         self._tools: dict[Any, int] = {}  # Anthropic block index -> OpenAI tool_call index
 
     def feed(self, event: str, data: dict[str, Any]) -> list[StreamChunk]:
-        """The chunks one event makes; an ``error`` event raises a retryable ``ProviderError``."""
+        """The chunks one event makes; an ``error`` event raises the ``ProviderError`` of its kind."""
         handler = {
             "message_start": self._message_start,
             "content_block_start": self._block_start,
@@ -336,9 +336,7 @@ class AnthropicStreamTranslator:
         return handler(data) if handler else []
 
     def _error(self, data: dict[str, Any]) -> list[StreamChunk]:
-        err = _obj(data, "error")
-        message = f"stream error: {err.get('type')}: {err.get('message')}"[:300]
-        raise ProviderError(message, provider=self.provider, retryable=True)
+        raise anthropic_stream_error(self.provider, _obj(data, "error"))
 
     def _message_start(self, data: dict[str, Any]) -> list[StreamChunk]:
         msg = _obj(data, "message")

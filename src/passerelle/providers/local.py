@@ -55,7 +55,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from passerelle.errors import ConfigError, ProviderError
+from passerelle.errors import (
+    ConfigError,
+    ProviderEngineError,
+    ProviderOverloadedError,
+    ProviderRejectedError,
+)
 from passerelle.providers.base import (
     Capabilities,
     Completion,
@@ -168,15 +173,17 @@ def default_threads() -> int:
     return max(1, cpus // 2)
 
 
-def engine_error(provider: str, exc: Exception) -> ProviderError:
+def engine_error(provider: str, exc: Exception) -> ProviderRejectedError | ProviderEngineError:
     """llama.cpp's failure as the provider's: a prompt over the context window is the client's."""
     if isinstance(exc, ValueError) and "context window" in str(exc):
-        return ProviderError(
+        return ProviderRejectedError(
             "the conversation is longer than the model's context window",
             provider=provider,
             status=400,
+            code="context_length_exceeded",
+            param="messages",
         )
-    return ProviderError(f"local engine failed ({type(exc).__name__})", provider=provider)
+    return ProviderEngineError(f"local engine failed ({type(exc).__name__})", provider=provider)
 
 
 def engine_body(request: UpstreamRequest) -> dict[str, Any]:
@@ -227,11 +234,10 @@ class LocalProvider(Provider):
 
     def _admit(self) -> None:
         if self._pending > self._settings.max_queue:
-            raise ProviderError(
+            raise ProviderOverloadedError(
                 f"local model queue is full ({self._settings.max_queue} waiting)",
                 provider=self.name,
                 status=503,
-                overloaded=True,
             )
         self._pending += 1
 
@@ -380,7 +386,12 @@ class LocalProvider(Provider):
         )
 
     async def embed(self, request: UpstreamRequest) -> Embeddings:
-        raise ProviderError("this local model serves no embeddings", provider=self.name, status=400)
+        raise ProviderRejectedError(
+            "this local model serves no embeddings",
+            provider=self.name,
+            status=400,
+            code="unsupported_endpoint",
+        )
 
     async def aclose(self) -> None:
         for stop in list(self._stops):  # the running generation ends at its next token

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from passerelle.errors import ProviderError
+from passerelle.errors import ProviderFailedError
 from passerelle.providers.base import (
     Capabilities,
     Completion,
@@ -24,9 +24,8 @@ from passerelle.providers.base import (
     Usage,
 )
 from passerelle.providers.settings import RemoteSettings
-from passerelle.providers.transport import HttpTransport, json_object, too_large
-
-RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+from passerelle.providers.transport import HttpTransport, json_object, stream_broke, too_large
+from passerelle.providers.upstream_errors import openai_error
 
 
 def usage_from_openai(obj: Any) -> Usage | None:
@@ -81,15 +80,6 @@ def to_upstream_body(request: UpstreamRequest) -> bytes:
     return orjson.dumps(body)
 
 
-def error_message(provider: str, status: int, raw: bytes) -> str:
-    try:
-        doc = orjson.loads(raw)
-        msg = doc.get("error", {}).get("message") if isinstance(doc, dict) else None
-    except (orjson.JSONDecodeError, AttributeError):
-        msg = None
-    return str(msg)[:300] if msg else f"HTTP {status}"
-
-
 class OpenAICompatProvider(Provider):
     kind = "openai"
 
@@ -130,8 +120,8 @@ class OpenAICompatProvider(Provider):
             self.name, self._url + "/chat/completions", to_upstream_body(request), self._headers
         ) as resp:
             if resp.status >= 400:
-                raise self._http_error(
-                    resp.status, await resp.read(), resp.headers.get("Retry-After")
+                raise openai_error(
+                    self.name, resp.status, await resp.read(), resp.headers.get("Retry-After")
                 )
             done = False
             pending = b""
@@ -152,16 +142,9 @@ class OpenAICompatProvider(Provider):
                     if done:
                         break
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise ProviderError(
-                    f"stream broke: {type(exc).__name__}",
-                    provider=self.name,
-                    retryable=True,
-                    timeout=isinstance(exc, TimeoutError),
-                ) from exc
+                raise stream_broke(self.name, exc) from exc
             if not done:
-                raise ProviderError(
-                    "stream ended before [DONE]", provider=self.name, retryable=True
-                )
+                raise ProviderFailedError("stream ended before [DONE]", provider=self.name)
 
     def _chunk(self, payload: bytes, include_usage: bool) -> StreamChunk:
         try:
@@ -187,17 +170,8 @@ class OpenAICompatProvider(Provider):
             self.name, self._url + path, body, self._headers
         )
         if status >= 400:
-            raise self._http_error(status, raw, retry_after)
+            raise openai_error(self.name, status, raw, retry_after)
         return raw
-
-    def _http_error(self, status: int, raw: bytes, retry_after: str | None) -> ProviderError:
-        return ProviderError(
-            error_message(self.name, status, raw),
-            provider=self.name,
-            status=status,
-            retryable=status in RETRYABLE_STATUS,
-            retry_after=retry_after,
-        )
 
     async def aclose(self) -> None:
         await self._transport.aclose()

@@ -7,10 +7,11 @@ opens it again.
 A provider has one shared breaker and one per tenant (``CircuitBreaker``). Which one a failed
 attempt counts towards depends on what failed (``Fault``):
 
-- back-pressure (a 429, an overloaded provider, a 503 with ``Retry-After``) and client errors
-  (400, 413, 422) say nothing about the provider's health: no breaker moves.
-- a connection that could not be opened (refused, unreachable, DNS) is the provider's health,
-  whatever the request held: it counts towards the shared breaker.
+- back-pressure (a 429, an overloaded provider, a 503 with ``Retry-After``) and rejections of
+  the request (400, 404, 413, 422...) say nothing about the provider's health: no breaker moves.
+- a connection that could not be opened (refused, unreachable, DNS), or the gateway's own
+  credentials refused (401, 403), is the provider's health whatever the request held: it counts
+  towards the shared breaker.
 - any other failure (a 5xx answer, a timeout, a reset, a truncated stream, invalid JSON) may be
   caused by what the request asked for, so it counts towards the tenant's own breaker, and
   towards the shared one only once it is seen from more than one tenant: the shared breaker
@@ -37,11 +38,14 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-import aiohttp
+from passerelle.errors import (
+    ProviderBackPressureError,
+    ProviderCredentialError,
+    ProviderError,
+    ProviderRejectedError,
+    ProviderUnreachableError,
+)
 
-from passerelle.errors import ProviderError
-
-CLIENT_ERRORS = frozenset({400, 413, 422})
 MAX_TENANT_BREAKERS = 10_000
 MAX_COOLING = 10_000
 TRIAL_WAIT_S = 1.0  # what a caller is told while another request holds the half-open trial
@@ -54,11 +58,9 @@ class Fault(enum.Enum):
 
 
 def classify(exc: ProviderError) -> Fault:
-    if exc.status in CLIENT_ERRORS or exc.overloaded or exc.status == 429:
+    if isinstance(exc, ProviderBackPressureError | ProviderRejectedError):
         return Fault.NONE
-    if exc.status == 503 and exc.retry_after is not None:
-        return Fault.NONE
-    if isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+    if isinstance(exc, ProviderUnreachableError | ProviderCredentialError):
         return Fault.PROVIDER
     return Fault.ANSWER
 
@@ -227,7 +229,7 @@ MAX_COOL_S = 300.0  # a Retry-After past this is believed only this far
 
 def cooling_s(exc: ProviderError) -> float:
     """How long the provider asked us to stay away from this target (0: it did not say)."""
-    if exc.retry_after is None or not (exc.status in (429, 503) or exc.overloaded):
+    if not isinstance(exc, ProviderBackPressureError) or exc.retry_after is None:
         return 0.0
     return min(float(exc.retry_after), MAX_COOL_S)
 

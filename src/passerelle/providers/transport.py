@@ -1,7 +1,8 @@
 """The HTTP transport shared by HTTP providers: pooled, long-lived, errors translated once.
 
 One ``aiohttp.ClientSession`` per provider, created at start-up and closed at shutdown. Every
-low-level failure (refused connection, reset, timeout) becomes a retryable ``ProviderError`` here,
+low-level failure becomes the ``ProviderError`` of its kind here (a connection that could not be
+opened, a timeout, a reset or any other transport failure),
 chained to its cause, so providers only deal with HTTP statuses. An answer is read up to
 ``max_response_bytes`` and no further: an upstream (or a client's request for 100,000 embeddings)
 cannot make the gateway hold more than that per call.
@@ -16,7 +17,12 @@ from typing import Any
 import aiohttp
 import orjson
 
-from passerelle.errors import ProviderError
+from passerelle.errors import (
+    ProviderEngineError,
+    ProviderFailedError,
+    ProviderTimeoutError,
+    ProviderUnreachableError,
+)
 
 
 @contextmanager
@@ -25,26 +31,37 @@ def translated(provider: str) -> Iterator[None]:
     try:
         yield
     except TimeoutError as exc:
-        raise ProviderError("timed out", provider=provider, retryable=True, timeout=True) from exc
+        raise ProviderTimeoutError("timed out", provider=provider) from exc
+    except aiohttp.ClientConnectorError as exc:  # no connection at all: the provider's health
+        raise ProviderUnreachableError(
+            f"connection failed: {type(exc).__name__}", provider=provider
+        ) from exc
     except aiohttp.ClientError as exc:
-        raise ProviderError(
-            f"connection failed: {type(exc).__name__}", provider=provider, retryable=True
+        raise ProviderFailedError(
+            f"connection failed: {type(exc).__name__}", provider=provider
         ) from exc
 
 
 def json_object(raw: bytes, provider: str) -> dict[str, Any]:
-    """An upstream's answer as a JSON object; anything else is a retryable provider failure."""
+    """An upstream's answer as a JSON object; anything else is a provider failure worth retrying."""
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ProviderError("answer is not JSON", provider=provider, retryable=True) from exc
+        raise ProviderFailedError("answer is not JSON", provider=provider) from exc
     if not isinstance(doc, dict):
-        raise ProviderError("answer is not a JSON object", provider=provider, retryable=True)
+        raise ProviderFailedError("answer is not a JSON object", provider=provider)
     return doc
 
 
-def too_large(provider: str, cap: int) -> ProviderError:
-    return ProviderError(
+def stream_broke(provider: str, exc: Exception) -> ProviderFailedError | ProviderTimeoutError:
+    """A stream that failed after it started: a timeout, or a failure worth retrying."""
+    if isinstance(exc, TimeoutError):
+        return ProviderTimeoutError("stream timed out", provider=provider)
+    return ProviderFailedError(f"stream broke: {type(exc).__name__}", provider=provider)
+
+
+def too_large(provider: str, cap: int) -> ProviderEngineError:
+    return ProviderEngineError(
         f"answer larger than max_response_bytes ({cap} bytes); not read", provider=provider
     )
 
