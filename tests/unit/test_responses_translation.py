@@ -14,13 +14,12 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from passerelle.errors import InvalidRequestError
-from passerelle.protocol.responses import (
+from passerelle.protocol.responses_answer import (
     ResponseIds,
     assistant_message,
     from_chat_completion,
-    input_messages,
-    to_chat,
 )
+from passerelle.protocol.responses_request import input_messages, to_chat
 from passerelle.protocol.responses_stream import ResponsesStream
 
 IDS = ResponseIds.new("0123abcd", created_at=1_700_000_000)

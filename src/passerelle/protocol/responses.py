@@ -1,463 +1,91 @@
-"""OpenAI's Responses API (``POST /v1/responses``), translated to and from chat completions.
+"""The Responses API as a dialect (``protocol/base.py``): one call's Responses edge.
 
-Inside the gateway every call is a chat-completions body; this module is the Responses edge of
-it, as pure typed functions. ``to_chat`` turns a Responses request into a chat body
-(``instructions`` become the system message, ``input`` items become messages: message items with
-``input_text`` / ``input_image`` / ``output_text`` parts, ``function_call`` items an assistant
-message's ``tool_calls``, ``function_call_output`` items ``tool`` messages; function tools,
-``tool_choice``, ``text.format`` as ``response_format``, ``max_output_tokens``). What a chat
-upstream cannot be asked (hosted tools, background runs, server-side conversations) is refused
-with a 400 naming the field, never dropped. ``response_object`` turns a ``chat.completion`` into
-a ``Response`` with ``message`` and ``function_call`` output items and usage in Responses terms;
-the streamed form is ``protocol/responses_stream.py``.
-
-``previous_response_id`` is not resolved here (it needs the conversation store): ``to_chat``
-translates the turn it is given, ``input_messages`` is the part of it a later turn inherits.
+Unlike a stateless dialect, a ``ResponsesDialect`` is made fresh for each call
+(``ResponsesDialect.fresh``): a response has an id the client may quote later
+(``previous_response_id``, ``GET /v1/responses/{id}``), so the call's dialect holds it, and it
+remembers the chat answer it translated (``answer``) for the conversation store to keep. The
+translation itself is the pure functions of ``responses_request.py``, ``responses_answer.py`` and
+``responses_stream.py``. Errors have the chat API's shape when not streamed (the Responses API
+uses the same body); a stream that breaks ends with an ``error`` event and ``response.failed``,
+numbered on from the events already sent. The stream has no ``[DONE]`` line.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+import secrets
 from typing import Any
 
-from passerelle.errors import InvalidRequestError
+import orjson
 
-Item = dict[str, Any]
-Message = dict[str, Any]
+from passerelle.errors import APIError
+from passerelle.protocol.base import StreamTranslator
+from passerelle.protocol.responses_answer import ResponseIds, from_chat_completion
+from passerelle.protocol.responses_request import to_chat
+from passerelle.protocol.responses_stream import Event, ResponsesStream
+from passerelle.providers.base import StreamChunk
 
-# fields passed to the chat body under the same name
-SAME_NAME = (
-    "model",
-    "temperature",
-    "top_p",
-    "user",
-    "parallel_tool_calls",
-    "service_tier",
-    "safety_identifier",
-    "prompt_cache_key",
-)
-# fields a chat upstream cannot honour: a 400, not an answer without them
-UNSUPPORTED = {
-    "background": "background responses are not supported by this gateway",
-    "conversation": "server-side conversations are not supported; use previous_response_id",
-    "prompt": "stored prompt templates are not supported by this gateway",
-    "top_logprobs": "top_logprobs is not supported on /v1/responses by this gateway",
-}
-ROLES = frozenset({"user", "assistant", "system", "developer"})
-FINISHED = {"length": "max_output_tokens", "content_filter": "content_filter"}
+NAME = "responses"
 
 
-def bad(message: str, param: str | None, code: str = "invalid_value") -> InvalidRequestError:
-    return InvalidRequestError(message, param=param, code=code)
+def sse(events: list[Event]) -> list[StreamChunk]:
+    return [StreamChunk(data=orjson.dumps(e), event=e["type"].encode()) for e in events]
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseIds:
-    """The ids one response shows: its own and its output items', derived from one value so a
-    streamed answer, its final object and a later ``GET`` agree."""
+class ResponsesTranslator:
+    """The stream translator the answer path drives: events as SSE chunks with their names."""
 
-    response: str
-    created_at: int
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: ResponsesStream) -> None:
+        self.stream = stream
+
+    def feed(self, chunk: dict[str, Any]) -> list[StreamChunk]:
+        return sse(self.stream.feed(chunk))
+
+    def end(self) -> list[StreamChunk]:
+        return sse(self.stream.end())
+
+
+class ResponsesDialect:
+    name = NAME
+    done = b""
+
+    def __init__(self, ids: ResponseIds) -> None:
+        self.ids = ids
+        self._translator: ResponsesTranslator | None = None
+        self._answer: dict[str, Any] | None = None
 
     @classmethod
-    def new(cls, hex_id: str, created_at: float | None = None) -> ResponseIds:
-        return cls(f"resp_{hex_id}", int(created_at if created_at is not None else time.time()))
+    def fresh(cls) -> ResponsesDialect:
+        return cls(ResponseIds.new(secrets.token_hex(24)))
 
-    @property
-    def message(self) -> str:
-        return "msg_" + self.response.removeprefix("resp_")
+    def to_chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        return to_chat(body)
 
-    def function_call(self, index: int) -> str:
-        return f"fc_{self.response.removeprefix('resp_')}_{index}"
+    def completion(self, chat: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+        self._answer = chat
+        return from_chat_completion(self.ids, chat, request)
 
+    def stream_translator(self, request: dict[str, Any]) -> StreamTranslator:
+        self._translator = ResponsesTranslator(ResponsesStream(self.ids, request))
+        return self._translator
 
-# -- request: Responses body -> chat body --------------------------------------------------------
+    def answer(self) -> dict[str, Any] | None:
+        """The chat answer this call translated (a stream's gathered back into one document),
+        or None when it translated none (a passthrough, a failure)."""
+        if self._translator is not None:
+            return self._translator.stream.chunks.completion()
+        return self._answer
 
+    def error_body(self, error: APIError) -> bytes:
+        return error.to_json()
 
-def to_chat(body: dict[str, Any]) -> dict[str, Any]:
-    """The chat-completions body for one Responses request (this turn only)."""
-    for name, why in UNSUPPORTED.items():
-        if body.get(name) not in (None, False):
-            raise bad(why, name, "unsupported_parameter")
-    chat: dict[str, Any] = {k: body[k] for k in SAME_NAME if k in body}
-    chat["messages"] = instructions_messages(body) + input_messages(body)
-    _output_limit(body, chat)
-    if "stream" in body:
-        chat["stream"] = body["stream"]
-        if body["stream"] is True:
-            chat["stream_options"] = {"include_usage": True}  # response.completed carries usage
-    metadata = body.get("metadata")
-    if metadata is not None:
-        if not isinstance(metadata, dict):
-            raise bad("metadata must be an object", "metadata", "invalid_type")
-        if "feature" in metadata:  # the gateway's own tag; the rest is echoed, not sent upstream
-            chat["metadata"] = {"feature": metadata["feature"]}
-    reasoning = body.get("reasoning")
-    if isinstance(reasoning, dict) and reasoning.get("effort") is not None:
-        chat["reasoning_effort"] = reasoning["effort"]
-    tools = chat_tools(body.get("tools"))
-    if tools:
-        chat["tools"] = tools
-    if body.get("tool_choice") is not None:
-        chat["tool_choice"] = chat_tool_choice(body["tool_choice"])
-    fmt = response_format(body.get("text"))
-    if fmt is not None:
-        chat["response_format"] = fmt
-    return chat
-
-
-def _output_limit(body: dict[str, Any], chat: dict[str, Any]) -> None:
-    limit = body.get("max_output_tokens")
-    if limit is None:
-        return
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise bad("max_output_tokens must be an integer of at least 1", "max_output_tokens")
-    chat["max_completion_tokens"] = limit
-
-
-def instructions_messages(body: dict[str, Any]) -> list[Message]:
-    """``instructions`` as the system message (a later turn does not inherit them)."""
-    instructions = body.get("instructions")
-    if instructions is None:
-        return []
-    if not isinstance(instructions, str):
-        raise bad("instructions must be a string", "instructions", "invalid_type")
-    return [{"role": "system", "content": instructions}]
-
-
-def input_messages(body: dict[str, Any]) -> list[Message]:
-    """``input`` (a string or a list of items) as chat messages."""
-    inp = body.get("input")
-    if inp is None:
-        if body.get("previous_response_id") is not None:
-            return []
-        raise bad("input is required", "input", "missing_required_parameter")
-    if isinstance(inp, str):
-        return [{"role": "user", "content": inp}]
-    if not isinstance(inp, list):
-        raise bad("input must be a string or an array of items", "input", "invalid_type")
-    messages: list[Message] = []
-    for i, item in enumerate(inp):
-        param = f"input[{i}]"
-        if not isinstance(item, dict):
-            raise bad(f"{param} must be an object", param, "invalid_type")
-        kind = item.get("type", "message")
-        if kind == "message":
-            messages.append(_message(item, param))
-        elif kind == "function_call":
-            _add_function_call(messages, item, param)
-        elif kind == "function_call_output":
-            messages.append(_function_output(item, param))
-        else:
-            raise bad(
-                f"{param}.type '{kind}' is not supported by this gateway (supported: message, "
-                "function_call, function_call_output)",
-                f"{param}.type",
-                "unsupported_value",
-            )
-    return messages
-
-
-def _message(item: Item, param: str) -> Message:
-    role = item.get("role")
-    if role not in ROLES:
-        raise bad(f"{param}.role must be one of {', '.join(sorted(ROLES))}", f"{param}.role")
-    content = item.get("content")
-    if isinstance(content, str):
-        return {"role": role, "content": content}
-    if not isinstance(content, list):
-        raise bad(
-            f"{param}.content must be a string or an array", f"{param}.content", "invalid_type"
+    def error_event(self, error: APIError) -> bytes:
+        if self._translator is None:
+            self._translator = ResponsesTranslator(ResponsesStream(self.ids, {}))
+        detail = error.body()["error"]
+        fields = {"code": detail["code"], "message": detail["message"], "param": detail["param"]}
+        events = self._translator.stream.failed(fields, error.status)
+        return b"".join(
+            b"event: %s\ndata: %s\n\n" % (e["type"].encode(), orjson.dumps(e)) for e in events
         )
-    parts = [_part(part, f"{param}.content[{j}]") for j, part in enumerate(content)]
-    if role != "user" and all(p["type"] == "text" for p in parts):
-        # chat servers accept text parts from every role, but not all of them: a string is safest
-        return {"role": role, "content": "".join(p["text"] for p in parts)}
-    return {"role": role, "content": parts}
-
-
-def _part(part: Any, param: str) -> dict[str, Any]:
-    if not isinstance(part, dict):
-        raise bad(f"{param} must be an object", param, "invalid_type")
-    kind = part.get("type")
-    if kind in ("input_text", "output_text"):
-        text = part.get("text")
-        if not isinstance(text, str):
-            raise bad(f"{param}.text must be a string", f"{param}.text", "invalid_type")
-        return {"type": "text", "text": text}
-    if kind == "refusal":
-        return {"type": "text", "text": str(part.get("refusal") or "")}
-    if kind == "input_image":
-        url = part.get("image_url")
-        if not isinstance(url, str) or not url:
-            raise bad(
-                f"{param}.image_url is required (file_id images are not supported)",
-                f"{param}.image_url",
-                "missing_required_parameter",
-            )
-        image: dict[str, Any] = {"url": url}
-        if part.get("detail") is not None:
-            image["detail"] = part["detail"]
-        return {"type": "image_url", "image_url": image}
-    raise bad(
-        f"{param}.type '{kind}' is not supported (supported: input_text, input_image, "
-        "output_text, refusal)",
-        f"{param}.type",
-        "unsupported_value",
-    )
-
-
-def _add_function_call(messages: list[Message], item: Item, param: str) -> None:
-    """A ``function_call`` item joins the assistant message before it, as chat has it."""
-    call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments")
-    for field, value in (("call_id", call_id), ("name", name), ("arguments", arguments)):
-        if not isinstance(value, str):
-            raise bad(f"{param}.{field} must be a string", f"{param}.{field}", "invalid_type")
-    tool_call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
-    last = messages[-1] if messages else None
-    if last is not None and last["role"] == "assistant":
-        last.setdefault("tool_calls", []).append(tool_call)
-        return
-    messages.append({"role": "assistant", "content": None, "tool_calls": [tool_call]})
-
-
-def _function_output(item: Item, param: str) -> Message:
-    call_id, output = item.get("call_id"), item.get("output")
-    if not isinstance(call_id, str):
-        raise bad(f"{param}.call_id must be a string", f"{param}.call_id", "invalid_type")
-    if isinstance(output, list):  # input_text parts (images in tool output are not carried)
-        output = "".join(
-            p.get("text", "") for p in output if isinstance(p, dict) and p.get("type") == "input_text"
-        )
-    if not isinstance(output, str):
-        raise bad(f"{param}.output must be a string", f"{param}.output", "invalid_type")
-    return {"role": "tool", "tool_call_id": call_id, "content": output}
-
-
-def chat_tools(tools: Any) -> list[dict[str, Any]]:
-    if tools is None:
-        return []
-    if not isinstance(tools, list):
-        raise bad("tools must be an array", "tools", "invalid_type")
-    out = []
-    for i, tool in enumerate(tools):
-        if not isinstance(tool, dict) or tool.get("type") != "function":
-            kind = tool.get("type") if isinstance(tool, dict) else None
-            raise bad(
-                f"tools[{i}].type '{kind}' is not supported: this gateway serves function tools only",
-                f"tools[{i}].type",
-                "unsupported_value",
-            )
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            raise bad(f"tools[{i}].name is required", f"tools[{i}].name", "missing_required_parameter")
-        function: dict[str, Any] = {"name": name}
-        for key in ("description", "parameters", "strict"):
-            if tool.get(key) is not None:
-                function[key] = tool[key]
-        out.append({"type": "function", "function": function})
-    return out
-
-
-def chat_tool_choice(choice: Any) -> Any:
-    if choice in ("auto", "none", "required"):
-        return choice
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        name = choice.get("name")
-        if isinstance(name, str) and name:
-            return {"type": "function", "function": {"name": name}}
-        raise bad("tool_choice.name is required", "tool_choice.name", "missing_required_parameter")
-    raise bad(
-        "tool_choice must be auto, none, required or a function", "tool_choice", "unsupported_value"
-    )
-
-
-def response_format(text: Any) -> dict[str, Any] | None:
-    """``text.format`` as chat's ``response_format``; plain text needs none."""
-    if text is None:
-        return None
-    if not isinstance(text, dict):
-        raise bad("text must be an object", "text", "invalid_type")
-    fmt = text.get("format")
-    if fmt is None:
-        return None
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return {"type": "json_object"}
-    if kind == "json_schema":
-        assert isinstance(fmt, dict)
-        name, schema = fmt.get("name"), fmt.get("schema")
-        if not isinstance(name, str) or not name:
-            raise bad("text.format.name is required", "text.format.name", "missing_required_parameter")
-        if not isinstance(schema, dict):
-            raise bad("text.format.schema must be an object", "text.format.schema", "invalid_type")
-        spec: dict[str, Any] = {"name": name, "schema": schema}
-        for key in ("description", "strict"):
-            if fmt.get(key) is not None:
-                spec[key] = fmt[key]
-        return {"type": "json_schema", "json_schema": spec}
-    raise bad(
-        "text.format.type must be text, json_object or json_schema",
-        "text.format.type",
-        "unsupported_value",
-    )
-
-
-# -- answer: chat.completion -> Response ---------------------------------------------------------
-
-
-def response_usage(usage: Any) -> dict[str, Any] | None:
-    """Chat usage in Responses terms."""
-    if not isinstance(usage, dict):
-        return None
-    prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
-    prompt_details = usage.get("prompt_tokens_details") or {}
-    completion_details = usage.get("completion_tokens_details") or {}
-    return {
-        "input_tokens": prompt,
-        "input_tokens_details": {
-            "cached_tokens": _int(prompt_details.get("cached_tokens")),
-            "cache_write_tokens": _int(prompt_details.get("cache_write_tokens")),
-        },
-        "output_tokens": completion,
-        "output_tokens_details": {
-            "reasoning_tokens": _int(completion_details.get("reasoning_tokens"))
-        },
-        "total_tokens": _int(usage.get("total_tokens")) or prompt + completion,
-    }
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def message_item(ids: ResponseIds, text: str, refusal: str | None, status: str) -> Item:
-    content: list[dict[str, Any]] = []
-    if text or refusal is None:
-        content.append(output_text(text))
-    if refusal is not None:
-        content.append({"type": "refusal", "refusal": refusal})
-    return {
-        "id": ids.message,
-        "type": "message",
-        "role": "assistant",
-        "status": status,
-        "content": content,
-    }
-
-
-def output_text(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-
-
-def function_call_item(
-    ids: ResponseIds, index: int, call_id: str, name: str, arguments: str, status: str
-) -> Item:
-    return {
-        "id": ids.function_call(index),
-        "type": "function_call",
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": status,
-    }
-
-
-def output_items(ids: ResponseIds, message: dict[str, Any]) -> list[Item]:
-    """A chat answer's assistant message as output items: its text, then its tool calls."""
-    items: list[Item] = []
-    text, refusal = message.get("content"), message.get("refusal")
-    if isinstance(text, str) and text or isinstance(refusal, str) and refusal:
-        items.append(
-            message_item(ids, text if isinstance(text, str) else "", refusal or None, "completed")
-        )
-    for i, tc in enumerate(message.get("tool_calls") or []):
-        fn = tc.get("function") or {}
-        items.append(
-            function_call_item(
-                ids,
-                i,
-                str(tc.get("id") or ids.function_call(i)),
-                str(fn.get("name") or ""),
-                str(fn.get("arguments") or ""),
-                "completed",
-            )
-        )
-    if not items:
-        items.append(message_item(ids, "", None, "completed"))
-    return items
-
-
-def response_object(
-    ids: ResponseIds,
-    request: dict[str, Any],
-    *,
-    model: str,
-    status: str,
-    output: list[Item],
-    usage: dict[str, Any] | None,
-    finish_reason: str | None = None,
-) -> dict[str, Any]:
-    """A ``Response``: the request's settings echoed, the output and usage given."""
-    incomplete = None
-    if status == "completed" and finish_reason in FINISHED:
-        status, incomplete = "incomplete", {"reason": FINISHED[finish_reason]}
-    text = request.get("text") if isinstance(request.get("text"), dict) else {}
-    return {
-        "id": ids.response,
-        "object": "response",
-        "created_at": ids.created_at,
-        "status": status,
-        "background": False,
-        "error": None,
-        "incomplete_details": incomplete,
-        "instructions": request.get("instructions"),
-        "max_output_tokens": request.get("max_output_tokens"),
-        "model": model,
-        "output": output,
-        "parallel_tool_calls": request.get("parallel_tool_calls", True),
-        "previous_response_id": request.get("previous_response_id"),
-        "store": request.get("store", True) is not False,
-        "temperature": request.get("temperature"),
-        "text": {"format": {"type": "text"}, **(text or {})},
-        "tool_choice": request.get("tool_choice", "auto"),
-        "tools": request.get("tools") or [],
-        "top_p": request.get("top_p"),
-        "truncation": "disabled",
-        "usage": usage,
-        "user": request.get("user"),
-        "metadata": request.get("metadata") or {},
-    }
-
-
-def from_chat_completion(
-    ids: ResponseIds, chat: dict[str, Any], request: dict[str, Any]
-) -> dict[str, Any]:
-    """A ``chat.completion`` document as the ``Response`` the client asked for."""
-    choices = chat.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = choice.get("message") or {}
-    return response_object(
-        ids,
-        request,
-        model=str(chat.get("model") or request.get("model") or ""),
-        status="completed",
-        output=output_items(ids, message),
-        usage=response_usage(chat.get("usage")),
-        finish_reason=choice.get("finish_reason"),
-    )
-
-
-def assistant_message(chat: dict[str, Any]) -> Message:
-    """The chat answer's assistant message, as the next turn's history holds it."""
-    choices = chat.get("choices") or [{}]
-    message = choices[0].get("message") if isinstance(choices[0], dict) else None
-    out: Message = {"role": "assistant", "content": (message or {}).get("content")}
-    if message and message.get("tool_calls"):
-        out["tool_calls"] = message["tool_calls"]
-    if out["content"] is None and "tool_calls" not in out:
-        out["content"] = ""
-    return out

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from passerelle.protocol.responses import (
+from passerelle.protocol.responses_answer import (
     Item,
     ResponseIds,
     function_call_item,
