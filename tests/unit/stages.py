@@ -27,7 +27,7 @@ from passerelle.errors import APIError, ProviderError
 from passerelle.pipeline.answer import AnswerStream, deliver
 from passerelle.pipeline.chain import Next, Stage
 from passerelle.pipeline.context import Call, ChunkStream
-from passerelle.pipeline.parse import parse_chat, parse_embeddings
+from passerelle.pipeline.parse import load_json_object, parse_chat, parse_embeddings
 from passerelle.pipeline.targets import Route, Target
 from passerelle.pricing.catalogue import Price
 from passerelle.providers.base import (
@@ -163,7 +163,10 @@ def call(
     if tenant is not None:
         c.key = api_key(tenant)
     if parsed:
-        (parse_embeddings if endpoint == "embeddings" else parse_chat)(c)
+        if endpoint == "embeddings":
+            parse_embeddings(c)
+        else:
+            parse_chat(c, load_json_object(c.raw_body))
         c.resolved(route or _route(str(body["model"])))
     return c
 

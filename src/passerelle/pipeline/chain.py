@@ -24,7 +24,10 @@ stream alike, passes through them innermost first, so the stage nearest dispatch
 provider's answer and the outermost sees what the client gets: the meter counts what the client
 was sent, and the idempotency capture stores the answer as the stages inside it made it. A
 replayed answer passes only the stages outside the one that replays it, as those are the only
-ones that ran. Work for when the answer is complete is registered with ``call.defer``.
+ones that ran. Work for when the answer is complete is registered with ``call.defer``. A client
+speaking another dialect than OpenAI's (``call.dialect``, ``protocol/``) has its body translated
+to the canonical chat body by parse, which registers the translation of the answer back first, so
+it is the outermost step: every stage sees chat-format answers, only the client the dialect's.
 
 Which targets a call may use is the call's too: resolution sets ``call.targets`` (the route's,
 less the providers that lack a capability the request needs) and any later stage may narrow it

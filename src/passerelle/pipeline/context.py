@@ -20,6 +20,7 @@ from typing import Any
 
 from passerelle.errors import APIError, ProviderError
 from passerelle.pipeline.targets import Eligible, Filter, NoEligibleTargetError, Route, Target
+from passerelle.protocol.base import OPENAI, Dialect
 from passerelle.providers.base import Completion, Embeddings, StreamChunk, Usage
 from passerelle.store.records import Status
 from passerelle.tenancy import ApiKey
@@ -98,16 +99,19 @@ class FailedAttempt:
 
 @dataclass(slots=True)
 class Call:
-    endpoint: str  # "chat.completions" | "embeddings"
+    endpoint: str  # "chat.completions" | "embeddings" | a dialect's name ("messages")
     headers: Mapping[str, str]
     raw_body: bytes
+    # the wire format the client speaks: its errors and answers are rendered in it
+    dialect: Dialect = OPENAI
     request_id: str = field(default_factory=lambda: new_request_id())
     received_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
     # auth
     key: ApiKey | None = None
     # parse
-    body: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)  # the canonical (OpenAI chat) body
+    native_body: dict[str, Any] | None = None  # the client's own body, for another dialect
     model: str | None = None
     feature: str | None = None
     user: str | None = None
@@ -118,6 +122,7 @@ class Call:
     route: Route | None = None  # set with ``resolved``, changed with ``reroute``
     eligible: Eligible = field(default_factory=Eligible)  # the targets it may use, and why
     target: Target | None = None  # the target that answered (or was tried last)
+    native: bool = False  # it answered in the call's dialect itself: nothing to translate
     attempts: int = 0
     failed_attempts: list[FailedAttempt] = field(default_factory=list)
     result: Completion | Embeddings | ChunkStream | None = None

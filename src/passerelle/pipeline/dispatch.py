@@ -13,7 +13,8 @@ answered once its first chunk arrives; after that nothing is retried, since byte
 on their way to the client. Every attempt is started and ended here, with the observers the
 gateway registered (``pipeline/attempts.py``); a stream's ends when the answer path has read its
 last event. One observer notes each failed attempt on the call, and the meter records it as a
-ledger row of its own (the upstream may bill a timed-out attempt).
+ledger row of its own (the upstream may bill a timed-out attempt). A call in a dialect that the
+target's provider speaks itself (``Capabilities.native``) is passed through in that dialect.
 """
 
 from __future__ import annotations
@@ -42,13 +43,19 @@ from passerelle.providers.resilience import TRIAL_WAIT_S, backoff_delay
 
 def upstream_request(call: Call, target: Target) -> UpstreamRequest:
     """What the provider is asked. ``call.max_tokens`` is the output limit in force: the client's,
-    or for a call under a budget or rate limit the one the budget stage reserved and set."""
+    or for a call under a budget or rate limit the one the budget stage reserved and set. A
+    provider that speaks the call's dialect itself gets the client's own body (its model set to
+    the target's); any other gets the canonical chat body."""
+    native = call.native_body
+    speaks = native is not None and call.endpoint in target.provider.capabilities.native
     return UpstreamRequest(
         body=call.body,
         upstream_model=target.upstream_model,
         stream=call.stream,
         include_usage=call.include_usage,
-        max_output_tokens=call.max_tokens if call.endpoint == "chat.completions" else None,
+        max_output_tokens=call.max_tokens if call.endpoint != "embeddings" else None,
+        api=call.endpoint if speaks else "chat.completions",
+        native_body={**native, "model": target.upstream_model} if speaks and native else None,
     )
 
 
@@ -118,6 +125,7 @@ class Dispatch:
 
     async def _attempt(self, call: Call, target: Target, attempt: Attempt) -> None:
         request = upstream_request(call, target)
+        call.native = request.native_body is not None  # the answer comes in the call's dialect
         provider = target.provider
         attempts = self._attempts
         if call.endpoint == "embeddings":

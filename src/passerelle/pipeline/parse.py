@@ -1,5 +1,8 @@
 """Parsing: the JSON body into the fields the pipeline needs, with OpenAI-style 400s.
 
+A client speaking another dialect (``call.dialect``) has its body translated to a chat body
+first, and that is what is checked and what the pipeline works on (``parse_dialect``).
+
 Only what the gateway acts on is checked (types, ranges, shape of messages); everything else is
 passed to the upstream untouched, so new OpenAI fields work without a release. Each failure names
 the offending ``param`` the way OpenAI does (``messages[2].role``).
@@ -21,6 +24,8 @@ import orjson
 from passerelle.errors import InvalidRequestError
 from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import Call
+from passerelle.pipeline.dialect import DialectAnswer
+from passerelle.protocol.base import OPENAI
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 FEATURE_HEADER = "X-Passerelle-Feature"
@@ -197,8 +202,8 @@ def feature_of(call: Call, body: dict[str, Any]) -> str | None:
     return feature
 
 
-def parse_chat(call: Call) -> None:
-    body = load_json_object(call.raw_body)
+def parse_chat(call: Call, body: dict[str, Any]) -> None:
+    """The checks of a chat-completions body, the client's or a dialect's translation of it."""
     call.model = require_model(body)
     check_messages(body.get("messages"))
     stream = body.get("stream", False)
@@ -251,10 +256,25 @@ def parse_embeddings(call: Call) -> None:
     call.body = body
 
 
+def parse_dialect(call: Call) -> None:
+    """Another dialect's body: translated to chat (its own 400s name its own fields), checked as
+    chat, kept as sent for a provider that speaks the dialect; the answer is translated back by
+    the outermost step of the answer path."""
+    native = load_json_object(call.raw_body)
+    parse_chat(call, call.dialect.to_chat(native))
+    meta = native.get("metadata")
+    if isinstance(meta, dict) and "feature" in meta:  # a gateway field: the upstream never sees it
+        native["metadata"] = {k: v for k, v in meta.items() if k != "feature"}
+    call.native_body = native
+    call.transform(DialectAnswer(call.dialect, native))
+
+
 class Parse:
     async def __call__(self, call: Call, next: Next) -> None:
         if call.endpoint == "embeddings":
             parse_embeddings(call)
+        elif call.dialect is OPENAI:
+            parse_chat(call, load_json_object(call.raw_body))
         else:
-            parse_chat(call)
+            parse_dialect(call)
         await next(call)

@@ -3,8 +3,11 @@
 A provider has a name, its capabilities as data, and four methods: ``complete`` (one JSON answer),
 ``stream`` (Server-Sent Events, as OpenAI ``chat.completion.chunk`` payloads), ``embed`` and
 ``aclose``; ``load`` is optional, with a default on the protocol. Whatever the upstream speaks, it answers in OpenAI's wire format and reports usage as a
-``Usage``; the translation lives inside each provider as pure functions. Upstream failures leave a
-provider only as ``ProviderError``.
+``Usage``; the translation lives inside each provider as pure functions. A provider that speaks
+an inbound dialect itself (``Capabilities.native``: Anthropic's Messages API) may be handed the
+client's own body instead (``UpstreamRequest.api`` names it) and then answers in that dialect,
+its stream events carrying their SSE ``event`` names. Upstream failures leave a provider only as
+``ProviderError``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ class Capabilities:
     # keep reading a stream after the client left, to learn the real usage (remote APIs charge
     # for the whole answer); a local engine stops instead
     drain_on_disconnect: bool = True
+    # the inbound dialects it speaks itself ("messages"): their calls are passed through natively
+    native: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -47,6 +52,10 @@ class UpstreamRequest:
     # the most output tokens per choice the upstream may produce: what admission reserved (or the
     # client's own limit); each provider sends it in its own field. None: the upstream's default
     max_output_tokens: int | None = None
+    # the wire format asked for: "chat.completions" (``body``), or a dialect the provider speaks
+    # natively (``Capabilities.native``), whose body, model already set, is ``native_body``
+    api: str = "chat.completions"
+    native_body: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -58,13 +67,15 @@ class Completion:
 
 @dataclass(slots=True)
 class StreamChunk:
-    """One SSE event: ``data`` is the JSON payload, sent as ``data: <data>\\n\\n``."""
+    """One SSE event: ``data`` is the JSON payload, sent as ``data: <data>\\n\\n`` (after
+    ``event: <event>\\n`` when it has an event name, as Anthropic's events do)."""
 
     data: bytes
     usage: Usage | None = None  # set on the event that carries the final usage
     content_chars: int = 0  # characters of generated text, to estimate usage if the stream dies
     forward: bool = True  # False for usage-only events the client did not ask for
     more: bool = False  # more events arrived with this one: the writer may hold it to batch
+    event: bytes | None = None  # the SSE event name, if any
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """One renderer for every error the server returns, unknown routes and oversized bodies included.
 
-Whatever goes wrong, the client gets OpenAI's error shape and a status its SDK maps to the right
-exception. An unexpected exception is logged with its traceback on the server and answered with a
+Whatever goes wrong, the client gets OpenAI's error shape (or, on a route of another dialect,
+that dialect's: ``Dialect.error_body``) and a status its SDK maps to the right exception. An unexpected exception is logged with its traceback on the server and answered with a
 plain 500 that says nothing of the internals. A refused request is logged in one line (status,
 code, param, request id; never the message, which may name what the client sent): at INFO for
 malformed requests (400, 405, 409, 413), at DEBUG for the rest (401, 403, 404, 429...), which a
@@ -26,13 +26,16 @@ from passerelle.errors import (
     ServiceUnavailableError,
     StoreError,
 )
+from passerelle.protocol.base import OPENAI, Dialect
 
 log = logging.getLogger("passerelle.server")
 # refusals logged at INFO: a malformed request; the others (401, 404, 429...) at DEBUG
 MALFORMED = (InvalidRequestError, MethodNotAllowedError, ConflictError, RequestTooLargeError)
 
 
-def error_response(error: APIError, request_id: str | None = None) -> web.Response:
+def error_response(
+    error: APIError, request_id: str | None = None, dialect: Dialect = OPENAI
+) -> web.Response:
     if error.status < 500:
         log.log(
             logging.INFO if isinstance(error, MALFORMED) else logging.DEBUG,
@@ -47,7 +50,7 @@ def error_response(error: APIError, request_id: str | None = None) -> web.Respon
         headers["x-request-id"] = request_id
     return web.Response(
         status=error.status,
-        body=error.to_json(),
+        body=dialect.error_body(error),
         content_type="application/json",
         headers=headers,
     )

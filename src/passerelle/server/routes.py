@@ -21,8 +21,9 @@ from passerelle.pipeline.answer import AnswerStream, deliver
 from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.context import Call
 from passerelle.pricing.cost import format_usd
+from passerelle.protocol.base import OPENAI, Dialect
 from passerelle.server.body import read_body
-from passerelle.server.errors import error_response
+from passerelle.server.errors import error_response, from_http_exception
 from passerelle.server.openapi import openapi_json
 from passerelle.server.sse import write_stream
 
@@ -47,14 +48,24 @@ async def _finish(call: Call) -> None:
         ) from exc
 
 
-async def run_call(request: web.Request, endpoint: str) -> web.StreamResponse:
+async def run_call(
+    request: web.Request, endpoint: str, dialect: Dialect = OPENAI
+) -> web.StreamResponse:
+    """One call in ``dialect``: every error it meets, from the body's reading on, in its shape."""
     gateway = request.app[GATEWAY]
     try:
         raw_body = await read_body(request)
     except ConnectionError:  # the client left, or was cut off by the body timeout: no error
         log.info("a client went away before its request body was whole")
-        return error_response(InvalidRequestError("the request body did not arrive whole"))
-    call = Call(endpoint=endpoint, headers=request.headers, raw_body=raw_body)
+        gone = InvalidRequestError("the request body did not arrive whole")
+        return error_response(gone, dialect=dialect)
+    except APIError as exc:
+        return error_response(exc, dialect=dialect)
+    except web.HTTPException as exc:  # aiohttp's own refusal of the body (too large)
+        if exc.status < 400:
+            raise
+        return error_response(from_http_exception(exc, request), dialect=dialect)
+    call = Call(endpoint=endpoint, headers=request.headers, raw_body=raw_body, dialect=dialect)
     try:
         await gateway.chain(call)
         answer = deliver(call)
@@ -64,20 +75,20 @@ async def run_call(request: web.Request, endpoint: str) -> web.StreamResponse:
             await _finish(call)
         except APIError as store_exc:
             exc = store_exc
-        return error_response(exc, call.request_id)
+        return error_response(exc, call.request_id, dialect)
     except Exception:
         log.exception("request %s failed", call.request_id)
         error = APIError("internal error; see the gateway's log")
         call.fail(error)
         await call.finish()
-        return error_response(error, call.request_id)
+        return error_response(error, call.request_id, dialect)
     headers = call_headers(call)
     if isinstance(answer, AnswerStream):
         return await write_stream(request, call, answer, headers)
     try:
         await _finish(call)
     except APIError as exc:
-        return error_response(exc, call.request_id)
+        return error_response(exc, call.request_id, dialect)
     if call.cost_usd is None:
         headers["x-passerelle-unpriced"] = "true"
     else:

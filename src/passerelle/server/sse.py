@@ -6,7 +6,9 @@ request and no task per event, events that arrived together in one write. When t
 away, a remote provider's stream is read on to its end (it bills the whole answer, and the path
 still sees it), a local engine is stopped; either way the call is metered. When the upstream
 breaks, or a transformer fails, after bytes were sent, the status can no longer change: a final
-``data: {"error": ...}`` event is sent instead. The ledger commit happens before ``data: [DONE]``.
+``data: {"error": ...}`` event is sent instead (in the call's dialect: ``Dialect.error_event``).
+An event with a name (``StreamChunk.event``) is written ``event: <name>`` first. The ledger commit
+happens before the end of the stream (``data: [DONE]`` in OpenAI's dialect).
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ from passerelle.pipeline.context import Call
 from passerelle.store.records import Status
 
 log = logging.getLogger("passerelle.server")
-
-DONE = b"data: [DONE]\n\n"
 
 
 async def write_stream(
@@ -65,7 +65,8 @@ async def write_stream(
             error = await _finish(call) or error
     if connected:
         try:
-            out += DONE if error is None else b"data: " + error.to_json() + b"\n\n"
+            dialect = call.dialect
+            out += dialect.done if error is None else dialect.error_event(error)
             await response.write(bytes(out))
             await response.write_eof()
         except ConnectionError:
@@ -92,6 +93,8 @@ async def _pump(
         if not connected:
             continue
         if chunk.forward:
+            if chunk.event is not None:
+                out += b"event: %s\n" % chunk.event
             out += b"data: %s\n\n" % chunk.data
         if chunk.more or not out:
             continue
