@@ -21,6 +21,8 @@ ROUTES = {
     ("POST", "/v1/chat/completions"): "tenant",
     ("POST", "/v1/embeddings"): "tenant",
     ("GET", "/v1/models"): "tenant",
+    ("POST", "/v1/responses"): "tenant",
+    ("GET", "/v1/responses/{response_id}"): "tenant",
     ("GET", "/health"): "anyone",
     ("GET", "/openapi.json"): "anyone",
     ("GET", "/admin/usage"): "admin",

@@ -71,9 +71,7 @@ USAGE_CHUNK = {
 def replay(events: list[dict[str, Any]], tools: list[Any] | None = None) -> Any:
     """Every event validated as the SDK's type, then fed to its stream state: its final
     response (what ``get_final_response`` returns)."""
-    state: ResponseStreamState[Any] = ResponseStreamState(
-        input_tools=tools or [], text_format=omit
-    )
+    state: ResponseStreamState[Any] = ResponseStreamState(input_tools=tools or [], text_format=omit)
     for n, event in enumerate(events):
         assert event["sequence_number"] == n
         state.handle_event(EVENTS.validate_python(event))
@@ -119,7 +117,11 @@ def test_message_items_keep_their_roles_and_parts() -> None:
                         {"type": "input_image", "image_url": "data:image/png;base64,AA=="},
                     ],
                 },
-                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "A cat."}]},
+                {
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": "A cat."}],
+                },
                 {"role": "developer", "content": "Answer in French."},
             ]
         }
@@ -145,10 +147,24 @@ def test_function_call_items_and_outputs_become_tool_calls_and_tool_messages() -
             "tool_choice": {"type": "function", "name": "get_weather"},
             "input": [
                 {"role": "user", "content": "Weather in Paris and Rome?"},
-                {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": '{"city":"Paris"}'},
-                {"type": "function_call", "call_id": "c2", "name": "get_weather", "arguments": '{"city":"Rome"}'},
+                {
+                    "type": "function_call",
+                    "call_id": "c1",
+                    "name": "get_weather",
+                    "arguments": '{"city":"Paris"}',
+                },
+                {
+                    "type": "function_call",
+                    "call_id": "c2",
+                    "name": "get_weather",
+                    "arguments": '{"city":"Rome"}',
+                },
                 {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
-                {"type": "function_call_output", "call_id": "c2", "output": [{"type": "input_text", "text": "rain"}]},
+                {
+                    "type": "function_call_output",
+                    "call_id": "c2",
+                    "output": [{"type": "input_text", "text": "rain"}],
+                },
             ],
         }
     )
@@ -163,7 +179,7 @@ def test_function_call_items_and_outputs_become_tool_calls_and_tool_messages() -
         }
     ]
     assert chat["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
-    user, assistant, out1, out2 = chat["messages"]
+    _user, assistant, out1, out2 = chat["messages"]
     assert [c["id"] for c in assistant["tool_calls"]] == ["c1", "c2"]
     assert assistant["content"] is None
     assert out1 == {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
@@ -176,18 +192,24 @@ def test_text_format_json_schema_becomes_response_format() -> None:
         {
             "model": "m",
             "input": "x",
-            "text": {"format": {"type": "json_schema", "name": "thing", "schema": schema, "strict": True}},
+            "text": {
+                "format": {"type": "json_schema", "name": "thing", "schema": schema, "strict": True}
+            },
         }
     )
     assert chat["response_format"] == {
         "type": "json_schema",
         "json_schema": {"name": "thing", "schema": schema, "strict": True},
     }
-    assert "response_format" not in to_chat({"model": "m", "input": "x", "text": {"format": {"type": "text"}}})
+    assert "response_format" not in to_chat(
+        {"model": "m", "input": "x", "text": {"format": {"type": "text"}}}
+    )
 
 
 def test_a_stream_asks_for_the_usage_chunk_and_metadata_keeps_only_the_feature_upstream() -> None:
-    chat = to_chat({"model": "m", "input": "x", "stream": True, "metadata": {"feature": "search", "k": "v"}})
+    chat = to_chat(
+        {"model": "m", "input": "x", "stream": True, "metadata": {"feature": "search", "k": "v"}}
+    )
     assert chat["stream_options"] == {"include_usage": True}
     assert chat["metadata"] == {"feature": "search"}
     assert "metadata" not in to_chat({"model": "m", "input": "x", "metadata": {"k": "v"}})
@@ -200,11 +222,23 @@ def test_a_stream_asks_for_the_usage_chunk_and_metadata_keeps_only_the_feature_u
         ({"model": "m", "input": 3}, "input"),
         ({"model": "m", "input": [{"type": "reasoning", "summary": []}]}, "input[0].type"),
         ({"model": "m", "input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
-        ({"model": "m", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input[0].content[0].type"),
-        ({"model": "m", "input": [{"type": "function_call", "name": "f", "arguments": "{}"}]}, "input[0].call_id"),
+        (
+            {
+                "model": "m",
+                "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}],
+            },
+            "input[0].content[0].type",
+        ),
+        (
+            {"model": "m", "input": [{"type": "function_call", "name": "f", "arguments": "{}"}]},
+            "input[0].call_id",
+        ),
         ({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"model": "m", "input": "x", "tool_choice": {"type": "file_search"}}, "tool_choice"),
-        ({"model": "m", "input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}, "text.format.schema"),
+        (
+            {"model": "m", "input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}},
+            "text.format.schema",
+        ),
         ({"model": "m", "input": "x", "max_output_tokens": 0}, "max_output_tokens"),
         ({"model": "m", "input": "x", "background": True}, "background"),
         ({"model": "m", "input": "x", "conversation": "conv_1"}, "conversation"),
@@ -224,8 +258,15 @@ def test_what_a_chat_upstream_cannot_do_is_refused_naming_the_field(
 
 
 def test_a_chat_answer_becomes_a_response_the_sdk_validates() -> None:
-    request = {"model": "gpt-4o-mini", "input": "hi", "instructions": "Be brief.", "metadata": {"k": "v"}}
-    obj = from_chat_completion(IDS, chat_answer({"role": "assistant", "content": "Hello there."}), request)
+    request = {
+        "model": "gpt-4o-mini",
+        "input": "hi",
+        "instructions": "Be brief.",
+        "metadata": {"k": "v"},
+    }
+    obj = from_chat_completion(
+        IDS, chat_answer({"role": "assistant", "content": "Hello there."}), request
+    )
     response = Response.model_validate(obj)
     assert response.id == "resp_0123abcd"
     assert response.output_text == "Hello there."
@@ -243,22 +284,34 @@ def test_tool_calls_become_function_call_items_after_the_text() -> None:
         "role": "assistant",
         "content": "Checking.",
         "tool_calls": [
-            {"id": "call_9", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+            {
+                "id": "call_9",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+            }
         ],
     }
     response = Response.model_validate(
-        from_chat_completion(IDS, chat_answer(message, "tool_calls"), {"model": "m", "tools": [WEATHER]})
+        from_chat_completion(
+            IDS, chat_answer(message, "tool_calls"), {"model": "m", "tools": [WEATHER]}
+        )
     )
     kinds = [item.type for item in response.output]
     assert kinds == ["message", "function_call"]
     call = response.output[1]
     assert call.type == "function_call"
-    assert (call.call_id, call.name, call.arguments) == ("call_9", "get_weather", '{"city":"Paris"}')
+    assert (call.call_id, call.name, call.arguments) == (
+        "call_9",
+        "get_weather",
+        '{"city":"Paris"}',
+    )
     assert response.tools[0].type == "function"
 
 
 def test_an_answer_cut_by_the_output_limit_is_incomplete() -> None:
-    obj = from_chat_completion(IDS, chat_answer({"role": "assistant", "content": "a b"}, "length"), {})
+    obj = from_chat_completion(
+        IDS, chat_answer({"role": "assistant", "content": "a b"}, "length"), {}
+    )
     response = Response.model_validate(obj)
     assert response.status == "incomplete"
     assert response.incomplete_details is not None
@@ -267,7 +320,9 @@ def test_an_answer_cut_by_the_output_limit_is_incomplete() -> None:
 
 def test_the_next_turn_inherits_the_assistant_message_with_its_tool_calls() -> None:
     calls = [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
-    assert assistant_message(chat_answer({"role": "assistant", "content": None, "tool_calls": calls})) == {
+    assert assistant_message(
+        chat_answer({"role": "assistant", "content": None, "tool_calls": calls})
+    ) == {
         "role": "assistant",
         "content": None,
         "tool_calls": calls,
@@ -312,11 +367,34 @@ def test_streamed_tool_calls_hold_arguments_until_id_and_name_arrive() -> None:
     events += stream.feed(chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"ci'}}]}))
     assert [e["type"] for e in events] == ["response.created", "response.in_progress"]
     events += stream.feed(
-        chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather"}}]})
+        chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather"},
+                    }
+                ]
+            }
+        )
     )
-    events += stream.feed(chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'ty":"Paris"}'}}]}))
     events += stream.feed(
-        chunk({"tool_calls": [{"index": 1, "id": "call_2", "function": {"name": "get_weather", "arguments": "{}"}}]})
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'ty":"Paris"}'}}]})
+    )
+    events += stream.feed(
+        chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 1,
+                        "id": "call_2",
+                        "function": {"name": "get_weather", "arguments": "{}"},
+                    }
+                ]
+            }
+        )
     )
     events += stream.feed(chunk({}, "tool_calls"))
     events += stream.end()
@@ -329,18 +407,25 @@ def test_streamed_tool_calls_hold_arguments_until_id_and_name_arrive() -> None:
     ]
     completion = stream.chunks.completion()
     assert completion["choices"][0]["finish_reason"] == "tool_calls"
-    assert [c["id"] for c in completion["choices"][0]["message"]["tool_calls"]] == ["call_1", "call_2"]
+    assert [c["id"] for c in completion["choices"][0]["message"]["tool_calls"]] == [
+        "call_1",
+        "call_2",
+    ]
 
 
 def test_text_then_a_tool_call_closes_the_message_before_the_call_is_announced() -> None:
     stream = ResponsesStream(IDS, {"model": "m"})
     events = stream.feed(chunk({"role": "assistant", "content": "Let me check."}))
     events += stream.feed(
-        chunk({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": "{}"}}]})
+        chunk(
+            {"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": "{}"}}]}
+        )
     )
     events += stream.end()
     kinds = [e["type"] for e in events]
-    assert kinds.index("response.output_item.done") < kinds.index("response.function_call_arguments.delta")
+    assert kinds.index("response.output_item.done") < kinds.index(
+        "response.function_call_arguments.delta"
+    )
     final = replay(events)
     assert [o.type for o in final.output] == ["message", "function_call"]
     assert final.output_text == "Let me check."
@@ -358,7 +443,9 @@ def test_a_stream_stopped_by_the_output_limit_ends_incomplete() -> None:
 def test_a_broken_stream_ends_with_an_error_and_a_failed_response() -> None:
     stream = ResponsesStream(IDS, {"model": "m"})
     events = stream.feed(chunk({"content": "partial"}))
-    events += stream.failed({"code": "upstream_error", "message": "provider fake failed", "param": None}, 502)
+    events += stream.failed(
+        {"code": "upstream_error", "message": "provider fake failed", "param": None}, 502
+    )
     assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
     for event in events:
         EVENTS.validate_python(event)

@@ -102,7 +102,7 @@ def output_items(ids: ResponseIds, message: dict[str, Any]) -> list[Item]:
     """A chat answer's assistant message as output items: its text, then its tool calls."""
     items: list[Item] = []
     text, refusal = message.get("content"), message.get("refusal")
-    if isinstance(text, str) and text or isinstance(refusal, str) and refusal:
+    if (isinstance(text, str) and text) or (isinstance(refusal, str) and refusal):
         items.append(
             message_item(ids, text if isinstance(text, str) else "", refusal or None, "completed")
         )

@@ -188,7 +188,11 @@ def _add_function_call(messages: list[Message], item: Item, param: str) -> None:
     for field, value in (("call_id", call_id), ("name", name), ("arguments", arguments)):
         if not isinstance(value, str):
             raise bad(f"{param}.{field} must be a string", f"{param}.{field}", "invalid_type")
-    tool_call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    tool_call = {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
     last = messages[-1] if messages else None
     if last is not None and last["role"] == "assistant":
         last.setdefault("tool_calls", []).append(tool_call)
@@ -202,7 +206,9 @@ def _function_output(item: Item, param: str) -> Message:
         raise bad(f"{param}.call_id must be a string", f"{param}.call_id", "invalid_type")
     if isinstance(output, list):  # input_text parts (images in tool output are not carried)
         output = "".join(
-            p.get("text", "") for p in output if isinstance(p, dict) and p.get("type") == "input_text"
+            p.get("text", "")
+            for p in output
+            if isinstance(p, dict) and p.get("type") == "input_text"
         )
     if not isinstance(output, str):
         raise bad(f"{param}.output must be a string", f"{param}.output", "invalid_type")
@@ -225,7 +231,9 @@ def chat_tools(tools: Any) -> list[dict[str, Any]]:
             )
         name = tool.get("name")
         if not isinstance(name, str) or not name:
-            raise bad(f"tools[{i}].name is required", f"tools[{i}].name", "missing_required_parameter")
+            raise bad(
+                f"tools[{i}].name is required", f"tools[{i}].name", "missing_required_parameter"
+            )
         function: dict[str, Any] = {"name": name}
         for key in ("description", "parameters", "strict"):
             if tool.get(key) is not None:
@@ -265,7 +273,9 @@ def response_format(text: Any) -> dict[str, Any] | None:
         assert isinstance(fmt, dict)
         name, schema = fmt.get("name"), fmt.get("schema")
         if not isinstance(name, str) or not name:
-            raise bad("text.format.name is required", "text.format.name", "missing_required_parameter")
+            raise bad(
+                "text.format.name is required", "text.format.name", "missing_required_parameter"
+            )
         if not isinstance(schema, dict):
             raise bad("text.format.schema must be an object", "text.format.schema", "invalid_type")
         spec: dict[str, Any] = {"name": name, "schema": schema}
@@ -278,5 +288,3 @@ def response_format(text: Any) -> dict[str, Any] | None:
         "text.format.type",
         "unsupported_value",
     )
-
-
