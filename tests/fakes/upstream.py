@@ -8,8 +8,9 @@ behind a load test.  This module is that server (run as its own process) and
     python tests/fakes/upstream.py --host 127.0.0.1 --port 0
     -> prints exactly one line "READY http://127.0.0.1:<port>" once listening
 
-It speaks OpenAI's wire format (/v1/chat/completions, /v1/embeddings, /v1/models)
-and Anthropic's Messages API (/v1/messages).  Behaviour comes from `#name:value`
+It speaks OpenAI's wire format (/v1/chat/completions, /v1/completions, /v1/embeddings,
+/v1/models; tool calls, `n`, logprobs and JSON answers in openai_features.py) and
+Anthropic's Messages API (/v1/messages).  Behaviour comes from `#name:value`
 directives in the last user message, overridden by the next item of the control
 queue (POST /_control/script); see tests/fakes/README.md.  Needs aiohttp (imported
 lazily, so tests can import `UpstreamProcess` without it); orjson/uvloop if present.
@@ -40,6 +41,7 @@ try:
 except ImportError:  # run as a script: tests/ is not a package root then
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tests.fakes.process import ServerProcess
+from tests.fakes import openai_features as features
 
 try:
     from orjson import dumps, loads
@@ -52,7 +54,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 DEFAULT_REPLY = "Hello from fake upstream."
 DIRECTIVE_RE = re.compile(
-    r"#(status|latency|chunk_delay|cut|usage|reply|words|garbage|retry_after):(\S+)"
+    r"#(status|latency|chunk_delay|cut|usage|reply|words|garbage|retry_after|tool_call):(\S+)"
 )
 MODELS_BODY = dumps(
     {
@@ -102,6 +104,8 @@ class Behaviour:
     garbage: bool = False  # a 200 whose body is not JSON
     retry_after: str | None = None  # the Retry-After sent with a 429, 503 or 529, if any
     error: dict | None = None  # fields of the error object sent with a status >= 400
+    tool: str | None = None  # answer with a call of this tool (OpenAI format)
+    tool_calls: Any = None  # answer with these calls: [{"name", "arguments"}] (OpenAI format)
 
 
 DEFAULT = Behaviour()
@@ -114,6 +118,7 @@ _SIMPLE = {
     "chunk_delay_ms": ("chunk_delay_ms", float),
     "reply": ("reply", str),
     "retry_after": ("retry_after", str),
+    "tool_call": ("tool", str),
 }
 
 
@@ -130,6 +135,8 @@ def apply(b: Behaviour, name: str, value: Any) -> Behaviour:
             return replace(b, error=value)
         if name == "garbage":
             return replace(b, garbage=str(value).lower() in ("1", "true"))
+        if name == "tool_calls":
+            return replace(b, tool_calls=list(value))
         if name == "words":
             return replace(b, reply=" ".join(f"w{i}" for i in range(1, int(value) + 1)))
     except (TypeError, ValueError):
@@ -223,7 +230,7 @@ class State:
                 self.users[user] = self.users.get(user, 0) + 1
 
     def behaviour(self, body: dict) -> Behaviour:
-        b = parse_directives(body.get("messages") or [])
+        b = parse_directives(body.get("messages") or features.prompt_messages(body))
         for name, value in (self.script.popleft() if self.script else {}).items():
             b = apply(b, name, value)
         return b
@@ -433,12 +440,51 @@ def build_app() -> Any:
         body, b, failure = await prelude(request, openai_error)
         if failure is not None:
             return failure
+        if features.needs_features(body, b.tool or b.tool_calls):
+            return await featured_chat(request, body, b)
         model = body.get("model", "fake-model")
         b, usage, cut = limited(b, body)
         finish = "length" if cut else "stop"
         if body.get("stream"):
             return await stream(request, chat_events(body, b.reply, usage, finish), b)
         return json_response(chat_body(model, b.reply, usage, finish))
+
+    async def featured_chat(request: Any, body: dict, b: Behaviour) -> Any:
+        """Tool calls, `n` choices, logprobs, JSON answers (openai_features.py)."""
+        calls = features.tool_calls(body, b.tool, b.tool_calls)
+        after_tool = features.tool_result_reply(body)
+        if after_tool is not None and b.reply == DEFAULT_REPLY:
+            b = replace(b, reply=after_tool)
+        as_json = features.json_reply(body, b.reply)
+        if as_json is not None:
+            b = replace(b, reply=as_json)
+        n = features.choice_count(body)
+        cut = False
+        if not calls:
+            b, _, cut = limited(b, body)
+        prompt, _, cached = usage_for(b, body)
+        finish = "tool_calls" if calls else "length" if cut else "stop"
+        answer = features.Answer(reply=b.reply, calls=calls, finish=finish, n=n)
+        usage = b.usage or features.answer_usage(answer, prompt, cached, output_limit(body))
+        pieces = reply_pieces(b.reply)
+        if body.get("stream"):
+            return await stream(request, features.chat_stream(body, answer, usage, pieces), b)
+        return json_response(features.chat_document(body, answer, usage, pieces))
+
+    async def completions(request: Any) -> Any:
+        """Legacy text completions: `prompt` in, `text` out, one choice per prompt and `n`."""
+        body, b, failure = await prelude(request, openai_error)
+        if failure is not None:
+            return failure
+        if "prompt" not in body:
+            return json_response(openai_error(400, "'prompt' is required"), 400)
+        b, _, cut = limited(b, body)
+        count = len(features.prompts(body)) * features.choice_count(body)
+        usage = b.usage or (features.text_prompt_tokens(body), len(b.reply.split()) * count, 0)
+        finish = "length" if cut else "stop"
+        if body.get("stream"):
+            return await stream(request, features.text_stream(body, b.reply, usage, finish), b)
+        return json_response(features.text_document(body, b.reply, usage, finish))
 
     async def messages(request: Any) -> Any:
         body, b, failure = await prelude(request, anthropic_error)
@@ -496,6 +542,7 @@ def build_app() -> Any:
     app.add_routes(
         [
             web.post("/v1/chat/completions", chat_completions),
+            web.post("/v1/completions", completions),
             web.post("/v1/messages", messages),
             web.post("/v1/embeddings", embeddings),
             web.get("/v1/models", models),
