@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from openai import BadRequestError, NotFoundError, OpenAI, RateLimitError
 
-from tests.fakes.gateway import TENANT_KEYS, GatewayProcess, Sdk
+from tests.fakes.gateway import TENANT_KEYS, GatewayProcess, Sdk, fake_upstream_config
 from tests.fakes.upstream import UpstreamProcess
 from tests.integration.budget_helpers import budget_config
 
@@ -270,9 +270,11 @@ def test_an_exhausted_hard_budget_refuses_a_response(
             client.responses.create(model=MODEL, input="hi", max_output_tokens=100)
         assert refused.value.status_code == 429
         assert refused.value.body["code"] == "insufficient_quota"  # type: ignore[index]
-        with pytest.raises(RateLimitError):
-            with client.responses.stream(model=MODEL, input="hi", max_output_tokens=100) as s:
-                list(s)
+        with (
+            pytest.raises(RateLimitError),
+            client.responses.stream(model=MODEL, input="hi", max_output_tokens=100) as s,
+        ):
+            list(s)
         assert fresh_upstream.stats()["requests"] == 0
         rows = gw.ledger_rows("tenant = ?", (tenant,))
         assert rows and {r["endpoint"] for r in rows} == {"responses"}
@@ -305,7 +307,32 @@ def test_an_upstream_refusal_before_the_stream_starts_is_a_plain_error(
     client: OpenAI, fresh_upstream: UpstreamProcess
 ) -> None:
     fresh_upstream.script({"status": 400}, {"status": 400}, {"status": 400})
-    with pytest.raises(BadRequestError) as refused:
-        with client.responses.stream(model=MODEL, input="hi") as stream:
-            list(stream)
+    with (
+        pytest.raises(BadRequestError) as refused,
+        client.responses.stream(model=MODEL, input="hi") as stream,
+    ):
+        list(stream)
     assert refused.value.status_code == 400
+
+
+@pytest.mark.redis
+def test_with_redis_every_replica_continues_a_response_for_its_tenant_only(
+    tmp_path: Any, fresh_upstream: UpstreamProcess, redis_url: str
+) -> None:
+    config = fake_upstream_config(fresh_upstream.url, redis=redis_url)
+    with (
+        GatewayProcess(tmp_path / "a", config) as one,
+        GatewayProcess(tmp_path / "b", config) as two,
+        OpenAI(base_url=one.base_url, api_key=TENANT_KEYS["acme"], max_retries=0) as first,
+        OpenAI(base_url=two.base_url, api_key=TENANT_KEYS["acme"], max_retries=0) as second,
+        OpenAI(base_url=two.base_url, api_key=TENANT_KEYS["globex"], max_retries=0) as other,
+    ):
+        made = first.responses.create(model=MODEL, input="Remember 7.")
+        continued = second.responses.create(
+            model=MODEL, previous_response_id=made.id, input="What number?"
+        )
+        assert continued.status == "completed"
+        assert upstream_messages(fresh_upstream)[0] == {"role": "user", "content": "Remember 7."}
+        assert second.responses.retrieve(made.id).output_text == made.output_text
+        with pytest.raises(BadRequestError):
+            other.responses.create(model=MODEL, previous_response_id=made.id, input="x")

@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 Item = dict[str, Any]
 Message = dict[str, Any]
 FINISHED = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+class ResponseStatus(StrEnum):
+    """A response's ``status``, and its output items' (which are never ``failed``)."""
+
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    INCOMPLETE = "incomplete"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +76,7 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def message_item(ids: ResponseIds, text: str, refusal: str | None, status: str) -> Item:
+def message_item(ids: ResponseIds, text: str, refusal: str | None, status: ResponseStatus) -> Item:
     content: list[dict[str, Any]] = []
     if text or refusal is None:
         content.append(output_text(text))
@@ -86,7 +96,7 @@ def output_text(text: str) -> dict[str, Any]:
 
 
 def function_call_item(
-    ids: ResponseIds, index: int, call_id: str, name: str, arguments: str, status: str
+    ids: ResponseIds, index: int, call_id: str, name: str, arguments: str, status: ResponseStatus
 ) -> Item:
     return {
         "id": ids.function_call(index),
@@ -104,7 +114,12 @@ def output_items(ids: ResponseIds, message: dict[str, Any]) -> list[Item]:
     text, refusal = message.get("content"), message.get("refusal")
     if (isinstance(text, str) and text) or (isinstance(refusal, str) and refusal):
         items.append(
-            message_item(ids, text if isinstance(text, str) else "", refusal or None, "completed")
+            message_item(
+                ids,
+                text if isinstance(text, str) else "",
+                refusal or None,
+                ResponseStatus.COMPLETED,
+            )
         )
     for i, tc in enumerate(message.get("tool_calls") or []):
         fn = tc.get("function") or {}
@@ -115,11 +130,11 @@ def output_items(ids: ResponseIds, message: dict[str, Any]) -> list[Item]:
                 str(tc.get("id") or ids.function_call(i)),
                 str(fn.get("name") or ""),
                 str(fn.get("arguments") or ""),
-                "completed",
+                ResponseStatus.COMPLETED,
             )
         )
     if not items:
-        items.append(message_item(ids, "", None, "completed"))
+        items.append(message_item(ids, "", None, ResponseStatus.COMPLETED))
     return items
 
 
@@ -128,15 +143,15 @@ def response_object(
     request: dict[str, Any],
     *,
     model: str,
-    status: str,
+    status: ResponseStatus,
     output: list[Item],
     usage: dict[str, Any] | None,
     finish_reason: str | None = None,
 ) -> dict[str, Any]:
     """A ``Response``: the request's settings echoed, the output and usage given."""
     incomplete = None
-    if status == "completed" and finish_reason in FINISHED:
-        status, incomplete = "incomplete", {"reason": FINISHED[finish_reason]}
+    if status is ResponseStatus.COMPLETED and finish_reason in FINISHED:
+        status, incomplete = ResponseStatus.INCOMPLETE, {"reason": FINISHED[finish_reason]}
     text = request.get("text") if isinstance(request.get("text"), dict) else {}
     return {
         "id": ids.response,
@@ -176,7 +191,7 @@ def from_chat_completion(
         ids,
         request,
         model=str(chat.get("model") or request.get("model") or ""),
-        status="completed",
+        status=ResponseStatus.COMPLETED,
         output=output_items(ids, message),
         usage=response_usage(chat.get("usage")),
         finish_reason=choice.get("finish_reason"),

@@ -23,6 +23,7 @@ from typing import Any
 from passerelle.protocol.responses_answer import (
     Item,
     ResponseIds,
+    ResponseStatus,
     function_call_item,
     message_item,
     output_text,
@@ -146,7 +147,7 @@ class ResponsesStream:
         for index, call in sorted(self.chunks.tool_calls.items()):
             events += self._announce(index, call)
             assert call.output_index is not None
-            item = self._function_item(index, call, "completed")
+            item = self._function_item(index, call, ResponseStatus.COMPLETED)
             events.append(
                 self._event(
                     "response.function_call_arguments.done",
@@ -156,12 +157,12 @@ class ResponsesStream:
                 )
             )
             events.append(self._item_done(call.output_index, item))
-        final = self.response("completed")
-        kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
+        final = self.response(ResponseStatus.COMPLETED)
+        kind = f"response.{final['status']}"  # completed, or incomplete at the output limit
         events.append(self._event(kind, response=final))
         return events
 
-    def response(self, status: str) -> dict[str, Any]:
+    def response(self, status: ResponseStatus) -> dict[str, Any]:
         """The response as it stands: finished items in order, usage once known."""
         output = [self._done[i] for i in sorted(self._done)]
         return response_object(
@@ -169,8 +170,10 @@ class ResponsesStream:
             self._request,
             model=self.chunks.model or str(self._request.get("model") or ""),
             status=status,
-            output=output if status != "in_progress" else [],
-            usage=response_usage(self.chunks.usage) if status != "in_progress" else None,
+            output=[] if status is ResponseStatus.IN_PROGRESS else output,
+            usage=None
+            if status is ResponseStatus.IN_PROGRESS
+            else response_usage(self.chunks.usage),
             finish_reason=self.chunks.finish_reason,
         )
 
@@ -179,7 +182,7 @@ class ResponsesStream:
         ``response.failed``, whose error code is one of the few the Responses API defines."""
         events = self._start()
         events.append(self._event("error", **error))
-        failed = self.response("failed")
+        failed = self.response(ResponseStatus.FAILED)
         code = "rate_limit_exceeded" if status == 429 else "server_error"
         failed["error"] = {"code": code, "message": error["message"]}
         events.append(self._event("response.failed", response=failed))
@@ -195,7 +198,7 @@ class ResponsesStream:
         if self._started:
             return []
         self._started = True
-        snapshot = self.response("in_progress")
+        snapshot = self.response(ResponseStatus.IN_PROGRESS)
         return [
             self._event("response.created", response=snapshot),
             self._event("response.in_progress", response=snapshot),
@@ -206,7 +209,7 @@ class ResponsesStream:
         if self._message is None:
             self._message = self._items
             self._items += 1
-            item = message_item(self._ids, "", None, "in_progress")
+            item = message_item(self._ids, "", None, ResponseStatus.IN_PROGRESS)
             item["content"] = []
             events.append(
                 self._event("response.output_item.added", output_index=self._message, item=item)
@@ -244,7 +247,7 @@ class ResponsesStream:
             ),
             self._part("response.content_part.done", output_text(text)),
         ]
-        item = message_item(self._ids, text, self.chunks.refusal or None, "completed")
+        item = message_item(self._ids, text, self.chunks.refusal or None, ResponseStatus.COMPLETED)
         events.append(self._item_done(self._message, item))
         self._message = None
         return events
@@ -267,7 +270,7 @@ class ResponsesStream:
         events = self._close_message()
         call.output_index = self._items
         self._items += 1
-        item = self._function_item(index, call, "in_progress")
+        item = self._function_item(index, call, ResponseStatus.IN_PROGRESS)
         item["arguments"] = ""
         events.append(
             self._event("response.output_item.added", output_index=call.output_index, item=item)
@@ -284,7 +287,7 @@ class ResponsesStream:
             delta=delta,
         )
 
-    def _function_item(self, index: int, call: ToolCall, status: str) -> Item:
+    def _function_item(self, index: int, call: ToolCall, status: ResponseStatus) -> Item:
         call_id = call.call_id or self._ids.function_call(index)
         return function_call_item(self._ids, index, call_id, call.name, call.arguments, status)
 
