@@ -336,3 +336,22 @@ def test_with_redis_every_replica_continues_a_response_for_its_tenant_only(
         assert second.responses.retrieve(made.id).output_text == made.output_text
         with pytest.raises(BadRequestError):
             other.responses.create(model=MODEL, previous_response_id=made.id, input="x")
+
+
+def test_an_idempotent_retry_is_replayed_as_a_response_that_can_be_continued(
+    gateway: GatewayProcess, client: OpenAI, fresh_upstream: UpstreamProcess
+) -> None:
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    first = client.responses.create(model=MODEL, input="Once #usage:7,5,0", extra_headers=key)
+    raw = client.responses.with_raw_response.create(
+        model=MODEL, input="Once #usage:7,5,0", extra_headers=key
+    )
+    replay = raw.parse()
+    assert fresh_upstream.stats()["requests"] == 1  # served once
+    assert replay.output_text == first.output_text
+    assert replay.usage is not None and replay.usage.input_tokens == 7
+    (row,) = gateway.ledger_rows("request_id = ?", (raw.headers["x-request-id"],))
+    assert (row["endpoint"], row["status"]) == ("responses", "replayed")
+    for made in (first, replay):
+        continued = client.responses.create(model=MODEL, previous_response_id=made.id, input="Next")
+        assert continued.status == "completed"

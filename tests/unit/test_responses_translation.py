@@ -451,3 +451,13 @@ def test_a_broken_stream_ends_with_an_error_and_a_failed_response() -> None:
         EVENTS.validate_python(event)
     assert events[-1]["response"]["error"]["code"] == "server_error"
     assert stream.end() == []
+
+
+def test_a_failure_after_the_stream_completed_is_the_error_alone() -> None:
+    stream = ResponsesStream(IDS, {"model": "m"})
+    events = stream.feed(chunk({"content": "done"}, "stop")) + stream.end()
+    after = stream.failed(
+        {"code": "ledger_unavailable", "message": "not recorded", "param": None}, 503
+    )
+    assert [e["type"] for e in after] == ["error"]
+    assert after[0]["sequence_number"] == len(events)

@@ -104,7 +104,9 @@ class Conversations:
     ) -> None:
         """The conversation with this answer, under this response's id: only a whole answer."""
         answer = dialect.answer()
-        if call.status != Status.OK or answer is None or call.tenant is None:
+        # an idempotent replay is a new response (its own id) the client may continue too
+        whole = call.status in (Status.OK, Status.REPLAYED)
+        if not whole or answer is None or call.tenant is None:
             return
         assert self._store is not None
         document = {

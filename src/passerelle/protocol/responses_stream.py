@@ -179,9 +179,12 @@ class ResponsesStream:
 
     def failed(self, error: dict[str, Any], status: int) -> list[Event]:
         """The events that end a stream which broke: ``error`` with the gateway's own code, then
-        ``response.failed``, whose error code is one of the few the Responses API defines."""
+        ``response.failed``, whose error code is one of the few the Responses API defines (not
+        after ``response.completed``: a failure after the end, the ledger's, is the error alone)."""
         events = self._start()
         events.append(self._event("error", **error))
+        if self._ended:  # it had completed (what failed came after): the error alone
+            return events
         failed = self.response(ResponseStatus.FAILED)
         code = "rate_limit_exceeded" if status == 429 else "server_error"
         failed["error"] = {"code": code, "message": error["message"]}
