@@ -192,8 +192,10 @@ def test_a_response_made_with_store_false_cannot_be_continued(
         client.responses.create(model=MODEL, previous_response_id=unkept.id, input="Again")
     assert refused.value.status_code == 400
     assert "not found" in refused.value.message
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError) as missing:
         client.responses.retrieve(unkept.id)
+    assert missing.value.code == "response_not_found"
+    assert str(missing.value.request_id).startswith("req_")
 
 
 def test_a_streamed_response_tells_its_events_and_its_final_response(

@@ -8,15 +8,18 @@ another tenant's id is as unknown as an id never made (404).
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from aiohttp import web
 
-from passerelle.errors import NotFoundError
+from passerelle.errors import APIError, NotFoundError
 from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.context import Call
 from passerelle.pipeline.conversation import kept
 from passerelle.protocol.responses import NAME, ResponsesDialect
 from passerelle.protocol.responses_answer import ResponseIds
+from passerelle.server.errors import error_response
 from passerelle.server.routes import GATEWAY, run_call
 
 
@@ -25,8 +28,23 @@ async def create_response(request: web.Request) -> web.StreamResponse:
 
 
 async def retrieve_response(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
     call = Call(endpoint=NAME, headers=request.headers, raw_body=b"")
+    try:
+        document = await _kept(request, call)
+    except APIError as exc:
+        return error_response(exc, call.request_id)
+    response_id = request.match_info["response_id"]
+    dialect = ResponsesDialect(ResponseIds(response_id, int(document["created_at"])))
+    body = dialect.completion(document["completion"], document["request"])
+    return web.Response(
+        body=orjson.dumps(body),
+        content_type="application/json",
+        headers={"x-request-id": call.request_id},
+    )
+
+
+async def _kept(request: web.Request, call: Call) -> dict[str, Any]:
+    gateway = request.app[GATEWAY]
     await Auth(gateway.keys)(call, _noop)
     response_id = request.match_info["response_id"]
     store = gateway.conversations
@@ -37,13 +55,7 @@ async def retrieve_response(request: web.Request) -> web.Response:
         raise NotFoundError(
             f"response with id '{response_id}' not found", code="response_not_found"
         )
-    dialect = ResponsesDialect(ResponseIds(response_id, int(document["created_at"])))
-    body = dialect.completion(document["completion"], document["request"])
-    return web.Response(
-        body=orjson.dumps(body),
-        content_type="application/json",
-        headers={"x-request-id": call.request_id},
-    )
+    return document
 
 
 async def _noop(call: Call) -> None:
