@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from openai import BadRequestError, NotFoundError, OpenAI, RateLimitError
+from pydantic import BaseModel
 
 from tests.fakes.gateway import TENANT_KEYS, GatewayProcess, Sdk, fake_upstream_config
 from tests.fakes.upstream import UpstreamProcess
@@ -144,6 +145,16 @@ def test_structured_output_with_a_json_schema(
     assert response.text.format.type == "json_schema"
     sent = fresh_upstream.stats()["last_request"]
     assert sent["response_format"]["json_schema"]["schema"] == SCHEMA
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+def test_the_sdk_parses_structured_output_into_its_model(client: OpenAI) -> None:
+    parsed = client.responses.parse(model=MODEL, input="Who is it?", text_format=Person)
+    assert parsed.output_parsed == Person(name="", age=0)
 
 
 def test_a_conversation_continued_by_previous_response_id_and_refused_to_another_tenant(
