@@ -27,6 +27,7 @@ from passerelle.pipeline.attempts import AttemptObserver, FailedAttemptRows
 from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.budget import Budget, OutputCeiling
 from passerelle.pipeline.chain import Next, Stage, build_chain
+from passerelle.pipeline.conversation import Conversations
 from passerelle.pipeline.dispatch import Dispatch
 from passerelle.pipeline.idempotency import Idempotency
 from passerelle.pipeline.inflight import InFlight, JournaledCounters
@@ -43,6 +44,11 @@ from passerelle.providers.resilience import CircuitBreaker, LocalHealth, TargetH
 from passerelle.providers.shared_breakers import Scripts, SharedHealth
 from passerelle.recovery import Recovered, record_interrupted, report, settle_interrupted
 from passerelle.store.base import Ledger
+from passerelle.store.conversations import (
+    ConversationStore,
+    LocalConversations,
+    RedisConversations,
+)
 from passerelle.store.idempotency import IdempotencyStore, LocalIdempotency, RedisIdempotency
 from passerelle.store.journal import Journal
 from passerelle.store.ledgers import open_ledger
@@ -66,6 +72,8 @@ class Gateway:
     idempotency: IdempotencyStore
     revenue: RevenueBook
     journal: Journal | None = None
+    # responses kept for ``previous_response_id`` and ``GET /v1/responses/{id}``; None: none kept
+    conversations: ConversationStore | None = None
     breaker_state: Scripts | None = None  # with Redis: breakers shared by every replica
     # see every outbound attempt start and end (audit, metrics, traces), after the ledger's rows
     attempt_observers: list[AttemptObserver] = field(default_factory=list)
@@ -80,6 +88,7 @@ class Gateway:
         stages: list[Stage] = [
             Auth(self.keys),
             Parse(),
+            Conversations(self.conversations),
             Resolve(self.routes),
             Meter(self.ledger, self.pricer, self.journal),
             Idempotency(self.idempotency),
@@ -142,6 +151,9 @@ class Gateway:
                 limits.tenant_budgets.setdefault(t.name, []).append((tracking_rule(t.name), None))
         counters: Counters
         idempotency: IdempotencyStore
+        conversations: ConversationStore | None = None
+        server = config.server
+        keeps = server.responses_retention_s > 0
         if config.redis:
             from passerelle.limits.redis_counters import RedisCounters
             from passerelle.store.redis import SharedState
@@ -149,9 +161,19 @@ class Gateway:
             shared = SharedState(config.redis)
             counters = RedisCounters(shared, recorded_cost=partial(recorded_cost, ledger))
             idempotency = RedisIdempotency(shared)
+            if keeps:
+                conversations = RedisConversations(
+                    shared,
+                    retention_s=server.responses_retention_s,
+                    max_bytes=server.responses_max_bytes,
+                )
         else:
             counters = LocalCounters()
-            idempotency = LocalIdempotency(max_bytes=config.server.idempotency_max_bytes)
+            idempotency = LocalIdempotency(max_bytes=server.idempotency_max_bytes)
+            if keeps:
+                conversations = LocalConversations(
+                    retention_s=server.responses_retention_s, max_bytes=server.responses_max_bytes
+                )
         journal = Journal(data_dir)
         return cls(
             config=config,
@@ -166,6 +188,7 @@ class Gateway:
             idempotency=idempotency,
             revenue=RevenueBook(config),
             journal=journal,
+            conversations=conversations,
             breaker_state=breaker_state,
             attempt_observers=list(attempt_observers),
         )
@@ -264,6 +287,8 @@ class Gateway:
         if self.breaker_state is not None:
             await self.breaker_state.close()
         await self.idempotency.close()
+        if self.conversations is not None:
+            await self.conversations.close()
         await self.ledger.close()
         if self.journal is not None:
             self.journal.close()

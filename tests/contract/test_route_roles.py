@@ -6,6 +6,7 @@ does not list, the second sends each route a request as nobody, as a tenant and 
 
 from __future__ import annotations
 
+import re
 import urllib.error
 import urllib.request
 
@@ -25,6 +26,8 @@ ROUTES = {
     ("POST", "/v1/messages/count_tokens"): "tenant",
     ("GET", "/v1/models"): "tenant",
     ("GET", "/v1/models/{model}"): "tenant",
+    ("POST", "/v1/responses"): "tenant",
+    ("GET", "/v1/responses/{response_id}"): "tenant",
     ("GET", "/health"): "anyone",
     ("GET", "/openapi.json"): "anyone",
     ("GET", "/admin/usage"): "admin",
@@ -53,6 +56,7 @@ def status_of(gateway: GatewayProcess, method: str, path: str, token: str | None
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = b"{}" if method == "POST" else None
+    path = re.sub(r"\{[^}]+\}", "x", path)  # a path parameter: any value reaches the handler
     req = urllib.request.Request(gateway.url + path, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:

@@ -250,6 +250,21 @@ class ServerConfig(Strict):
         "store keeps; past it the oldest are forgotten first (a retry under a forgotten key runs "
         "again).",
     )
+    responses_retention_s: float = Field(
+        default=24 * 3600,
+        ge=0,
+        description="How long a response made through `/v1/responses` is kept so that a later "
+        "one may continue it (`previous_response_id`) or read it (`GET /v1/responses/{id}`); "
+        "per tenant, shared by the replicas with `redis`. 0 keeps none: `previous_response_id` "
+        "is then refused (400).",
+    )
+    responses_max_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=0,
+        description="The bytes of kept responses each tenant may hold in one process (without "
+        "`redis`), the least recently used forgotten first; also the largest one response kept "
+        "(with `redis` too).",
+    )
 
 
 class LedgerConfig(Strict):

@@ -195,6 +195,26 @@ def _schemas() -> dict[str, Any]:
                 "user": stored_text,
             },
         },
+        "ResponsesRequest": {
+            "type": "object",
+            "required": ["model", "input"],
+            "additionalProperties": True,
+            "properties": {
+                "model": {"type": "string", "minLength": 1, "maxLength": MAX_STORED_TEXT},
+                "input": {
+                    "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]
+                },
+                "instructions": {"type": "string"},
+                "previous_response_id": {"type": "string", "minLength": 1},
+                "store": {"type": "boolean"},
+                "stream": {"type": "boolean"},
+                "max_output_tokens": {"type": "integer", "minimum": 1},
+                "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+                "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+                "user": stored_text,
+                "metadata": {"type": "object", "additionalProperties": True},
+            },
+        },
         "Object": {"type": "object", "additionalProperties": True},
         "AnthropicError": {
             "type": "object",
@@ -334,6 +354,32 @@ def _paths() -> dict[str, Any]:
                     {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
                 "responses": _answers("One model this gateway routes.", obj),
+            }
+        },
+        "/v1/responses": {
+            "post": {
+                "operationId": "createResponse",
+                "security": tenant,
+                "parameters": [FEATURE, IDEMPOTENCY],
+                "requestBody": _json_body(_ref("ResponsesRequest")),
+                "responses": _answers(
+                    "A response (OpenAI's Responses API), or its SSE stream of typed events.", obj
+                ),
+            }
+        },
+        "/v1/responses/{response_id}": {
+            "get": {
+                "operationId": "retrieveResponse",
+                "security": tenant,
+                "parameters": [
+                    {
+                        "name": "response_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                    }
+                ],
+                "responses": _answers("A response this gateway kept, for its own tenant.", obj),
             }
         },
         "/health": {
