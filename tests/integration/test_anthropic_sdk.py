@@ -270,6 +270,21 @@ def test_the_key_is_read_from_x_api_key_or_a_bearer_token_and_betas_are_tolerate
     assert message.content[0].text == REPLY  # type: ignore[union-attr]
 
 
+def test_a_passthrough_carries_the_clients_beta_flags_and_a_translation_does_not(
+    gw: GatewayProcess, fresh_upstream: UpstreamProcess
+) -> None:
+    beta = {"anthropic-beta": "prompt-caching-2024-07-31,made-up-2099-01-01"}
+    with anthropic.Anthropic(
+        base_url=gw.url, max_retries=0, default_headers=beta, api_key=TENANT_KEYS["acme"]
+    ) as c:
+        c.messages.create(model=NATIVE, max_tokens=16, messages=hi())
+        native = {k.lower(): v for k, v in fresh_upstream.stats()["last_headers"].items()}
+        c.messages.create(model=TRANSLATED, max_tokens=16, messages=hi())
+        translated = {k.lower(): v for k, v in fresh_upstream.stats()["last_headers"].items()}
+    assert native["anthropic-beta"] == beta["anthropic-beta"]
+    assert "anthropic-beta" not in translated  # an OpenAI upstream has no use for them
+
+
 def test_count_tokens_estimates_the_prompt(client: anthropic.Anthropic) -> None:
     short = client.messages.count_tokens(model=TRANSLATED, messages=hi())
     longer = client.messages.count_tokens(

@@ -57,7 +57,15 @@ def upstream_request(call: Call, target: Target) -> UpstreamRequest:
         endpoint="completions" if call.endpoint == "completions" else "chat.completions",
         api=call.endpoint if speaks else "chat.completions",
         native_body={**native, "model": target.upstream_model} if speaks and native else None,
+        native_headers=forwarded(call) if speaks else None,
     )
+
+
+def forwarded(call: Call) -> dict[str, str] | None:
+    """The client's headers its dialect carries meaning in, for a provider that speaks it."""
+    headers = call.headers
+    found = {h: headers[h] for h in call.dialect.native_headers if h in headers}
+    return found or None
 
 
 class Dispatch:

@@ -304,6 +304,8 @@ class AnthropicMessages:
 
     name = "messages"
     done = b""  # message_stop ends the stream
+    # a passthrough keeps the client's beta flags: Claude Code asks for features by them
+    native_headers: tuple[str, ...] = ("anthropic-beta",)
 
     def to_chat(self, body: dict[str, Any]) -> dict[str, Any]:
         return to_chat(body)

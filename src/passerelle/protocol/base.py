@@ -32,6 +32,8 @@ class StreamTranslator(Protocol):
 class Dialect(Protocol):
     name: str  # the Call.endpoint value: "chat.completions", "embeddings", "messages", ...
     done: bytes  # written after the last event of a stream
+    # the client's headers passed on to a provider that speaks the dialect itself
+    native_headers: tuple[str, ...]
 
     def to_chat(self, body: dict[str, Any]) -> dict[str, Any]:
         """The client's body as an OpenAI chat-completions body (pure). Raises
@@ -68,6 +70,7 @@ class OpenAIDialect:
 
     name = "chat.completions"
     done = b"data: [DONE]\n\n"
+    native_headers: tuple[str, ...] = ()
 
     def to_chat(self, body: dict[str, Any]) -> dict[str, Any]:
         return body

@@ -49,6 +49,7 @@ class ResponsesTranslator:
 class ResponsesDialect:
     name = NAME
     done = b""
+    native_headers: tuple[str, ...] = ()
 
     def __init__(self, ids: ResponseIds) -> None:
         self.ids = ids

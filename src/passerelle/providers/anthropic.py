@@ -71,7 +71,7 @@ class AnthropicProvider(Provider):
         body = native_body(request) if native else to_anthropic_body(request)
         body.pop("stream", None)
         status, raw, retry_after = await self._transport.post(
-            self.name, self._url, orjson.dumps(body), self._headers
+            self.name, self._url, orjson.dumps(body), self._headers_for(request)
         )
         if status >= 400:
             raise anthropic_error(self.name, status, raw, retry_after)
@@ -97,7 +97,7 @@ class AnthropicProvider(Provider):
                 include_usage=request.include_usage,
             )
         async with self._transport.stream(
-            self.name, self._url, orjson.dumps(body), self._headers
+            self.name, self._url, orjson.dumps(body), self._headers_for(request)
         ) as resp:
             if resp.status >= 400:
                 raise anthropic_error(
@@ -127,6 +127,12 @@ class AnthropicProvider(Provider):
             status=400,
             code="unsupported_endpoint",
         )
+
+    def _headers_for(self, request: UpstreamRequest) -> dict[str, str]:
+        """Its own headers, and in a passthrough the client's beta flags: a Claude Code session
+        asks for features (prompt caching, tools, long context) by them."""
+        extra = request.native_headers
+        return {**self._headers, **extra} if extra else self._headers
 
     async def aclose(self) -> None:
         return None

@@ -60,6 +60,8 @@ class UpstreamRequest:
     # natively (``Capabilities.native``), whose body, model already set, is ``native_body``
     api: str = "chat.completions"
     native_body: dict[str, Any] | None = None
+    # the client's headers a native dialect carries meaning in (Anthropic's ``anthropic-beta``)
+    native_headers: dict[str, str] | None = None
 
 
 @dataclass(slots=True)
