@@ -28,6 +28,7 @@ def provider_settings(config: ProviderConfig, secrets: Secrets) -> ProviderSetti
             n_threads=config.n_threads,
             max_queue=config.max_queue,
             default_max_tokens=config.default_max_tokens,
+            capabilities=config.capabilities.overrides(),
         )
     return RemoteSettings(
         name=config.name,
@@ -40,4 +41,5 @@ def provider_settings(config: ProviderConfig, secrets: Secrets) -> ProviderSetti
             max_connections=config.max_connections,
             max_response_bytes=config.max_response_bytes,
         ),
+        capabilities=config.capabilities.overrides(),
     )

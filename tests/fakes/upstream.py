@@ -372,6 +372,15 @@ def anthropic_events(model: str, reply: str, usage: Usage, stop: str = "end_turn
     return [b"event: %s\ndata: %s\n\n" % (e["type"].encode(), dumps(e)) for e in events]
 
 
+def forced_tool(body: dict) -> dict | None:
+    """The tool an Anthropic ``tool_choice`` of type ``tool`` makes the model call."""
+    choice = body.get("tool_choice")
+    if not isinstance(choice, dict) or choice.get("type") != "tool":
+        return None
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+    return next((t for t in tools if t.get("name") == choice.get("name")), None)
+
+
 def tool_call_answer(body: dict, call: dict, usage: Usage, anthropic: bool) -> list[bytes]:
     """A scripted tool call (queue key ``tool_call``): the plain answer (one item), or the
     stream's events, its arguments sent in two pieces; OpenAI's format or Anthropic's."""
@@ -569,6 +578,10 @@ def build_app() -> Any:
         model = body.get("model", "fake-model")
         b, usage, cut = limited(b, body)
         stop = "max_tokens" if cut else "end_turn"
+        forced = forced_tool(body)
+        if b.tool_call is None and forced is not None:  # as Anthropic does: a call of that tool
+            arguments = features.minimal_instance(forced.get("input_schema") or {})
+            b = replace(b, tool_call={"name": forced["name"], "arguments": arguments})
         if b.tool_call is not None:
             answer = tool_call_answer(body, b.tool_call, usage, anthropic=True)
             if body.get("stream"):

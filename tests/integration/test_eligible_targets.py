@@ -1,10 +1,10 @@
 """Capabilities enforced through a real gateway: a call only reaches targets that can serve it.
 
 The fake upstream is provider ``fake`` (OpenAI: embeddings, tools, json_schema) and provider
-``claude`` (Anthropic: no embeddings, no json_schema). Embeddings for a model routed to claude
-then fake are served by fake, never a 400 from claude; a ``json_schema`` response format for a
-claude-only model is a 400 ``no_eligible_target`` naming the capability and the target, and
-nothing goes upstream. A tenant past its margin floor is degraded to a model routed to claude
+``claude`` (Anthropic: no embeddings, no logprobs). Embeddings for a model routed to claude
+then fake are served by fake, never a 400 from claude; ``logprobs`` for a claude-only model is a
+400 ``no_eligible_target`` naming the capability, the target and the model, with ``param``
+``logprobs``, and nothing goes upstream. A tenant past its margin floor is degraded to a model routed to claude
 then fake: the call's exclusions hold on the cheaper route (served by fake), and a cheaper route
 with only claude refuses the call instead of serving it there.
 """
@@ -22,7 +22,6 @@ from tests.fakes.gateway import GatewayProcess, fake_upstream_config
 from tests.fakes.upstream import UpstreamProcess
 
 DEAR = "hello #usage:1000,2000,0"  # $0.30 on premium: past the $0.20 floor at once
-SCHEMA = {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}}}
 
 
 def target(provider: str, model: str, usd: float) -> dict[str, Any]:
@@ -95,18 +94,19 @@ def test_embeddings_skip_the_anthropic_target(
     assert (row["provider"], row["status"], row["attempt"]) == ("fake", "ok", 1)
 
 
-def test_json_schema_on_a_model_only_anthropic_serves_is_a_400_naming_it(
+def test_logprobs_on_a_model_only_anthropic_serves_is_a_400_naming_it(
     fresh_upstream: UpstreamProcess, client: OpenAI
 ) -> None:
     with pytest.raises(BadRequestError) as refused:
         client.chat.completions.create(
             model="claude-only",
             messages=[{"role": "user", "content": "hi"}],
-            response_format=SCHEMA,  # type: ignore[arg-type]
+            logprobs=True,
         )
     err = refused.value
-    assert err.code == "no_eligible_target"
-    assert "capability 'json_schema' removed claude/claude-haiku" in err.message
+    assert (err.code, err.param) == ("no_eligible_target", "logprobs")
+    assert "model 'claude-only'" in err.message
+    assert "capability 'logprobs' removed claude/claude-haiku" in err.message
     assert fresh_upstream.stats()["requests"] == 0
 
 
@@ -114,7 +114,7 @@ def _ask(client: OpenAI, model: str) -> Any:
     return client.chat.completions.with_raw_response.create(
         model=model,
         messages=[{"role": "user", "content": DEAR}],
-        response_format=SCHEMA,  # type: ignore[arg-type]
+        logprobs=True,
     )
 
 
@@ -135,8 +135,8 @@ def test_a_degraded_call_with_no_target_left_is_refused_not_sent_elsewhere(
     with OpenAI(base_url=gw[0].base_url, api_key=gw[1]["pro-b"], max_retries=0) as client:
         assert _ask(client, "premium-2").headers["x-passerelle-target"] == "fake/prem-2"
         with pytest.raises(BadRequestError) as refused:
-            _ask(client, "premium-2")  # degraded to claude-only, which json_schema excludes
+            _ask(client, "premium-2")  # degraded to claude-only, which logprobs excludes
     err = refused.value
     assert err.code == "no_eligible_target"
-    assert "capability 'json_schema' removed claude/claude-haiku" in err.message
+    assert "capability 'logprobs' removed claude/claude-haiku" in err.message
     assert fresh_upstream.stats()["requests"] == 1

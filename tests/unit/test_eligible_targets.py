@@ -3,8 +3,8 @@
 A chain of resolution, a test stage that removes targets (``tests/fakes/target_stages.py``) and
 dispatch, in front of scripted providers: dispatch and the budget's worst case see only what is
 left; a call left with nothing is refused with the filters and what each removed; a capability
-the request needs (tools, json_schema, image parts, streaming, embeddings) removes providers that
-lack it. The same through a served gateway: tests/integration/test_eligible_targets.py.
+the request needs (tools, a JSON response format, logprobs, image parts, streaming, embeddings)
+removes providers that lack it. The same through a served gateway: tests/integration/test_eligible_targets.py.
 """
 
 from __future__ import annotations
@@ -78,14 +78,16 @@ async def test_a_call_left_without_targets_is_refused_naming_the_filters() -> No
 
 
 @pytest.mark.parametrize(
-    ("fields", "feature", "lacking"),
+    ("fields", "feature", "param"),
     [
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "tools"),
         (
             {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
             "json_schema",
-            "json_schema",
+            "response_format",
         ),
+        ({"response_format": {"type": "json_object"}}, "json_schema", "response_format"),
+        ({"logprobs": True, "top_logprobs": 2}, "logprobs", "logprobs"),
         (
             {
                 "messages": [
@@ -96,21 +98,23 @@ async def test_a_call_left_without_targets_is_refused_naming_the_filters() -> No
                 ]
             },
             "vision",
-            "vision",
+            "messages",
         ),
-        ({"stream": True}, "streaming", "streaming"),
+        ({"stream": True}, "streaming", "stream"),
     ],
 )
 async def test_a_feature_no_target_declares_is_a_400_naming_it(
-    fields: dict[str, Any], feature: str, lacking: str
+    fields: dict[str, Any], feature: str, param: str
 ) -> None:
-    lacks = dataclasses.replace(Capabilities(True, True, True, True, True), **{lacking: False})
+    every = Capabilities(True, True, True, True, True, logprobs=True)
+    lacks = dataclasses.replace(every, **{feature: False})
     only = target("local", lacks)
     with pytest.raises(NoEligibleTargetError) as refused:
         await run(chat(**fields), (only,))
     err = refused.value
-    assert err.status == 400 and err.code == "no_eligible_target"
+    assert err.status == 400 and err.code == "no_eligible_target" and err.param == param
     assert f"capability '{feature}' removed local/gpt-4o-mini" in err.message
+    assert f"model '{MODEL}'" in err.message
     assert only.provider.asked == 0  # type: ignore[attr-defined]
 
 

@@ -68,3 +68,24 @@ async def test_each_kind_is_built_from_settings_alone(tmp_path: Path) -> None:
 def test_an_openai_compatible_provider_needs_a_base_url() -> None:
     with pytest.raises(ValueError, match="base_url"):
         build_provider(RemoteSettings(name="o", kind="openai"))
+
+
+def test_configured_capabilities_replace_what_the_kind_declares() -> None:
+    config = ProviderConfig(
+        name="vllm",
+        kind="openai",
+        base_url="http://127.0.0.1:9/v1",
+        capabilities={"n": False, "logprobs": False},  # type: ignore[arg-type]
+    )
+    provider = build_provider(provider_settings(config, SECRETS))
+    caps = provider.capabilities
+    assert (caps.n, caps.logprobs, caps.tools, caps.json_schema) == (False, False, True, True)
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "local"])
+def test_only_an_openai_compatible_provider_may_claim_more_than_its_kind(kind: str) -> None:
+    fields = {"model": "gemma-3-270m"} if kind == "local" else {}
+    with pytest.raises(ValueError, match=r"can only turn capabilities off .*logprobs"):
+        ProviderConfig(name="p", kind=kind, capabilities={"logprobs": True}, **fields)  # type: ignore[arg-type]
+    off = ProviderConfig(name="p", kind=kind, capabilities={"vision": False}, **fields)  # type: ignore[arg-type]
+    assert off.capabilities.overrides() == (("vision", False),)

@@ -49,6 +49,28 @@ class Price(Strict):
     )
 
 
+class CapabilitiesConfig(Strict):
+    """What a provider can do, where it differs from what its kind declares (unset: the kind's)."""
+
+    streaming: bool | None = Field(default=None, description="Streamed answers.")
+    tools: bool | None = Field(default=None, description="Tool (function) calling.")
+    json_schema: bool | None = Field(
+        default=None, description="`response_format` `json_schema` and `json_object`."
+    )
+    vision: bool | None = Field(default=None, description="Image parts in messages.")
+    embeddings: bool | None = Field(default=None, description="`POST /v1/embeddings`.")
+    completions: bool | None = Field(default=None, description="Legacy `POST /v1/completions`.")
+    n: bool | None = Field(
+        default=None,
+        description="Several choices in one call; without it a request for `n` choices is "
+        "made as `n` calls.",
+    )
+    logprobs: bool | None = Field(default=None, description="Token log probabilities.")
+
+    def overrides(self) -> tuple[tuple[str, bool], ...]:
+        return tuple((k, v) for k, v in self.model_dump().items() if v is not None)
+
+
 class ProviderConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Unique provider name.")
     kind: Literal["openai", "anthropic", "local"] = Field(
@@ -86,6 +108,13 @@ class ProviderConfig(Strict):
         description="The most bytes of one upstream answer (or one streamed event) the gateway "
         "reads; a larger one fails the attempt (502) instead of filling memory.",
     )
+    capabilities: CapabilitiesConfig = Field(
+        default_factory=CapabilitiesConfig,
+        description="What the provider can do, where it differs from its kind's defaults: turn "
+        "off what an OpenAI-compatible server lacks (`{n: false, logprobs: false}`) so requests "
+        "that need it go to another target or get a 400 naming the feature. Kinds `anthropic` "
+        "and `local` may only turn capabilities off.",
+    )
     # local kind
     model: str | None = Field(
         default=None, description="`local`: a shipped model name (`gemma-3-270m`) or a GGUF path."
@@ -118,6 +147,13 @@ class ProviderConfig(Strict):
             raise ValueError(f"provider {self.name!r}: kind openai needs base_url")
         if self.kind == "local" and not self.model:
             raise ValueError(f"provider {self.name!r}: kind local needs model")
+        if self.kind != "openai":
+            added = [name for name, on in self.capabilities.overrides() if on]
+            if added:
+                raise ValueError(
+                    f"provider {self.name!r}: kind {self.kind} can only turn capabilities off "
+                    f"(not {', '.join(added)}): the gateway cannot give it what it lacks"
+                )
         return self
 
 

@@ -162,12 +162,13 @@ class Call:
         reason: str,
         keep: Callable[[Target], bool],
         refusal: type[APIError] = NoEligibleTargetError,
+        param: str | None = None,
     ) -> None:
         """Keep only the targets ``keep`` accepts, for the rest of the call and for any route it
-        is moved to; ``reason`` names the filter in the refusal (``refusal``, 400 by default)
-        when none is left."""
+        is moved to; ``reason`` names the filter in the refusal (``refusal``, 400 by default,
+        with ``param``: the request field that asked for it) when none is left."""
         assert self.route is not None, "narrowed before resolution"
-        self.eligible.narrow(Filter(reason, keep, refusal), self.route.model)
+        self.eligible.narrow(Filter(reason, keep, refusal, param), self.route.model)
 
     def reroute(self, route: Route) -> None:
         """Move the call to another route; every filter applied so far applies to its targets

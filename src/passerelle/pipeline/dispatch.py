@@ -15,6 +15,8 @@ gateway registered (``pipeline/attempts.py``); a stream's ends when the answer p
 last event. One observer notes each failed attempt on the call, and the meter records it as a
 ledger row of its own (the upstream may bill a timed-out attempt). A call in a dialect that the
 target's provider speaks itself (``Capabilities.native``) is passed through in that dialect.
+A request for ``n`` choices to a provider that gives one per call is made as ``n`` calls
+(``providers/fanout.py``), all within the one attempt.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from passerelle.pipeline.attempts import (
 from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import Call, ChunkStream
 from passerelle.pipeline.targets import NoEligibleTargetError, Target
+from passerelle.providers import fanout
 from passerelle.providers.base import UpstreamRequest
 from passerelle.providers.resilience import TRIAL_WAIT_S, backoff_delay
 
@@ -143,7 +146,8 @@ class Dispatch:
             call.usage = result.usage
             call.result = result
         elif call.stream:
-            gen = provider.stream(request)
+            calls = fanout.fans_out(provider, request)
+            gen = fanout.stream(provider, request, calls) if calls > 1 else provider.stream(request)
             try:
                 first = await anext(gen)
             except StopAsyncIteration:
@@ -161,7 +165,12 @@ class Dispatch:
             )
             return
         else:
-            completion = await provider.complete(request)
+            calls = fanout.fans_out(provider, request)
+            completion = await (
+                fanout.complete(provider, request, calls)
+                if calls > 1
+                else provider.complete(request)
+            )
             call.first_token_at = time.perf_counter()
             attempts.first_byte(attempt, call.first_token_at)
             call.usage = completion.usage

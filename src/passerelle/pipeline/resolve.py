@@ -45,5 +45,5 @@ class Resolve:
             )
         call.resolved(route)
         for rule in capability_filters(call.endpoint, call.stream, call.body):
-            call.narrow(rule.reason, rule.keep)
+            call.eligible.narrow(rule, route.model)
         await next(call)

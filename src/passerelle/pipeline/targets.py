@@ -10,8 +10,10 @@ left with no target is refused with the filters that emptied it (``NoEligibleTar
 never sent somewhere else.
 
 The first filters are the capabilities (``capability_filters``): a provider that cannot serve the
-endpoint (embeddings, legacy completions) or a feature the request uses (streaming, tools, a ``json_schema``
-response format, image parts) is removed, instead of answering 400 upstream.
+endpoint (embeddings, legacy completions) or a feature the request uses (streaming, tools, a JSON
+response format, log probabilities, image parts) is removed, instead of answering 400 upstream or,
+worse, 200 without the feature. ``n > 1`` removes nothing: dispatch makes ``n`` calls to a
+provider that gives one choice per call (``providers/fanout.py``).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Filter:
     reason: str
     keep: Callable[[Target], bool]
     refusal: type[APIError] = NoEligibleTargetError
+    param: str | None = None  # the request field that needs what the removed targets lack
 
 
 @dataclass(slots=True)
@@ -91,7 +94,9 @@ class Eligible:
             self.removed.append((rule.reason, gone))
         self.targets = kept
         if not kept:
-            raise rule.refusal(self.explain(model), code=NoEligibleTargetError.code)
+            raise rule.refusal(
+                self.explain(model), param=rule.param, code=NoEligibleTargetError.code
+            )
 
     def explain(self, model: str) -> str:
         why = "; ".join(f"{reason} removed {', '.join(labels)}" for reason, labels in self.removed)
@@ -108,28 +113,39 @@ def _has_image(body: dict[str, Any]) -> bool:
     return False
 
 
-def _wants_json_schema(body: dict[str, Any]) -> bool:
+def _wants_json(body: dict[str, Any]) -> bool:
     fmt = body.get("response_format")
-    return isinstance(fmt, dict) and fmt.get("type") == "json_schema"
+    return isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object")
 
 
-def _capability(reason: str, has: Callable[[Capabilities], bool]) -> Filter:
-    return Filter(reason, lambda t: has(t.provider.capabilities))
+def _wants_logprobs(endpoint: str, body: dict[str, Any]) -> bool:
+    if endpoint == "completions":  # a number of alternatives per token; 0 still asks for some
+        value = body.get("logprobs")
+        return isinstance(value, int) and not isinstance(value, bool)
+    return body.get("logprobs") is True
+
+
+def _capability(reason: str, has: Callable[[Capabilities], bool], param: str) -> Filter:
+    return Filter(reason, lambda t: has(t.provider.capabilities), param=param)
 
 
 def capability_filters(endpoint: str, stream: bool, body: dict[str, Any]) -> list[Filter]:
     """What the request needs of a provider, as filters (none for a plain text completion)."""
     if endpoint == "embeddings":
-        return [_capability("capability 'embeddings'", lambda c: c.embeddings)]
+        return [_capability("capability 'embeddings'", lambda c: c.embeddings, "model")]
     needed: list[Filter] = []
     if endpoint == "completions":
-        needed.append(_capability("capability 'completions'", lambda c: c.completions))
+        needed.append(_capability("capability 'completions'", lambda c: c.completions, "model"))
     if stream:
-        needed.append(_capability("capability 'streaming'", lambda c: c.streaming))
+        needed.append(_capability("capability 'streaming'", lambda c: c.streaming, "stream"))
     if body.get("tools"):
-        needed.append(_capability("capability 'tools'", lambda c: c.tools))
-    if _wants_json_schema(body):
-        needed.append(_capability("capability 'json_schema'", lambda c: c.json_schema))
+        needed.append(_capability("capability 'tools'", lambda c: c.tools, "tools"))
+    if _wants_json(body):
+        needed.append(
+            _capability("capability 'json_schema'", lambda c: c.json_schema, "response_format")
+        )
+    if _wants_logprobs(endpoint, body):
+        needed.append(_capability("capability 'logprobs'", lambda c: c.logprobs, "logprobs"))
     if _has_image(body):
-        needed.append(_capability("capability 'vision'", lambda c: c.vision))
+        needed.append(_capability("capability 'vision'", lambda c: c.vision, "messages"))
     return needed

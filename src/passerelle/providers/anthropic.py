@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 
 from passerelle.errors import ProviderFailedError, ProviderRejectedError
+from passerelle.providers import anthropic_structured
 from passerelle.providers.anthropic_native import NativeStream, native_body
 from passerelle.providers.anthropic_wire import (
     AnthropicStreamTranslator,
@@ -55,7 +56,7 @@ class AnthropicProvider(Provider):
         self.capabilities = Capabilities(
             streaming=True,
             tools=True,
-            json_schema=False,
+            json_schema=True,  # as a forced tool call: anthropic_structured.py
             vision=True,
             embeddings=False,
             native=frozenset({"messages"}),
@@ -69,6 +70,9 @@ class AnthropicProvider(Provider):
     async def complete(self, request: UpstreamRequest) -> Completion:
         native = request.api == "messages"
         body = native_body(request) if native else to_anthropic_body(request)
+        structured = not native and anthropic_structured.apply(
+            body, request.body.get("response_format")
+        )
         body.pop("stream", None)
         status, raw, retry_after = await self._transport.post(
             self.name, self._url, orjson.dumps(body), self._headers_for(request)
@@ -80,6 +84,8 @@ class AnthropicProvider(Provider):
         usage = usage_from_anthropic(doc.get("usage"))
         if native:  # the client's own dialect: the answer as Anthropic gave it
             return Completion(body=raw, usage=usage, upstream_model=model)
+        if structured:
+            doc = anthropic_structured.unwrap(doc)
         answer = from_anthropic_message(doc, model)
         return Completion(body=orjson.dumps(answer), usage=usage, upstream_model=model)
 
@@ -87,6 +93,11 @@ class AnthropicProvider(Provider):
         native = request.api == "messages"
         body = native_body(request) if native else to_anthropic_body(request)
         body["stream"] = True
+        structured = (
+            anthropic_structured.AnswerEvents()
+            if not native and anthropic_structured.apply(body, request.body.get("response_format"))
+            else None
+        )
         translator: AnthropicStreamTranslator | NativeStream
         if native:
             translator = NativeStream(provider=self.name)
@@ -111,7 +122,10 @@ class AnthropicProvider(Provider):
                     if isinstance(translator, NativeStream):
                         yield translator.feed(data, line[5:].strip())
                     else:
-                        for chunk in translator.feed(str(data.get("type")), data):
+                        event = str(data.get("type"))
+                        if structured is not None:
+                            event, data = structured.feed(event, data)
+                        for chunk in translator.feed(event, data):
                             yield chunk
                     if translator.done:
                         break

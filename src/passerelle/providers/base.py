@@ -25,6 +25,8 @@ class Capabilities:
     vision: bool = False
     embeddings: bool = False
     completions: bool = False  # the legacy text completions endpoint (``prompt`` in, text out)
+    n: bool = False  # several choices in one call; without it the gateway makes ``n`` calls
+    logprobs: bool = False  # token log probabilities in the answer
     # keep reading a stream after the client left, to learn the real usage (remote APIs charge
     # for the whole answer); a local engine stops instead
     drain_on_disconnect: bool = True

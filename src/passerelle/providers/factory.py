@@ -1,6 +1,13 @@
-"""Building a provider from its settings: every kind of upstream is settings, not code."""
+"""Building a provider from its settings: every kind of upstream is settings, not code.
+
+A provider declares its capabilities in code; the settings may change them (an OpenAI-compatible
+server without ``n`` or ``logprobs``), and the gateway then routes by what is declared here.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any
 
 from passerelle.providers.anthropic import AnthropicProvider
 from passerelle.providers.base import Provider
@@ -11,6 +18,14 @@ from passerelle.providers.transport import HttpTransport
 
 
 def build_provider(settings: ProviderSettings) -> Provider:
+    provider = _provider(settings)
+    if settings.capabilities:
+        changes: dict[str, Any] = dict(settings.capabilities)
+        provider.capabilities = dataclasses.replace(provider.capabilities, **changes)
+    return provider
+
+
+def _provider(settings: ProviderSettings) -> Provider:
     if not isinstance(settings, RemoteSettings):
         return LocalProvider(settings)
     transport = HttpTransport(

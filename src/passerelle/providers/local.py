@@ -79,6 +79,13 @@ from passerelle.providers.local_framing import (
     transcript,
     usage_chunk_body,
 )
+from passerelle.providers.local_json import (
+    UnsupportedSchemaError,
+    grammar,
+    grammar_key,
+    instructed,
+    json_format,
+)
 from passerelle.providers.local_text import Prompt, complete_text, engine_pieces, stream_text
 from passerelle.providers.settings import LocalSettings
 
@@ -177,6 +184,14 @@ def default_threads() -> int:
 
 def engine_error(provider: str, exc: Exception) -> ProviderRejectedError | ProviderEngineError:
     """llama.cpp's failure as the provider's: a prompt over the context window is the client's."""
+    if isinstance(exc, UnsupportedSchemaError):
+        return ProviderRejectedError(
+            str(exc),
+            provider=provider,
+            status=400,
+            code="invalid_json_schema",
+            param="response_format",
+        )
     if isinstance(exc, ValueError) and "context window" in str(exc):
         return ProviderRejectedError(
             "the conversation is longer than the model's context window",
@@ -205,7 +220,10 @@ class LocalProvider(Provider):
     def __init__(self, settings: LocalSettings) -> None:
         self.name = settings.name
         self.capabilities = Capabilities(
-            streaming=True, completions=True, drain_on_disconnect=False
+            streaming=True,
+            completions=True,
+            json_schema=True,  # by grammar-constrained sampling: local_json.py
+            drain_on_disconnect=False,
         )
         self._settings = settings
         self._path = model_path(settings.model)
@@ -254,6 +272,10 @@ class LocalProvider(Provider):
             return
         tally.vocabulary = self._vocabulary
         messages = body.get("messages") or []
+        fmt = json_format(body)
+        if fmt is not None:  # sampled under the schema's grammar: local_json.py
+            messages = instructed(messages, fmt)
+            params["grammar"] = grammar(grammar_key(fmt))
         if self._settings.chat_format == "template":
             parts = llm.create_chat_completion(
                 messages=messages,
@@ -269,10 +291,16 @@ class LocalProvider(Provider):
         framing = transcript(messages)
         # plain text, never special tokens: a user cannot type a control token into the prompt
         tokens = llm.tokenize(framing.prompt.encode("utf-8"), add_bos=True, special=False)
+        # the grammar ends a JSON answer; the framing's stops could cut one short
+        stops = (
+            requested_stops(body.get("stop"))
+            if fmt
+            else merge_stops(body.get("stop"), framing.stop)
+        )
         for part in llm.create_completion(
             prompt=tokens,
             stream=True,
-            stop=merge_stops(body.get("stop"), framing.stop),
+            stop=stops,
             logits_processor=[tally],
             **params,
         ):

@@ -96,6 +96,8 @@ class OpenAICompatProvider(Provider):
             vision=True,
             embeddings=True,
             completions=True,
+            n=True,
+            logprobs=True,
         )
         self._url = settings.base_url.rstrip("/")
         self._transport = transport

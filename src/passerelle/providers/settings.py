@@ -32,6 +32,8 @@ class RemoteSettings:
     base_url: str | None = None  # required for openai; anthropic has a default
     api_key: str | None = None  # the secret itself, resolved from its reference
     http: HttpSettings = HttpSettings()
+    # (capability, on) pairs that replace what the kind declares (``Capabilities``)
+    capabilities: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,7 @@ class LocalSettings:
     n_threads: int | None = None  # None: half the usable CPUs, at least one
     max_queue: int = 16
     default_max_tokens: int = 256
+    capabilities: tuple[tuple[str, bool], ...] = ()  # as for ``RemoteSettings``
 
 
 ProviderSettings = RemoteSettings | LocalSettings
