@@ -13,6 +13,11 @@ workers, the same bodies as the overhead benchmark), and the counters are dumped
 the process, Python and C alike, divided by N. Plain and streamed (~20 content events) requests
 are counted separately.
 
+``--stages policy`` counts a second gateway too, with a stage on: ``policy`` is the data-class
+policy with every request in a class that narrows the targets (``confidential``, EU only, the
+fake provider in the EU), so its cost when on is the difference between the two rows; off, the
+stage is not in the chain at all.
+
 Comparing two versions: run it once per version (``PYTHONPATH=<other checkout>/src`` selects the
 gateway's code, as for the overhead benchmark) and compare the ratios to the reference, which
 the same run counts. Needs valgrind (Debian's package); each proxy runs ~50 times slower under
@@ -44,6 +49,19 @@ from tests.fakes.upstream import UpstreamProcess  # noqa: E402
 
 START_TIMEOUT_S = 300.0
 TOTALS_RE = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.M)
+
+
+def with_policy(config: dict[str, Any]) -> dict[str, str]:
+    """The data-class policy on, every request confidential (EU only; the fake is in the EU)."""
+    config["providers"][0]["jurisdiction"] = "EU"
+    config["sovereignty"] = {
+        "classes": {"internal": {"allow": ["any"]}, "confidential": {"allow": ["EU"]}}
+    }
+    return {"X-Passerelle-Data-Class": "confidential"}
+
+
+# a stage to count on top of metering: (config) -> the request headers that exercise it
+STAGES = {"policy": with_policy}
 
 
 def under_callgrind(cmd: list[str], out: Path) -> list[str]:
@@ -157,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stream-requests", type=int, default=150, help="counted streamed requests")
     p.add_argument("--warmup", type=int, default=100, help="requests before counting starts")
     p.add_argument("--concurrency", type=int, default=10)
+    p.add_argument(
+        "--stages", nargs="*", default=[], choices=sorted(STAGES), help="also count with these on"
+    )
     args = p.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
@@ -170,12 +191,15 @@ def main(argv: list[str] | None = None) -> int:
                 results["reference"] = measure(
                     "reference", ref, ref.url + "/v1/chat/completions", {}, args
                 )
-            config = fake_upstream_config(upstream.url)
-            with CountedGateway(tmp / "gateway", config, tmp / "gateway.cg") as gw:
+            for name in ["gateway", *args.stages]:
+                config = fake_upstream_config(upstream.url)
                 headers = {"Authorization": f"Bearer {TENANT_KEYS['acme']}"}
-                results["gateway"] = measure(
-                    "gateway", gw, gw.base_url + "/chat/completions", headers, args
-                )
+                if name in STAGES:
+                    headers.update(STAGES[name](config))
+                with CountedGateway(tmp / name, config, tmp / f"{name}.cg") as gw:
+                    results[name] = measure(
+                        name, gw, gw.base_url + "/chat/completions", headers, args
+                    )
     ref, gw = results["reference"], results["gateway"]
     print()
     print("| target | plain, M instructions/request | streaming, M instructions/request |")
@@ -185,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         f"| passerelle (metering on) | {gw['plain'] / 1e6:.2f} ({gw['plain'] / ref['plain']:.2f}×)"
         f" | {gw['stream'] / 1e6:.2f} ({gw['stream'] / ref['stream']:.2f}×) |"
     )
+    for name in args.stages:
+        on = results[name]
+        print(
+            f"| + {name} | {on['plain'] / 1e6:.2f} ({on['plain'] - gw['plain']:+,.0f})"
+            f" | {on['stream'] / 1e6:.2f} ({on['stream'] - gw['stream']:+,.0f}) |"
+        )
     print()
     print(
         f"passerelle {passerelle_version()}; {args.requests} plain and {args.stream_requests} "

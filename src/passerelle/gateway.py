@@ -34,6 +34,7 @@ from passerelle.pipeline.inflight import InFlight, JournaledCounters
 from passerelle.pipeline.margin import MarginFloor, tracking_rule
 from passerelle.pipeline.meter import Meter
 from passerelle.pipeline.parse import Parse
+from passerelle.pipeline.policy import DataClassPolicy
 from passerelle.pipeline.resolve import Pricer, Resolve
 from passerelle.pipeline.targets import Route, Target
 from passerelle.pricing.catalogue import Catalogue, configured_price
@@ -43,6 +44,7 @@ from passerelle.providers.factory import build_provider
 from passerelle.providers.resilience import CircuitBreaker, LocalHealth, TargetHealth
 from passerelle.providers.shared_breakers import Scripts, SharedHealth
 from passerelle.recovery import Recovered, record_interrupted, report, settle_interrupted
+from passerelle.sovereignty.classes import DataPolicy, data_policy
 from passerelle.store.base import Ledger
 from passerelle.store.conversations import (
     ConversationStore,
@@ -93,6 +95,9 @@ class Gateway:
             Meter(self.ledger, self.pricer, self.journal),
             Idempotency(self.idempotency),
         ]
+        policy = self.data_policy()
+        if policy is not None:
+            stages.append(DataClassPolicy(policy))
         floors = None
         if self.floor_tenants():
             plans = {p.name: p for p in self.config.plans}
@@ -108,6 +113,17 @@ class Gateway:
             stages.append(InFlight(self.journal))
         stages.append(Dispatch([FailedAttemptRows(), *self.attempt_observers]))
         return stages
+
+    def data_policy(self) -> DataPolicy | None:
+        sovereignty = self.config.sovereignty
+        if sovereignty is None:
+            return None
+        return data_policy(
+            {n: (c.allow, c.personal_data) for n, c in sovereignty.classes.items()},
+            sovereignty.default_class,
+            {t.name: t.data_class for t in self.config.tenants if t.data_class},
+            sovereignty.features,
+        )
 
     def floor_tenants(self) -> list[str]:
         floors = {p.name for p in self.config.plans if p.margin_floor is not None}
@@ -333,7 +349,8 @@ def build_routes(
                     breaker=breakers[t.provider],
                     max_retries=pc.max_retries,
                     retry_backoff_s=pc.retry_backoff_s,
-                    jurisdiction=pc.jurisdiction,
+                    # an engine in the gateway's own process is self-hosted by definition
+                    jurisdiction=pc.jurisdiction or ("self-hosted" if pc.kind == "local" else None),
                 )
             )
         routes[m.name] = Route(model=m.name, targets=tuple(targets), degrade_to=m.degrade_to)

@@ -221,6 +221,7 @@ class State:
         self.last_request: Any = None
         self.last_headers: Any = {}
         self.users: dict[str, int] = {}  # requests per `user` field: who the upstream served
+        self.models: dict[str, int] = {}  # requests per `model` field: which target was asked
 
     def record(self, request: Any, body: Any = None) -> None:
         self.requests += 1
@@ -231,6 +232,9 @@ class State:
             user = body.get("user") if isinstance(body, dict) else None
             if isinstance(user, str):
                 self.users[user] = self.users.get(user, 0) + 1
+            model = body.get("model") if isinstance(body, dict) else None
+            if isinstance(model, str):
+                self.models[model] = self.models.get(model, 0) + 1
 
     def behaviour(self, body: dict) -> Behaviour:
         b = parse_directives(body.get("messages") or features.prompt_messages(body))
@@ -245,6 +249,7 @@ class State:
             "last_request": self.last_request,
             "last_headers": {k.lower(): v for k, v in self.last_headers.items()},
             "users": dict(self.users),
+            "models": dict(self.models),
         }
 
 

@@ -210,6 +210,11 @@ class TenantConfig(Strict):
     rate_limits: RateLimitConfig | None = Field(
         default=None, description="Requests and tokens per minute, for all its keys together."
     )
+    data_class: str | None = Field(
+        default=None,
+        description="The least data class of its calls (a name under `sovereignty.classes`); "
+        "the policy's `default_class` when absent. A client may raise it, never lower it.",
+    )
 
 
 class MarginFloorConfig(Strict):
@@ -323,6 +328,47 @@ class LedgerConfig(Strict):
     )
 
 
+CLASS_NAME = r"^[a-z][a-z0-9_-]*$"
+
+
+class DataClassConfig(Strict):
+    allow: list[str] = Field(
+        default_factory=lambda: ["any"],
+        min_length=1,
+        description="Jurisdictions (`self-hosted`, `EU`, `US`...) or provider names its calls may "
+        "reach; `any` for every provider.",
+    )
+    personal_data: Literal["allow", "pseudonymise", "block"] = Field(
+        default="allow",
+        description="What to do with personal data found in its calls.",
+    )
+
+
+class SovereigntyConfig(Strict):
+    default_class: str = Field(
+        default="internal", description="The class of a call whose tenant has none."
+    )
+    classes: dict[Annotated[str, Field(pattern=CLASS_NAME)], DataClassConfig] = Field(
+        min_length=1,
+        description="The data classes, from the least to the most sensitive: a client may raise "
+        "its call's class (`X-Passerelle-Data-Class`) to a later one, never lower it below its "
+        "tenant's or feature's.",
+    )
+    features: dict[str, str] = Field(
+        default_factory=dict, description="The least class of a feature's calls, by feature."
+    )
+
+    @model_validator(mode="after")
+    def _known_classes(self) -> SovereigntyConfig:
+        for where, name in [
+            ("default_class", self.default_class),
+            *((f"features.{f}", c) for f, c in self.features.items()),
+        ]:
+            if name not in self.classes:
+                raise ValueError(f"sovereignty.{where}: unknown data class {name!r}")
+        return self
+
+
 class Config(Strict):
     admin_token: SecretRef | None = Field(
         default=None, description="Bearer token for `/admin/...`; admin API off when absent."
@@ -351,6 +397,10 @@ class Config(Strict):
     revenue: list[RevenueConfig] = Field(
         default_factory=list, description="Recorded revenue per tenant and month."
     )
+    sovereignty: SovereigntyConfig | None = Field(
+        default=None,
+        description="Data classes and where each may go; no policy (every provider) when absent.",
+    )
 
     @field_validator("store")
     @classmethod
@@ -377,6 +427,13 @@ class Config(Strict):
         for tenant in self.tenants:
             if tenant.plan is not None and tenant.plan not in plans:
                 raise ValueError(f"tenant {tenant.name!r}: unknown plan {tenant.plan!r}")
+            if tenant.data_class is not None and (
+                self.sovereignty is None or tenant.data_class not in self.sovereignty.classes
+            ):
+                raise ValueError(
+                    f"tenant {tenant.name!r}: unknown data class {tenant.data_class!r} "
+                    "(declare it under sovereignty.classes)"
+                )
         return self
 
 

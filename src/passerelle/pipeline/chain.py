@@ -2,18 +2,19 @@
 
 The order itself is listed once, in ``Gateway.stages()`` (``gateway.py``):
 
-    auth → parse → conversation → resolve → meter → idempotency → [policy]
-         → budget (with the margin floor) → [cache] → in flight → dispatch
+    auth → parse → conversation → resolve → meter → idempotency → data-class policy
+         → [PII] → budget (with the margin floor) → [cache] → in flight → dispatch
 
 Each stage is a small object with ``async __call__(call, next)``; ``build_chain`` links them once at
 start-up, so a request pays one bound call per stage and nothing else. Stages in brackets come with
-their own issues (data-class routing and PII redaction; caching); they slot in here and nowhere
-else. Why this order: authentication before any parsing of an unknown caller's body; a Responses
+their own issues (PII redaction; caching); they slot in here and nowhere else; the data-class
+policy is present only when the configuration has one. Why this order: authentication before any parsing of an unknown caller's body; a Responses
 call's kept conversation (``previous_response_id``) is put in front of it right after parsing,
 for its tenant, so everything after sees the whole request; the model is
 resolved to its targets before anything prices it; the meter wraps everything after it, so a
 refusal, a replay or (later) a cache hit is recorded too; an idempotent replay is served before any
-policy or budget would count it again; redaction (policy) must come before the cache so that no
+policy or budget would count it again; the data-class policy narrows the targets before anything
+reserves for them or chooses among them; redaction must come before the cache so that no
 cache key holds personal data; the margin floor may switch the route to a cheaper model, so the
 budget stage checks it in the same atomic admission and reserves the worst case of the route it
 leaves; in flight journals the call (with that reservation) just before it can cost anything

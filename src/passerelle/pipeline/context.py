@@ -22,6 +22,7 @@ from passerelle.errors import APIError, ProviderError
 from passerelle.pipeline.targets import Eligible, Filter, NoEligibleTargetError, Route, Target
 from passerelle.protocol.base import OPENAI, Dialect
 from passerelle.providers.base import Completion, Embeddings, StreamChunk, Usage
+from passerelle.sovereignty.classes import DataClass
 from passerelle.store.records import Status
 from passerelle.tenancy import ApiKey
 
@@ -118,6 +119,7 @@ class Call:
     stream: bool = False
     include_usage: bool = False
     max_tokens: int | None = None
+    data_class: DataClass | None = None  # set by the data-class policy, when there is one
     # resolve / dispatch
     route: Route | None = None  # set with ``resolved``, changed with ``reroute``
     eligible: Eligible = field(default_factory=Eligible)  # the targets it may use, and why
