@@ -24,6 +24,7 @@ from passerelle.limits.counters import Counters, LocalCounters
 from passerelle.limits.periods import period_start
 from passerelle.limits.rules import BudgetRule, Limits, build_limits, to_nano
 from passerelle.pipeline.attempts import AttemptObserver, FailedAttemptRows
+from passerelle.pipeline.audit import AuditTrail
 from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.budget import Budget, OutputCeiling
 from passerelle.pipeline.chain import Next, Stage, build_chain
@@ -45,6 +46,7 @@ from passerelle.providers.resilience import CircuitBreaker, LocalHealth, TargetH
 from passerelle.providers.shared_breakers import Scripts, SharedHealth
 from passerelle.recovery import Recovered, record_interrupted, report, settle_interrupted
 from passerelle.sovereignty.classes import DataPolicy, data_policy
+from passerelle.store.audit import open_audit
 from passerelle.store.base import Ledger
 from passerelle.store.conversations import (
     ConversationStore,
@@ -79,6 +81,7 @@ class Gateway:
     breaker_state: Scripts | None = None  # with Redis: breakers shared by every replica
     # see every outbound attempt start and end (audit, metrics, traces), after the ledger's rows
     attempt_observers: list[AttemptObserver] = field(default_factory=list)
+    audit: AuditTrail | None = None  # the keyed trail of every attempt; one of the observers
     chain: Next = field(init=False)
     _refresher: asyncio.Task[None] | None = field(init=False, default=None)
 
@@ -191,6 +194,16 @@ class Gateway:
                     retention_s=server.responses_retention_s, max_bytes=server.responses_max_bytes
                 )
         journal = Journal(data_dir)
+        audit = None
+        if config.audit is not None:
+            key = loaded.secrets.get(config.audit.key)
+            assert key is not None  # resolved at load, or the load failed
+            audit = AuditTrail(
+                open_audit(config.store),
+                key.encode(),
+                flush_every_s=config.audit.flush_every_s,
+                checkpoint_every_s=config.audit.checkpoint_every_s,
+            )
         return cls(
             config=config,
             admin_token=loaded.secrets.get(config.admin_token),
@@ -206,7 +219,8 @@ class Gateway:
             journal=journal,
             conversations=conversations,
             breaker_state=breaker_state,
-            attempt_observers=list(attempt_observers),
+            attempt_observers=[*([audit] if audit else []), *attempt_observers],
+            audit=audit,
         )
 
     async def seed(self, rule: BudgetRule, at: float) -> int:
@@ -245,6 +259,8 @@ class Gateway:
                 ", ".join(unpriced),
             )
         await self.ledger.start()
+        if self.audit is not None:
+            await self.audit.start()
         self.revenue.replace_recorded(await self.ledger.list_revenue())
         self._refresher = asyncio.create_task(self._refresh_revenue(), name="revenue-refresh")
         # calls a dead process left in flight: their rows before the counters are seeded from
@@ -306,6 +322,8 @@ class Gateway:
         if self.conversations is not None:
             await self.conversations.close()
         await self.ledger.close()
+        if self.audit is not None:
+            await self.audit.close()
         if self.journal is not None:
             self.journal.close()
 

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from passerelle.cli.audit import audit_group
 from passerelle.cli.config import config_group
 from passerelle.cli.keys import keys_group
 from passerelle.cli.margins import margins_cmd, revenue_group
@@ -26,6 +27,7 @@ cli.add_command(keys_group)
 cli.add_command(usage)
 cli.add_command(margins_cmd)
 cli.add_command(revenue_group)
+cli.add_command(audit_group)
 
 
 def main() -> None:

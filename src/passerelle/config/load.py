@@ -113,6 +113,8 @@ def _describe(exc: ValidationError) -> str:
 def _secret_fields(config: Config) -> Iterator[tuple[str, str]]:
     if config.admin_token:
         yield "admin_token", config.admin_token
+    if config.audit is not None:
+        yield "audit.key", config.audit.key
     for i, p in enumerate(config.providers):
         if p.api_key:
             yield f"providers[{i}].api_key", p.api_key

@@ -369,6 +369,19 @@ class SovereigntyConfig(Strict):
         return self
 
 
+class AuditConfig(Strict):
+    key: SecretRef = Field(
+        description="The key the trail's records are chained and its checkpoints signed with, by "
+        "reference; keep it away from the database's administrators."
+    )
+    checkpoint_every_s: float = Field(
+        default=300.0, gt=0, description="How often each process signs its chain's head."
+    )
+    flush_every_s: float = Field(
+        default=0.2, gt=0, description="How long records wait to be written, in one batch."
+    )
+
+
 class Config(Strict):
     admin_token: SecretRef | None = Field(
         default=None, description="Bearer token for `/admin/...`; admin API off when absent."
@@ -396,6 +409,11 @@ class Config(Strict):
     plans: list[PlanConfig] = Field(default_factory=list, description="What tenants pay.")
     revenue: list[RevenueConfig] = Field(
         default_factory=list, description="Recorded revenue per tenant and month."
+    )
+    audit: AuditConfig | None = Field(
+        default=None,
+        description="A keyed, chained record of every outbound attempt (where each call's data "
+        "went, and why); off when absent.",
     )
     sovereignty: SovereigntyConfig | None = Field(
         default=None,

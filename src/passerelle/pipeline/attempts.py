@@ -40,6 +40,7 @@ class Attempt:
     latency_ms: float | None = None
     ttfb_ms: float | None = None  # the first byte of the answer (a stream's first event)
     error: ProviderError | None = None
+    jurisdiction: str | None = None  # the target's
 
 
 def failure_code(exc: ProviderError) -> str:
@@ -93,6 +94,7 @@ class Attempts:
             stream=call.stream,
             request_bytes=len(call.raw_body),
             started=time.perf_counter(),
+            jurisdiction=target.jurisdiction,
         )
         for observer in self._observers:
             observer.started(call, attempt)

@@ -120,6 +120,8 @@ class Call:
     include_usage: bool = False
     max_tokens: int | None = None
     data_class: DataClass | None = None  # set by the data-class policy, when there is one
+    # personal data replaced before it left: entity type -> values (never the values themselves)
+    pseudonymised: dict[str, int] = field(default_factory=dict)
     # resolve / dispatch
     route: Route | None = None  # set with ``resolved``, changed with ``reroute``
     eligible: Eligible = field(default_factory=Eligible)  # the targets it may use, and why
