@@ -404,6 +404,22 @@ def _paths() -> dict[str, Any]:
                 "responses": _answers("Usage, grouped; costs to the pico-dollar.", obj),
             }
         },
+        "/admin/savings": {
+            "get": {
+                "operationId": "adminSavings",
+                "security": admin,
+                "parameters": [
+                    _query("group_by", "Comma-separated columns to group by.", maxLength=200),
+                    _query("since", "ISO date or time, or a span like 24h, 7d, 30m.", **TIME),
+                    _query("until", "ISO date or time, or a span like 24h, 7d, 30m.", **TIME),
+                ],
+                "responses": _answers(
+                    "Requests, cache hits and hit rate, cost paid, saved (by source) and the "
+                    "cost without savings, grouped; money to the pico-dollar.",
+                    obj,
+                ),
+            }
+        },
         "/admin/margins": {
             "get": {
                 "operationId": "adminMargins",
@@ -460,7 +476,8 @@ def openapi_document() -> dict[str, Any]:
             "description": (
                 "An OpenAI-compatible LLM gateway with budgets (that also speaks Anthropic's "
                 "Messages API), and its admin API. The admin API "
-                "gives money (`cost_usd`, `llm_cost_usd`, `revenue_usd`, `gross_margin_usd`, "
+                "gives money (`cost_usd`, `saved_usd`, `llm_cost_usd`, `revenue_usd`, "
+                "`gross_margin_usd`, "
                 "`amount`) as decimal strings to the pico-dollar, as the ledger stores it "
                 "(`0.000123450000`); only shares and percentages are rounded."
             ),

@@ -118,3 +118,20 @@ def savings_rows(group_by: Sequence[str], rows: Sequence[Sequence[Any]]) -> list
         out.values(), key=lambda s: [(v is not None, v or "") for v in s.group.values()]
     )
     return ordered
+
+
+def combined(rows: Sequence[SavingsRow]) -> SavingsRow:
+    """The totals of a report: every group's figures added up."""
+    total = SavingsRow(group={})
+    for r in rows:
+        total.requests += r.requests
+        total.lookups += r.lookups
+        total.hits += r.hits
+        total.cost_usd += r.cost_usd
+        total.saved_usd += r.saved_usd
+        total.unpriced_requests += r.unpriced_requests
+        for source, amount in r.saved_by_source.items():
+            total.saved_by_source[source] = total.saved_by_source.get(source, Decimal(0)) + amount
+        for source, n in r.requests_by_source.items():
+            total.requests_by_source[source] = total.requests_by_source.get(source, 0) + n
+    return total
