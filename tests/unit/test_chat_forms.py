@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
-from passerelle.protocol.chat_forms import chunks_of, gather, unfinished
+from passerelle.protocol.chat_forms import chunks_of, gather, stream_unfinished, unfinished
 
 HEAD = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7, "model": "m"}
 
@@ -110,3 +111,32 @@ def test_only_an_answer_that_ended_of_its_own_accord_is_whole(
 def test_an_answer_without_choices_is_not_whole() -> None:
     assert unfinished({"choices": []}, length_is_complete=True) == "no choices"
     assert unfinished({}, length_is_complete=True) == "no choices"
+
+
+def events(*chunks: dict[str, Any]) -> list[bytes]:
+    return [orjson.dumps(c) for c in chunks]
+
+
+def test_a_stream_is_whole_when_every_choice_asked_for_ended_of_its_own_accord() -> None:
+    both = events(
+        chunk(delta(0, content="a"), delta(1, content="b")),
+        chunk(delta(0, finish="stop")),
+        chunk(delta(1, finish="tool_calls")),
+        chunk(usage={"prompt_tokens": 1}),
+    )
+    assert stream_unfinished(both, choices=2, length_is_complete=False) is None
+    one_left = both[:2] + both[3:]
+    assert "never ended" in str(stream_unfinished(one_left, choices=2, length_is_complete=False))
+    spaced = [b'{"choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]}']
+    assert "content_filter" in str(stream_unfinished(spaced, choices=1, length_is_complete=True))
+
+
+def test_a_refusal_anywhere_in_a_stream_is_found_but_not_a_word_in_its_text() -> None:
+    said = chunk(delta(0, content='he wrote {"refusal": "x", "finish_reason": "stop"}'))
+    end = chunk(delta(0, finish="stop"))
+    assert stream_unfinished(events(said, end), choices=1, length_is_complete=False) is None
+    openai_first = chunk(delta(0, role="assistant", content="", refusal=None))
+    assert stream_unfinished(events(openai_first, end), choices=1, length_is_complete=False) is None
+    refused = chunk(delta(0, refusal="I can't"))
+    why = stream_unfinished(events(openai_first, refused, end), choices=1, length_is_complete=False)
+    assert why == "a refusal"

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from passerelle.pipeline.context import AnswerObserver, Call, ChunkStream
-from passerelle.protocol.chat_forms import chunks_of, gather, unfinished
+from passerelle.protocol.chat_forms import chunks_of, gather, stream_unfinished, unfinished
 from passerelle.providers.base import Completion, StreamChunk, Usage
 from passerelle.store.records import CacheOutcome, SavingSource, Status, from_pico, to_pico
 
@@ -164,15 +164,19 @@ class Capture(AnswerObserver):
             cost_pusd=to_pico(cost) if cost is not None else None,
             request_id=call.request_id,
         )
+        own_limit = _own_limit(call)
+        if streamed:
+            n = call.body.get("n")
+            choices = n if isinstance(n, int) and n > 1 else 1
+            whole = stream_unfinished(self.events, choices=choices, length_is_complete=own_limit)
+            return answer if whole is None else None
         try:
             completion = answer.completion()
         except (orjson.JSONDecodeError, TypeError, AttributeError):
             return None
         if not isinstance(completion, dict):
             return None
-        if unfinished(completion, length_is_complete=_own_limit(call)) is not None:
-            return None
-        return answer
+        return answer if unfinished(completion, length_is_complete=own_limit) is None else None
 
 
 def _usage_only(chunk: StreamChunk) -> bool:

@@ -7,7 +7,8 @@ by its index: text, refusal, tool calls routed by their own index with their arg
 log probabilities, the finish reason, the usage), and ``chunks_of`` tells a document as a stream
 (for each choice a chunk with the whole message and one with its finish reason, then the usage
 chunk when the client asked for it: an answer that never streamed has no events to replay).
-``unfinished`` says why an answer must not be kept: an answer is complete only if every choice
+``unfinished`` (``stream_unfinished`` for a stream, reading only the events that end a choice)
+says why an answer must not be kept: an answer is complete only if every choice
 ended of its own accord (``stop``, ``tool_calls``, ``function_call``; ``length`` only where the
 caller says the output limit was the client's own) and none is a refusal.
 """
@@ -16,8 +17,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 COMPLETE_FINISHES = frozenset({"stop", "tool_calls", "function_call"})
 HEAD_FIELDS = ("id", "created", "model", "system_fingerprint", "service_tier")
+
+
+def _finish_problem(finish: Any, length_is_complete: bool) -> str | None:
+    if finish == "length":
+        return None if length_is_complete else "cut by an output limit the client did not set"
+    return None if finish in COMPLETE_FINISHES else f"finish_reason {finish!r}"
 
 
 def unfinished(completion: dict[str, Any], *, length_is_complete: bool) -> str | None:
@@ -28,15 +37,58 @@ def unfinished(completion: dict[str, Any], *, length_is_complete: bool) -> str |
     for choice in choices:
         if not isinstance(choice, dict):
             return "a choice that is not an object"
-        finish = choice.get("finish_reason")
-        if finish == "length" and not length_is_complete:
-            return "cut by an output limit the client did not set"
-        if finish not in COMPLETE_FINISHES and finish != "length":
-            return f"finish_reason {finish!r}"
+        problem = _finish_problem(choice.get("finish_reason"), length_is_complete)
+        if problem is not None:
+            return problem
         message = choice.get("message")
         if isinstance(message, dict) and message.get("refusal"):
             return "a refusal"
     return None
+
+
+FINISH, NULL_FINISH = b'"finish_reason"', b'"finish_reason":null'
+REFUSAL = b'"refusal"'
+
+
+def stream_unfinished(events: list[bytes], *, choices: int, length_is_complete: bool) -> str | None:
+    """``unfinished`` for a stream's chunk payloads, without gathering them: the stream's last
+    events are read back until every one of the ``choices`` asked for has ended (an event whose
+    every ``finish_reason`` is a literal null, as OpenAI writes it, is skipped unread), and the
+    events that mention a refusal are read for one. A key is found in the bytes only as a key
+    (inside a string its quotes are escaped), so nothing else needs reading."""
+    if REFUSAL in b"".join(events):
+        for raw in events:
+            doc = _doc(raw) if REFUSAL in raw else {}
+            for choice in doc.get("choices") or [] if isinstance(doc, dict) else []:
+                delta = choice.get("delta") if isinstance(choice, dict) else None
+                if isinstance(delta, dict) and delta.get("refusal"):
+                    return "a refusal"
+    finishes: dict[Any, Any] = {}
+    for raw in reversed(events):
+        if raw.count(FINISH) == raw.count(NULL_FINISH):
+            continue
+        doc = _doc(raw)
+        if not isinstance(doc, dict):
+            return "an event that is not a JSON object"
+        for choice in doc.get("choices") or []:
+            if isinstance(choice, dict) and choice.get("finish_reason") is not None:
+                finishes.setdefault(choice.get("index", 0), choice["finish_reason"])
+        if all(i in finishes for i in range(choices)):
+            break
+    if not finishes or any(i not in finishes for i in range(choices)):
+        return "a choice that never ended"
+    for finish in finishes.values():
+        problem = _finish_problem(finish, length_is_complete)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _doc(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
 
 
 class _Choice:
