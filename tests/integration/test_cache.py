@@ -309,3 +309,23 @@ def test_an_answer_stopped_by_the_clients_own_limit_is_whole_and_kept(
     assert first.choices[0].finish_reason == "length"
     again = ask(client, prompt, max_tokens=5)
     assert again.headers[HEADER] == "hit" and fresh_upstream.stats()["requests"] == 1
+
+
+def test_an_idempotent_retry_replays_its_first_answer_even_when_that_was_a_hit(
+    gw: GatewayProcess, fresh_upstream: UpstreamProcess, sdk: Sdk, tenant: tuple[str, str]
+) -> None:
+    name, key = tenant
+    client = sdk(gw, key)
+    prompt = unique()
+    ask(client, prompt)
+    idem = {"Idempotency-Key": f"k-{name}"}
+    hit = ask(client, prompt, extra_headers=idem)
+    retry = ask(client, prompt, extra_headers=idem)
+    assert hit.headers[HEADER] == "hit" and "x-passerelle-idempotent-replay" not in hit.headers
+    assert retry.headers["x-passerelle-idempotent-replay"] == hit.headers["x-request-id"]
+    assert retry.content == hit.content and fresh_upstream.stats()["requests"] == 1
+    assert [(r["status"], r["cache"]) for r in rows(gw, name)] == [
+        ("ok", "miss"),
+        ("ok", "hit"),
+        ("replayed", None),  # served before the cache: neither a hit nor a miss
+    ]

@@ -81,6 +81,12 @@ IDEMPOTENCY = _header(
     minLength=1,
     maxLength=255,
 )
+CACHE_CONTROL = _header(
+    "Cache-Control",
+    "`no-cache`: a fresh answer, which replaces the cached one; `no-store`: not cached "
+    "(with `cache.exact` configured).",
+    maxLength=200,
+)
 TIME = {"maxLength": 40}
 TENANT = {
     "type": "string",
@@ -297,7 +303,7 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "operationId": "createChatCompletion",
                 "security": tenant,
-                "parameters": [FEATURE, IDEMPOTENCY],
+                "parameters": [FEATURE, IDEMPOTENCY, CACHE_CONTROL],
                 "requestBody": _json_body(_ref("ChatCompletionRequest")),
                 "responses": _answers("A chat completion, or an SSE stream of chunks.", obj),
             }
@@ -324,7 +330,7 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "operationId": "createMessage",
                 "security": tenant,
-                "parameters": [FEATURE, IDEMPOTENCY],
+                "parameters": [FEATURE, IDEMPOTENCY, CACHE_CONTROL],
                 "requestBody": _json_body(_ref("MessagesRequest")),
                 "responses": _anthropic_answers(
                     "Anthropic's Messages API: a message, or its SSE event stream."
@@ -360,7 +366,7 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "operationId": "createResponse",
                 "security": tenant,
-                "parameters": [FEATURE, IDEMPOTENCY],
+                "parameters": [FEATURE, IDEMPOTENCY, CACHE_CONTROL],
                 "requestBody": _json_body(_ref("ResponsesRequest")),
                 "responses": _answers(
                     "A response (OpenAI's Responses API), or its SSE stream of typed events.", obj
