@@ -13,15 +13,21 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from passerelle.store.answers import ENTRY_OVERHEAD_BYTES, Bounds, LocalAnswers, RedisAnswers
+from passerelle.store.answers import (
+    ENTRY_OVERHEAD_BYTES,
+    REDIS_ENTRY_OVERHEAD_BYTES,
+    Bounds,
+    LocalAnswers,
+    RedisAnswers,
+)
 from passerelle.store.redis import SharedState
 from tests.unit.stages import Clock
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
 
-def size(key: str, entry: bytes) -> int:
-    return len(key) + len(entry) + ENTRY_OVERHEAD_BYTES
+def size(key: str, entry: bytes, overhead: int = ENTRY_OVERHEAD_BYTES) -> int:
+    return len(key) + len(entry) + overhead
 
 
 async def test_an_entry_expires_after_its_lifetime() -> None:
@@ -111,7 +117,7 @@ async def test_on_redis_one_replica_reads_what_the_other_stored_until_it_expires
 async def test_on_redis_the_bounds_hold_across_replicas_oldest_first(replicas: Replicas) -> None:
     ns = "t" + uuid.uuid4().hex
     entry = b"x" * 100
-    bound = 4 * size(f"passerelle:cache:{ns}:k00", entry)
+    bound = 4 * size(f"passerelle:cache:{ns}:k00", entry, REDIS_ENTRY_OVERHEAD_BYTES)
     bounds = Bounds(ttl_s=30, max_entries=6, max_bytes=bound)
     stores = replicas(0, bounds, ns), replicas(1, bounds, ns)
     for i in range(20):
