@@ -260,15 +260,21 @@ def test_an_error_is_never_kept(
     assert ask(client, prompt).headers[HEADER] == "hit"
 
 
+REFUSAL = {"refusal": "I can't help with that."}
+FILTERED = {"finish_reason": "content_filter"}
+
+
 @pytest.mark.parametrize(
-    "answer",
+    ("answer", "stream"),
     [
-        pytest.param({"cut": 4}, id="cut-stream"),
-        pytest.param({"refusal": "I can't help with that."}, id="refusal"),
-        pytest.param({"finish_reason": "content_filter"}, id="content-filter"),
+        # a plain answer cut short is an error (retried), tested above
+        pytest.param({"cut": 4}, True, id="stream-cut"),
+        pytest.param(REFUSAL, False, id="plain-refusal"),
+        pytest.param(REFUSAL, True, id="stream-refusal"),
+        pytest.param(FILTERED, False, id="plain-content-filter"),
+        pytest.param(FILTERED, True, id="stream-content-filter"),
     ],
 )
-@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_an_incomplete_answer_is_never_kept(
     gw: GatewayProcess,
     fresh_upstream: UpstreamProcess,
@@ -277,8 +283,6 @@ def test_an_incomplete_answer_is_never_kept(
     answer: dict[str, object],
     stream: bool,
 ) -> None:
-    if "cut" in answer and not stream:
-        pytest.skip("a plain answer cut short is an error (retried), tested above")
     name, key = tenant
     client = sdk(gw, key)
     prompt = unique("#words:9 hi")
