@@ -289,3 +289,59 @@ def test_per_user_entries_are_never_served_to_another_user_of_the_tenant(
     ]
     assert got == ["miss", "miss", "hit", "hit"]
     assert fresh_upstream.stats()["requests"] == 2
+
+
+@pytest.fixture(scope="module")
+def classes_gw(
+    upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    """The cache on behind a data-class policy: `mixed` has a US target first and an EU one;
+    `confidential` calls may reach only the EU."""
+    config = cache_config(upstream.url)
+    fake = config["providers"][0]
+    config["providers"] = [
+        {**fake, "name": "us", "jurisdiction": "US"},
+        {**fake, "name": "eu", "jurisdiction": "EU"},
+    ]
+    price = {"input": 1, "output": 1}
+    config["models"] = [
+        {
+            "name": "mixed",
+            "targets": [
+                {"provider": "us", "upstream_model": "us-1", "price": price},
+                {"provider": "eu", "upstream_model": "eu-1", "price": price},
+            ],
+        }
+    ]
+    config["sovereignty"] = {
+        "default_class": "internal",
+        "classes": {"internal": {"allow": ["any"]}, "confidential": {"allow": ["EU"]}},
+    }
+    with GatewayProcess(tmp_path_factory.mktemp("cache-classes"), config) as g:
+        yield g
+
+
+def test_an_answer_a_provider_outside_a_calls_class_gave_is_never_served_to_it(
+    classes_gw: GatewayProcess, fresh_upstream: UpstreamProcess
+) -> None:
+    _, key = new_tenant(classes_gw)
+    body = {"model": "mixed", "messages": [user(unique())]}
+
+    def send(**headers: str) -> httpx.Response:
+        return httpx.post(
+            f"{classes_gw.base_url}/chat/completions",
+            json={"temperature": 0, **body},
+            headers={"Authorization": f"Bearer {key}", **headers},
+            timeout=30,
+        )
+
+    first = send()  # internal: answered by the US target
+    assert first.headers["x-passerelle-target"] == "us/us-1"
+    confidential = send(**{"X-Passerelle-Data-Class": "confidential"})
+    assert confidential.headers[HEADER] == "miss"
+    assert confidential.headers["x-passerelle-target"] == "eu/eu-1"
+    assert fresh_upstream.stats()["models"] == {"us-1": 1, "eu-1": 1}
+    # each class is then served from its own entry
+    assert send().headers[HEADER] == "hit"
+    again = send(**{"X-Passerelle-Data-Class": "confidential"})
+    assert again.headers[HEADER] == "hit" and again.headers["x-passerelle-target"] == "eu/eu-1"

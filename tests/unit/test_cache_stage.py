@@ -98,7 +98,7 @@ async def test_an_entry_that_is_not_the_tenants_own_is_never_served() -> None:
     c = call(DETERMINISTIC, tenant="globex")
     assert c.route is not None
     forged = CachedAnswer(tenant="acme", body=b'{"choices": []}', events=None)
-    await store.put(exact_key(c, c.route, per_user=False), forged.dumps())
+    await store.put(exact_key(c, per_user=False), forged.dumps())
     downstream = FakeNext(completion("globex's own"))
     await serve(stage, c, downstream)
     assert downstream.reached == 1 and c.cache == CacheOutcome.MISS
@@ -108,7 +108,7 @@ async def test_an_entry_of_another_layout_is_a_miss() -> None:
     stage, store = cache()
     c = call(DETERMINISTIC)
     assert c.route is not None
-    await store.put(exact_key(c, c.route, per_user=False), b'{"v": 99, "tenant": "acme"}')
+    await store.put(exact_key(c, per_user=False), b'{"v": 99, "tenant": "acme"}')
     downstream = FakeNext(completion())
     await serve(stage, c, downstream)
     assert downstream.reached == 1

@@ -89,7 +89,7 @@ class ExactLookup:
 
     async def probe(self, call: Call, *, read: bool) -> Probe:
         assert call.route is not None
-        key = exact_key(call, call.route, per_user=self._per_user)
+        key = exact_key(call, per_user=self._per_user)
         found = None
         if read:
             raw = await self.store.get(key)
@@ -100,7 +100,7 @@ class ExactLookup:
         assert isinstance(probe, ExactProbe) and call.route is not None
         key = probe.key
         if call.route is not probe.route:  # moved to another model: kept as that model's answer
-            key = exact_key(call, call.route, per_user=self._per_user)
+            key = exact_key(call, per_user=self._per_user)
         await self.store.put(key, answer.dumps())
 
 

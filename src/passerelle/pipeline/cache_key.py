@@ -2,9 +2,10 @@
 
 The key is a SHA-256 over, each part framed by its length so no two sequences of parts can spell
 the same bytes: the tenant; the endpoint (the client's dialect: a chat completion, an Anthropic
-message and a Responses call never share an entry); the route the call is on, by name and by the
-targets it points to (a route changed in the configuration starts afresh); the canonical chat
-body and, for another dialect, the client's own body, each as JSON with sorted keys. Every field
+message and a Responses call never share an entry); the route the call is on, by name, and the
+targets the call may use on it (a route changed in the configuration starts afresh, and a call a
+policy or a capability narrowed to fewer targets never gets an answer one of the others gave);
+its data class, when a policy gave it one; the canonical chat body and, for another dialect, the client's own body, each as JSON with sorted keys. Every field
 of both bodies is in the key (tools, ``tool_choice``, ``response_format``, ``temperature``,
 ``top_p``, ``seed``, ``max_tokens``, ``stop``, ``n``, ``logit_bias``, a provider's own extras...)
 except those that provably do not change the answer (``IGNORED``): ``model`` (the route stands for
@@ -29,7 +30,6 @@ from typing import Any
 import orjson
 
 from passerelle.pipeline.context import Call
-from passerelle.pipeline.targets import Route
 from passerelle.store.records import CacheOutcome
 
 IGNORED = frozenset({"model", "stream", "stream_options", "metadata", "user", "safety_identifier"})
@@ -96,14 +96,16 @@ def _canonical(body: dict[str, Any], ignored: frozenset[str]) -> bytes:
     )
 
 
-def exact_key(call: Call, route: Route, *, per_user: bool) -> str:
-    """The exact cache's key of ``call`` on ``route`` (hex)."""
+def exact_key(call: Call, *, per_user: bool) -> str:
+    """The exact cache's key of ``call`` on the route it is on now (hex)."""
+    assert call.route is not None, "a call is resolved before it is cached"
     ignored = IGNORED - END_USER if per_user else IGNORED
     parts = [
         (call.tenant or "").encode(),
         call.endpoint.encode(),
-        route.model.encode(),
-        "\0".join(t.label for t in route.targets).encode(),
+        call.route.model.encode(),
+        "\0".join(t.label for t in call.targets).encode(),
+        (call.data_class.name if call.data_class is not None else "").encode(),
         _canonical(call.body, ignored),
         _canonical(call.native_body, ignored) if call.native_body is not None else b"",
     ]
