@@ -16,12 +16,13 @@ are counted separately.
 ``--stages policy`` counts a second gateway too, with a stage on: ``policy`` is the data-class
 policy with every request in a class that narrows the targets (``confidential``, EU only, the
 fake provider in the EU), so its cost when on is the difference between the two rows; off, the
-stage is not in the chain at all.
+stage is not in the chain at all. ``cache_miss`` and ``cache_hit`` are the exact cache on, with
+the overhead benchmark's bodies for those variants: every request a miss, or every one a hit.
 
 Comparing two versions: run it once per version (``PYTHONPATH=<other checkout>/src`` selects the
 gateway's code, as for the overhead benchmark) and compare the ratios to the reference, which
 the same run counts. Needs valgrind (Debian's package); each proxy runs ~50 times slower under
-it, so the defaults take about two minutes.
+it, so the defaults take about two minutes (two more per stage).
 """
 
 from __future__ import annotations
@@ -43,7 +44,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
-from bench.overhead import ReferenceProcess, passerelle_version, request_body  # noqa: E402
+from bench.overhead import (  # noqa: E402
+    ReferenceProcess,
+    passerelle_version,
+    request_body,
+)
 from tests.fakes.gateway import TENANT_KEYS, GatewayProcess, fake_upstream_config  # noqa: E402
 from tests.fakes.upstream import UpstreamProcess  # noqa: E402
 
@@ -60,8 +65,15 @@ def with_policy(config: dict[str, Any]) -> dict[str, str]:
     return {"X-Passerelle-Data-Class": "confidential"}
 
 
+def with_cache(config: dict[str, Any]) -> dict[str, str]:
+    """The exact cache on; the requests' bodies (``request_body``) make every one a miss
+    (``cache_miss``) or a hit (``cache_hit``)."""
+    config["cache"] = {"exact": {"ttl_s": 3600}}
+    return {}
+
+
 # a stage to count on top of metering: (config) -> the request headers that exercise it
-STAGES = {"policy": with_policy}
+STAGES = {"policy": with_policy, "cache_miss": with_cache, "cache_hit": with_cache}
 
 
 def under_callgrind(cmd: list[str], out: Path) -> list[str]:
@@ -119,9 +131,13 @@ def dumped_total(out: Path, before: set[Path]) -> int:
     raise RuntimeError(f"no callgrind dump appeared next to {out}")
 
 
-async def send(url: str, headers: dict[str, str], n: int, concurrency: int, stream: bool) -> int:
-    """N requests, C at a time; returns how many failed."""
-    body = request_body(stream)
+async def send(
+    url: str, headers: dict[str, str], n: int, concurrency: int, stream: bool, target: str
+) -> int:
+    """N requests, C at a time, the bodies ``target`` gets in the overhead benchmark (one of its
+    own each for ``cache_miss``); returns how many failed."""
+    body = request_body(stream, target)
+    fresh = target == "cache_miss"
     todo = iter(range(n))
     failed = 0
     timeout = aiohttp.ClientTimeout(total=120)
@@ -129,7 +145,8 @@ async def send(url: str, headers: dict[str, str], n: int, concurrency: int, stre
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal failed
         for _ in todo:
-            async with session.post(url, data=body, headers=headers) as resp:
+            data = request_body(stream, target) if fresh else body
+            async with session.post(url, data=data, headers=headers) as resp:
                 data = await resp.read()
                 good = data.endswith(b"data: [DONE]\n\n") if stream else data[:1] == b"{"
                 failed += resp.status != 200 or not good
@@ -140,13 +157,14 @@ async def send(url: str, headers: dict[str, str], n: int, concurrency: int, stre
 
 
 def count(
-    pid: int, out: Path, url: str, headers: dict[str, str], args: argparse.Namespace, stream: bool
+    name: str, proc: Any, url: str, headers: dict[str, str], args: argparse.Namespace, stream: bool
 ) -> float:
-    """Instructions per request of the process ``pid`` (instrumented already), for one kind."""
+    """Instructions per request of ``proc`` (instrumented already), for one kind."""
+    pid, out = proc.process.pid, proc.out
     n = args.stream_requests if stream else args.requests
-    failed = asyncio.run(send(url, headers, args.warmup, args.concurrency, stream))
+    failed = asyncio.run(send(url, headers, args.warmup, args.concurrency, stream, name))
     control(pid, "--zero")
-    failed += asyncio.run(send(url, headers, n, args.concurrency, stream))
+    failed += asyncio.run(send(url, headers, n, args.concurrency, stream, name))
     before = set(out.parent.glob(out.name + "*"))
     control(pid, "--dump")
     total = dumped_total(out, before)
@@ -164,7 +182,7 @@ def measure(
     for stream in (False, True):
         kind = "stream" if stream else "plain"
         print(f"  {name:<10} {kind:<6} counting...", end="", flush=True)
-        result[kind] = count(pid, proc.out, url, headers, args, stream)
+        result[kind] = count(name, proc, url, headers, args, stream)
         print(f" {result[kind] / 1e6:7.2f} M instructions per request", flush=True)
     return result
 
@@ -212,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.stages:
         on = results[name]
         print(
-            f"| + {name} | {on['plain'] / 1e6:.2f} ({on['plain'] - gw['plain']:+,.0f})"
-            f" | {on['stream'] / 1e6:.2f} ({on['stream'] - gw['stream']:+,.0f}) |"
+            f"| + {name} | {on['plain'] / 1e6:.2f} ({on['plain'] - gw['plain']:+,.0f}, "
+            f"{on['plain'] / gw['plain']:.2f}×) | {on['stream'] / 1e6:.2f} "
+            f"({on['stream'] - gw['stream']:+,.0f}, {on['stream'] / gw['stream']:.2f}×) |"
         )
     print()
     print(

@@ -4,7 +4,7 @@
 
 One run starts these servers as subprocesses: the fake upstream (``tests/fakes/upstream.py``), the
 reference pass-through proxy (``bench/reference_proxy.py``: aiohttp + uvloop, one pooled client
-session) and three ``passerelle serve``, each with its own SQLite ledger in a temporary directory:
+session) and five ``passerelle serve``, each with its own SQLite ledger in a temporary directory:
 
 - ``gateway``: metering on (a tenant key, a model with a price);
 - ``limits``: the same plus, for the benchmark tenant, a hard monthly budget of $1,000,000, a
@@ -12,6 +12,11 @@ session) and three ``passerelle serve``, each with its own SQLite ledger in a te
   its key, and ``rate_limits: {rpm: 10000000, tpm: 10000000000}``: admission reserves and settles
   two budget counters and counts two sliding windows, in process, on every request, and never
   refuses;
+- ``cache_miss`` and ``cache_hit``: metering on with ``cache: {exact: {ttl_s: 3600}}`` and
+  requests at ``temperature: 0``; ``cache_miss`` sends each request a body no earlier one had (so
+  each is looked up, answered upstream, captured and stored: the cost of the cache on a miss),
+  ``cache_hit`` the same body every time (each answered from the stored entry, plain or streamed:
+  the cost of a hit, against the pass-through it replaces);
 - ``limits_redis``: the same with ``redis:`` (``--redis``, default ``redis://127.0.0.1:6379/0``)
   and a tenant and key unique to the run, so counters of earlier runs do not collide (they are
   deleted at the end). Skipped, with a note, when Redis cannot be reached (or ``--no-redis``).
@@ -22,7 +27,8 @@ is left where it runs (not pinned).
 
 The same load drives each target: C concurrent keep-alive workers sending N small non-streaming
 chat completions, after a warm-up. Rounds interleave the targets (direct upstream, reference,
-the three gateways; then direct upstream, reference and the plain gateway streaming,
+the five gateways; then direct upstream, reference, the plain gateway and the two cache
+variants streaming,
 ``stream: true`` with ~20 content chunks; ``--stream-all`` streams the two limit variants too),
 R times; the table shows the medians over rounds. The two variants get ``--limits-requests``
 (1,000) per round: their cost per request grows with the requests of the last minute, which their
@@ -46,6 +52,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -80,13 +87,16 @@ PROXY_CORE = 0
 LOAD_CORE = 1
 MODEL = "gpt-4o-mini"
 STREAM_WORDS = 20
-TARGETS = ("upstream", "reference", "gateway", "limits", "limits_redis")
-GATEWAYS = ("gateway", "limits", "limits_redis")
+TARGETS = ("upstream", "reference", "gateway", "cache_miss", "cache_hit", "limits", "limits_redis")
+GATEWAYS = ("gateway", "cache_miss", "cache_hit", "limits", "limits_redis")
+CACHED = ("cache_miss", "cache_hit")  # the exact cache on; every request a miss, or a hit
 LIMIT_VARIANTS = ("limits", "limits_redis")
 LABELS = {
     "upstream": "upstream direct",
     "reference": "reference aiohttp proxy",
     "gateway": "passerelle (metering on)",
+    "cache_miss": "passerelle (exact cache on, every request a miss)",
+    "cache_hit": "passerelle (exact cache on, every request a hit)",
     "limits": "passerelle (budgets + rate limits)",
     "limits_redis": "passerelle (budgets + rate limits, Redis)",
 }
@@ -345,14 +355,24 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
-def request_body(stream: bool) -> bytes:
+_unique = itertools.count()
+
+
+def request_body(stream: bool, target: str = "gateway") -> bytes:
+    """The request every target is sent; through the cache at temperature 0 (or it would not be
+    cached), and for ``cache_miss`` with a number no earlier request had, so none is a hit."""
+    extra: dict[str, Any] = {"temperature": 0} if target in CACHED else {}
+    n = f" ({next(_unique)})" if target == "cache_miss" else ""
     if stream:
         return orjson.dumps(
             {
                 "model": MODEL,
                 "stream": True,
                 "stream_options": {"include_usage": True},
-                "messages": [{"role": "user", "content": f"Count for me. #words:{STREAM_WORDS}"}],
+                "messages": [
+                    {"role": "user", "content": f"Count for me{n}. #words:{STREAM_WORDS}"}
+                ],
+                **extra,
             }
         )
     return orjson.dumps(
@@ -361,8 +381,9 @@ def request_body(stream: bool) -> bytes:
             "max_tokens": 32,
             "messages": [
                 {"role": "system", "content": "You are terse."},
-                {"role": "user", "content": "Say hello in one short sentence."},
+                {"role": "user", "content": f"Say hello in one short sentence{n}."},
             ],
+            **extra,
         }
     )
 
@@ -371,7 +392,8 @@ async def drive(
     session: aiohttp.ClientSession, target: Target, n: int, concurrency: int, stream: bool
 ) -> tuple[float, list[float], int, str | None]:
     url = target.base_url + "/chat/completions"
-    body = request_body(stream)
+    body = request_body(stream, target.name)
+    fresh = target.name == "cache_miss"  # a body of its own for every request
     headers = {"Content-Type": "application/json", **target.headers}
     todo = iter(range(n))
     latencies: list[float] = []
@@ -382,9 +404,10 @@ async def drive(
     async def worker() -> None:
         nonlocal errors, first_error
         for _ in todo:
+            data = request_body(stream, target.name) if fresh else body
             t0 = clock()
             try:
-                async with session.post(url, data=body, headers=headers) as resp:
+                async with session.post(url, data=data, headers=headers) as resp:
                     data = await resp.read()
                     ok = resp.status == 200 and (
                         data.endswith(b"data: [DONE]\n\n") if stream else data[:1] == b"{"
@@ -498,7 +521,7 @@ def requests_for(args: argparse.Namespace, name: str, stream: bool) -> int:
 def plan(targets: dict[str, Target], stream_all: bool) -> list[tuple[str, str]]:
     """(kind, target) in the order of a round: all plain runs, then the streaming ones."""
     out = [("plain", name) for name in TARGETS if name in targets]
-    streamed = TARGETS if stream_all else ("upstream", "reference", "gateway")
+    streamed = TARGETS if stream_all else ("upstream", "reference", "gateway", *CACHED)
     return out + [("stream", name) for name in streamed if name in targets]
 
 
@@ -786,6 +809,10 @@ def start_gateways(
 ) -> None:
     gws.procs["gateway"] = GatewayProcess(tmp / "gateway", fake_upstream_config(upstream_url))
     gws.keys["gateway"] = TENANT_KEYS["acme"]
+    for name in CACHED:
+        config = fake_upstream_config(upstream_url, cache={"exact": {"ttl_s": 3600}})
+        gws.procs[name] = GatewayProcess(tmp / name, config)
+        gws.keys[name] = TENANT_KEYS["acme"]
     variants: dict[str, str | None] = {"limits": None}
     if redis_url:
         variants["limits_redis"] = redis_url
@@ -916,7 +943,11 @@ def main(argv: list[str] | None = None) -> int:
             else "Not pinned."
         )
     )
-    streamed = "every target" if args.stream_all else "upstream, reference and plain gateway only"
+    streamed = (
+        "every target"
+        if args.stream_all
+        else "upstream, reference, plain gateway and the cache variants only"
+    )
     print(
         f"Load: {args.concurrency} concurrent keep-alive workers; {args.requests} requests "
         f"(streaming: {args.stream_requests}; {streamed}) per target per round, "

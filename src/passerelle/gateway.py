@@ -16,6 +16,7 @@ from decimal import Decimal
 from functools import partial
 from pathlib import Path
 
+from passerelle.config.cache import ExactCacheConfig
 from passerelle.config.load import Loaded
 from passerelle.config.schema import Config, KeyConfig
 from passerelle.economics.revenue import RevenueBook
@@ -27,6 +28,8 @@ from passerelle.pipeline.attempts import AttemptObserver, FailedAttemptRows
 from passerelle.pipeline.audit import AuditTrail
 from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.budget import Budget, OutputCeiling
+from passerelle.pipeline.cache import Cache, ExactLookup
+from passerelle.pipeline.cache_key import CachePolicy
 from passerelle.pipeline.chain import Next, Stage, build_chain
 from passerelle.pipeline.conversation import Conversations
 from passerelle.pipeline.dispatch import Dispatch
@@ -46,6 +49,7 @@ from passerelle.providers.resilience import CircuitBreaker, LocalHealth, TargetH
 from passerelle.providers.shared_breakers import Scripts, SharedHealth
 from passerelle.recovery import Recovered, record_interrupted, report, settle_interrupted
 from passerelle.sovereignty.classes import DataPolicy, data_policy
+from passerelle.store.answers import AnswerStore, Bounds, LocalAnswers, RedisAnswers
 from passerelle.store.audit import open_audit
 from passerelle.store.base import Ledger
 from passerelle.store.conversations import (
@@ -79,6 +83,7 @@ class Gateway:
     # responses kept for ``previous_response_id`` and ``GET /v1/responses/{id}``; None: none kept
     conversations: ConversationStore | None = None
     breaker_state: Scripts | None = None  # with Redis: breakers shared by every replica
+    answers: AnswerStore | None = None  # the exact cache's entries; None: no cache
     # see every outbound attempt start and end (audit, metrics, traces), after the ledger's rows
     attempt_observers: list[AttemptObserver] = field(default_factory=list)
     audit: AuditTrail | None = None  # the keyed trail of every attempt; one of the observers
@@ -98,9 +103,14 @@ class Gateway:
             Meter(self.ledger, self.pricer, self.journal),
             Idempotency(self.idempotency),
         ]
-        policy = self.data_policy()
-        if policy is not None:
-            stages.append(DataClassPolicy(policy))
+        data = self.data_policy()
+        if data is not None:
+            stages.append(DataClassPolicy(data))
+        exact = self.config.cache.exact
+        if exact is not None and self.answers is not None:
+            stages.append(
+                Cache([ExactLookup(self.answers, per_user=exact.per_user)], policy(exact))
+            )
         floors = None
         if self.floor_tenants():
             plans = {p.name: p for p in self.config.plans}
@@ -171,6 +181,13 @@ class Gateway:
         counters: Counters
         idempotency: IdempotencyStore
         conversations: ConversationStore | None = None
+        answers: AnswerStore | None = None
+        exact = config.cache.exact
+        bounds = (
+            Bounds(ttl_s=exact.ttl_s, max_entries=exact.max_entries, max_bytes=exact.max_bytes)
+            if exact is not None
+            else None
+        )
         server = config.server
         keeps = server.responses_retention_s > 0
         if config.redis:
@@ -180,6 +197,7 @@ class Gateway:
             shared = SharedState(config.redis)
             counters = RedisCounters(shared, recorded_cost=partial(recorded_cost, ledger))
             idempotency = RedisIdempotency(shared)
+            answers = RedisAnswers(shared, bounds) if bounds is not None else None
             if keeps:
                 conversations = RedisConversations(
                     shared,
@@ -189,6 +207,7 @@ class Gateway:
         else:
             counters = LocalCounters()
             idempotency = LocalIdempotency(max_bytes=server.idempotency_max_bytes)
+            answers = LocalAnswers(bounds) if bounds is not None else None
             if keeps:
                 conversations = LocalConversations(
                     retention_s=server.responses_retention_s, max_bytes=server.responses_max_bytes
@@ -219,6 +238,7 @@ class Gateway:
             journal=journal,
             conversations=conversations,
             breaker_state=breaker_state,
+            answers=answers,
             attempt_observers=[*([audit] if audit else []), *attempt_observers],
             audit=audit,
         )
@@ -321,11 +341,23 @@ class Gateway:
         await self.idempotency.close()
         if self.conversations is not None:
             await self.conversations.close()
+        if self.answers is not None:
+            await self.answers.close()
         await self.ledger.close()
         if self.audit is not None:
             await self.audit.close()
         if self.journal is not None:
             self.journal.close()
+
+
+def policy(exact: ExactCacheConfig) -> CachePolicy:
+    return CachePolicy(
+        allow_sampled=exact.allow_sampled,
+        models=frozenset(exact.models) if exact.models is not None else None,
+        except_models=frozenset(exact.except_models),
+        per_user=exact.per_user,
+        max_entry_bytes=exact.max_entry_bytes,
+    )
 
 
 async def recorded_cost(ledger: Ledger, request_id: str) -> int | None:

@@ -31,6 +31,7 @@ ROUTES = {
     ("GET", "/health"): "anyone",
     ("GET", "/openapi.json"): "anyone",
     ("GET", "/admin/usage"): "admin",
+    ("GET", "/admin/savings"): "admin",
     ("GET", "/admin/margins"): "admin",
     ("GET", "/admin/revenue"): "admin",
     ("POST", "/admin/revenue"): "admin",

@@ -107,6 +107,8 @@ class Behaviour:
     tool: str | None = None  # answer with a call of this tool (OpenAI format)
     tool_calls: Any = None  # answer with these calls: [{"name", "arguments"}] (OpenAI format)
     tool_call: dict | None = None  # {"name", "arguments": {...}}: this call, OpenAI or Anthropic
+    finish: str | None = None  # chat: this finish_reason instead (``content_filter``...)
+    refusal: str | None = None  # chat: refuse with this text (``message.refusal``, no content)
 
 
 DEFAULT = Behaviour()
@@ -120,6 +122,8 @@ _SIMPLE = {
     "reply": ("reply", str),
     "retry_after": ("retry_after", str),
     "tool_call": ("tool", str),
+    "finish_reason": ("finish", str),
+    "refusal": ("refusal", str),
 }
 
 
@@ -534,10 +538,34 @@ def build_app() -> Any:
             return await featured_chat(request, body, b)
         model = body.get("model", "fake-model")
         b, usage, cut = limited(b, body)
-        finish = "length" if cut else "stop"
+        finish = b.finish or ("length" if cut else "stop")
+        if b.refusal is not None:
+            return await refused(request, body, b, usage)
         if body.get("stream"):
             return await stream(request, chat_events(body, b.reply, usage, finish), b)
         return json_response(chat_body(model, b.reply, usage, finish))
+
+    async def refused(request: Any, body: dict, b: Behaviour, usage: Usage) -> Any:
+        """A refusal, as OpenAI sends one: ``refusal`` set, no content."""
+        assert b.refusal is not None
+        head = {"id": f"chatcmpl-fake{next(_ids)}", "created": int(time.time())}
+        head["model"] = body.get("model", "fake-model")
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "refusal": b.refusal}
+            choice = {"index": 0, "message": message, "finish_reason": b.finish or "stop"}
+            doc = {**head, "object": "chat.completion", "choices": [choice]}
+            return json_response(dumps({**doc, "usage": usage_obj(usage)}))
+        deltas = [({"role": "assistant", "refusal": ""}, None), ({"refusal": b.refusal}, None)]
+        deltas.append(({}, b.finish or "stop"))
+        events = [
+            {**head, "object": "chat.completion.chunk", "choices": [choice]}
+            for choice in ({"index": 0, "delta": d, "finish_reason": f} for d, f in deltas)
+        ]
+        if (body.get("stream_options") or {}).get("include_usage"):
+            events.append({**head, "object": "chat.completion.chunk", "choices": []})
+            events[-1]["usage"] = usage_obj(usage)
+        out = [b"data: " + dumps(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
+        return await stream(request, out, b)
 
     async def featured_chat(request: Any, body: dict, b: Behaviour) -> Any:
         """Tool calls, `n` choices, logprobs, JSON answers (openai_features.py)."""

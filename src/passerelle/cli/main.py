@@ -10,6 +10,7 @@ from passerelle.cli.audit import audit_group
 from passerelle.cli.config import config_group
 from passerelle.cli.keys import keys_group
 from passerelle.cli.margins import margins_cmd, revenue_group
+from passerelle.cli.savings import savings
 from passerelle.cli.serve import serve
 from passerelle.cli.usage import usage
 from passerelle.errors import ConfigError, StoreError
@@ -25,6 +26,7 @@ cli.add_command(serve)
 cli.add_command(config_group)
 cli.add_command(keys_group)
 cli.add_command(usage)
+cli.add_command(savings)
 cli.add_command(margins_cmd)
 cli.add_command(revenue_group)
 cli.add_command(audit_group)

@@ -39,7 +39,7 @@ def _type_name(annotation: Any) -> str:
             else text
         )
     text = str(annotation).replace("typing.", "").replace("decimal.", "")
-    for mod in ("passerelle.config.schema.",):
+    for mod in ("passerelle.config.schema.", "passerelle.config.cache."):
         text = text.replace(mod, "")
     return text.replace("<class '", "").replace("'>", "")
 

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from passerelle.config.cache import CacheConfig
 from passerelle.months import MONTH_PATTERN
 
 SECRET_PREFIXES = ("env:", "file:")
@@ -419,6 +420,9 @@ class Config(Strict):
         default=None,
         description="Data classes and where each may go; no policy (every provider) when absent.",
     )
+    cache: CacheConfig = Field(
+        default_factory=CacheConfig, description="The answer cache (`docs/caching.md`)."
+    )
 
     @field_validator("store")
     @classmethod
@@ -442,6 +446,10 @@ class Config(Strict):
                     raise ValueError(f"model {m.name!r}: unknown provider {t.provider!r}")
             if m.degrade_to is not None and m.degrade_to not in models:
                 raise ValueError(f"model {m.name!r}: degrade_to names unknown model")
+        exact = self.cache.exact
+        for name in [*(exact.models or []), *exact.except_models] if exact else []:
+            if name not in models:
+                raise ValueError(f"cache.exact: unknown model {name!r}")
         for tenant in self.tenants:
             if tenant.plan is not None and tenant.plan not in plans:
                 raise ValueError(f"tenant {tenant.name!r}: unknown plan {tenant.plan!r}")

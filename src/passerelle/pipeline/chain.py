@@ -3,19 +3,24 @@
 The order itself is listed once, in ``Gateway.stages()`` (``gateway.py``):
 
     auth → parse → conversation → resolve → meter → idempotency → data-class policy
-         → [PII] → budget (with the margin floor) → [cache] → in flight → dispatch
+         → [PII] → cache → budget (with the margin floor) → in flight → dispatch
 
 Each stage is a small object with ``async __call__(call, next)``; ``build_chain`` links them once at
-start-up, so a request pays one bound call per stage and nothing else. Stages in brackets come with
-their own issues (PII redaction; caching); they slot in here and nowhere else; the data-class
-policy is present only when the configuration has one. Why this order: authentication before any parsing of an unknown caller's body; a Responses
+start-up, so a request pays one bound call per stage and nothing else. The stage in brackets comes
+with its own issue (PII redaction); it slots in here and nowhere else; the data-class policy and
+the cache are present only when the configuration has them. Why this order: authentication before
+any parsing of an unknown caller's body; a Responses
 call's kept conversation (``previous_response_id``) is put in front of it right after parsing,
 for its tenant, so everything after sees the whole request; the model is
 resolved to its targets before anything prices it; the meter wraps everything after it, so a
-refusal, a replay or (later) a cache hit is recorded too; an idempotent replay is served before any
+refusal, a replay or a cache hit is recorded too; an idempotent replay is served before any
 policy or budget would count it again; the data-class policy narrows the targets before anything
-reserves for them or chooses among them; redaction must come before the cache so that no
-cache key holds personal data; the margin floor may switch the route to a cheaper model, so the
+reserves for them or chooses among them (and before the cache, whose key holds the targets the
+call may use); redaction must come before the cache so that no cache key holds personal data;
+the cache comes before the budget because a hit costs nothing: it reserves nothing and counts
+against no budget or rate limit, and a tenant at the end of its budget still gets the answers it
+already paid for (a call the margin floor then degrades is kept in the cache under the model that
+answered it, ``pipeline/cache.py``); the margin floor may switch the route to a cheaper model, so the
 budget stage checks it in the same atomic admission and reserves the worst case of the route it
 leaves; in flight journals the call (with that reservation) just before it can cost anything
 upstream; dispatch is the only stage that talks to providers.

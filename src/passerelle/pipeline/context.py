@@ -23,7 +23,7 @@ from passerelle.pipeline.targets import Eligible, Filter, NoEligibleTargetError,
 from passerelle.protocol.base import OPENAI, Dialect
 from passerelle.providers.base import Completion, Embeddings, StreamChunk, Usage
 from passerelle.sovereignty.classes import DataClass
-from passerelle.store.records import Status
+from passerelle.store.records import CacheOutcome, SavingSource, Status
 from passerelle.tenancy import ApiKey
 
 Deferred = Callable[["Call"], Awaitable[None]]
@@ -139,6 +139,10 @@ class Call:
     status: Status = Status.OK
     error: APIError | None = None
     cost_usd: Decimal | None = None
+    # what the call did not cost and why (a cache hit saves the whole call), and the cache's say
+    saved_usd: Decimal = Decimal(0)
+    saving_source: SavingSource | None = None
+    cache: CacheOutcome | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, Any] = field(default_factory=dict)
     # the answer path, in chain order (the answer flows through it from the end)

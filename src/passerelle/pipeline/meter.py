@@ -128,6 +128,9 @@ class Meter:
             error_code=call.error.code if call.error else None,
             stream=call.stream,
             decision=call.annotations.get("decision"),
+            saved_usd=call.saved_usd,
+            saving_source=call.saving_source,
+            cache=call.cache,
         )
         attempts = [attempt_record(record, a) for a in call.failed_attempts if a.n < record.attempt]
         if attempts:
@@ -156,4 +159,7 @@ def attempt_record(call_row: UsageRecord, attempt: FailedAttempt) -> UsageRecord
         status=Status.ATTEMPT_FAILED,
         error_code=attempt.error_code,
         decision=None,
+        saved_usd=Decimal(0),  # what the call saved is on its own row
+        saving_source=None,
+        cache=None,
     )

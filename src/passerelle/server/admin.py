@@ -1,4 +1,4 @@
-"""The admin API: usage read-out and key management, behind the admin token only.
+"""The admin API: usage and savings read-out and key management, behind the admin token only.
 
 A tenant key never opens these routes, whatever tenant it belongs to. With no admin token
 configured, no credential opens it. A missing or wrong credential is 401 (``authentication_error``);
@@ -31,6 +31,7 @@ from passerelle.pricing.cost import usd_exact
 from passerelle.server.body import read_body
 from passerelle.server.routes import GATEWAY
 from passerelle.store.query import parse_group_by, parse_when
+from passerelle.store.savings import combined
 from passerelle.tenancy import ApiKey, key_digest, key_id_for, new_key, tenant_name_problem
 
 MICRO = Decimal("0.000001")
@@ -72,6 +73,27 @@ async def usage(request: web.Request) -> web.Response:
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
         "data": data,
+        "totals": totals,
+    }
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+async def savings(request: web.Request) -> web.Response:
+    """What the cache (and any other source of savings) saved, against what was paid: per
+    tenant, feature, model, day or month (``store/savings.py``)."""
+    await require_admin(request)
+    q = request.query
+    group_by = parse_group_by(q.get("group_by"))
+    since = parse_when(q.get("since"), "since")
+    until = parse_when(q.get("until"), "until")
+    rows = await request.app[GATEWAY].ledger.savings(group_by, since, until)
+    totals = combined(rows).as_json()
+    body = {
+        "object": "savings",
+        "group_by": group_by,
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "data": [r.as_json() for r in rows],
         "totals": totals,
     }
     return web.Response(body=orjson.dumps(body), content_type="application/json")
@@ -253,5 +275,6 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_get("/admin/revenue", get_revenue)
     app.router.add_post("/admin/revenue", post_revenue)
     app.router.add_get("/admin/usage", usage)
+    app.router.add_get("/admin/savings", savings)
     app.router.add_post("/admin/keys", create_key)
     app.router.add_get("/admin/keys", list_keys)

@@ -81,6 +81,12 @@ IDEMPOTENCY = _header(
     minLength=1,
     maxLength=255,
 )
+CACHE_CONTROL = _header(
+    "Cache-Control",
+    "`no-cache`: a fresh answer, which replaces the cached one; `no-store`: not cached "
+    "(with `cache.exact` configured).",
+    maxLength=200,
+)
 TIME = {"maxLength": 40}
 TENANT = {
     "type": "string",
@@ -297,7 +303,7 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "operationId": "createChatCompletion",
                 "security": tenant,
-                "parameters": [FEATURE, IDEMPOTENCY],
+                "parameters": [FEATURE, IDEMPOTENCY, CACHE_CONTROL],
                 "requestBody": _json_body(_ref("ChatCompletionRequest")),
                 "responses": _answers("A chat completion, or an SSE stream of chunks.", obj),
             }
@@ -324,7 +330,7 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "operationId": "createMessage",
                 "security": tenant,
-                "parameters": [FEATURE, IDEMPOTENCY],
+                "parameters": [FEATURE, IDEMPOTENCY, CACHE_CONTROL],
                 "requestBody": _json_body(_ref("MessagesRequest")),
                 "responses": _anthropic_answers(
                     "Anthropic's Messages API: a message, or its SSE event stream."
@@ -360,7 +366,7 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "operationId": "createResponse",
                 "security": tenant,
-                "parameters": [FEATURE, IDEMPOTENCY],
+                "parameters": [FEATURE, IDEMPOTENCY, CACHE_CONTROL],
                 "requestBody": _json_body(_ref("ResponsesRequest")),
                 "responses": _answers(
                     "A response (OpenAI's Responses API), or its SSE stream of typed events.", obj
@@ -402,6 +408,22 @@ def _paths() -> dict[str, Any]:
                     _query("until", "ISO date or time, or a span like 24h, 7d, 30m.", **TIME),
                 ],
                 "responses": _answers("Usage, grouped; costs to the pico-dollar.", obj),
+            }
+        },
+        "/admin/savings": {
+            "get": {
+                "operationId": "adminSavings",
+                "security": admin,
+                "parameters": [
+                    _query("group_by", "Comma-separated columns to group by.", maxLength=200),
+                    _query("since", "ISO date or time, or a span like 24h, 7d, 30m.", **TIME),
+                    _query("until", "ISO date or time, or a span like 24h, 7d, 30m.", **TIME),
+                ],
+                "responses": _answers(
+                    "Requests, cache hits and hit rate, cost paid, saved (by source) and the "
+                    "cost without savings, grouped; money to the pico-dollar.",
+                    obj,
+                ),
             }
         },
         "/admin/margins": {
@@ -460,7 +482,8 @@ def openapi_document() -> dict[str, Any]:
             "description": (
                 "An OpenAI-compatible LLM gateway with budgets (that also speaks Anthropic's "
                 "Messages API), and its admin API. The admin API "
-                "gives money (`cost_usd`, `llm_cost_usd`, `revenue_usd`, `gross_margin_usd`, "
+                "gives money (`cost_usd`, `saved_usd`, `llm_cost_usd`, `revenue_usd`, "
+                "`gross_margin_usd`, "
                 "`amount`) as decimal strings to the pico-dollar, as the ledger stores it "
                 "(`0.000123450000`); only shares and percentages are rounded."
             ),

@@ -1,7 +1,7 @@
 """The ``Ledger`` protocol: what every ledger implements (``ledgers.py`` opens one by URL).
 
 A ledger records usage durably (``record`` returns once the row is committed, in a batch with its
-neighbours), answers usage reports, and keeps the API keys created at run time.
+neighbours), answers usage and savings reports, and keeps the API keys created at run time.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Protocol
 
 from passerelle.store.records import RevenueEntry, UsageRecord, UsageRow
+from passerelle.store.savings import SavingsRow
 from passerelle.tenancy import ApiKey
 
 
@@ -36,6 +37,15 @@ class Ledger(Protocol):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[UsageRow]: ...
+
+    async def savings(
+        self,
+        group_by: Sequence[str],
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[SavingsRow]:
+        """What calls paid and saved, and their cache hits, grouped (``store/savings.py``)."""
+        ...
 
     async def create_key(self, key: ApiKey) -> None: ...
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -28,15 +27,17 @@ import asyncpg
 
 from passerelle.errors import StoreError
 from passerelle.store.deadletter import DeadLetters
+from passerelle.store.migrations import migrate_postgres
 from passerelle.store.records import RevenueEntry, UsageRecord, UsageRow, row_of
+from passerelle.store.savings import SavingsRow, savings_rows, savings_sql
 from passerelle.store.sql import (
     MAX_BATCH,
     QUEUE_SIZE,
-    SCHEMA,
     SELECT_REVENUE,
     find_key_sql,
     insert_key_sql,
     insert_sql,
+    key_row,
     list_keys_sql,
     record_of,
     records_sql,
@@ -149,8 +150,7 @@ class PostgresLedger:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
             if self.schema is not None:
                 await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            for stmt in SCHEMA:
-                await conn.execute(stmt)
+            await migrate_postgres(conn)
             mode = await conn.fetchval("SHOW synchronous_commit")
         if mode in ("off", "local"):
             log.warning(
@@ -314,18 +314,21 @@ class PostgresLedger:
         params = [d.timestamp() for d in (since, until) if d is not None]
         return usage_rows(group_by, await self._fetch(sql, *params))
 
+    async def savings(
+        self,
+        group_by: Sequence[str],
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[SavingsRow]:
+        sql = savings_sql(group_by, PG, since is not None, until is not None)
+        params = [d.timestamp() for d in (since, until) if d is not None]
+        return savings_rows(group_by, await self._fetch(sql, *params))
+
     async def create_key(self, key: ApiKey) -> None:
         if self._pool is None:
             raise StoreError("ledger is not started")
         try:
-            await self._pool.execute(
-                insert_key_sql(PG),
-                key.digest,
-                key.key_id,
-                key.tenant,
-                key.name,
-                time.time(),
-            )
+            await self._pool.execute(insert_key_sql(PG), *key_row(key))
         except _DB_ERRORS as exc:
             raise StoreError(f"ledger write failed: {type(exc).__name__}: {exc}") from exc
 

@@ -33,6 +33,9 @@ GROUP_COLUMNS = {
     "user": "end_user",
     "status": "status",
     "day": "day",
+    "month": "substr(day, 1, 7)",  # YYYY-MM: SQLite and PostgreSQL both have substr
+    "cache": "cache",
+    "saving_source": "saving_source",
 }
 
 
@@ -55,6 +58,23 @@ class Status(StrEnum):
     REPLAYED = "replayed"  # an idempotent retry answered with the first answer, at cost 0
     ATTEMPT_FAILED = "attempt_failed"  # an upstream attempt that was retried or failed over
     INTERRUPTED = "interrupted"  # in flight when its process died; recorded at the next start
+
+
+class SavingSource(StrEnum):
+    """Why a call cost less than serving it from the model asked for: the ledger's
+    ``saving_source`` column, next to ``saved_pusd`` (how much)."""
+
+    CACHE_EXACT = "cache_exact"  # answered from the exact cache: the whole call was saved
+
+
+class CacheOutcome(StrEnum):
+    """What the answer cache did for a call: the ledger's ``cache`` column (NULL: no cache is
+    configured, or the endpoint is not cached)."""
+
+    HIT = "hit"  # answered from a stored answer, at cost 0
+    MISS = "miss"  # looked up, not found: answered upstream and stored if it could be
+    REFRESH = "refresh"  # ``Cache-Control: no-cache``: answered upstream, the entry replaced
+    BYPASS = "bypass"  # not looked up: sampled, opted out, or uncacheable
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +113,10 @@ class UsageRecord:
     error_code: str | None
     stream: bool
     decision: str | None = None  # policy decisions: soft budget, margin-floor degradation...
+    # what the call did not cost, and why (``SavingSource``): a cache hit saved the whole call
+    saved_usd: Decimal = Decimal(0)
+    saving_source: str | None = None
+    cache: str | None = None  # the cache lookup's outcome (``CacheOutcome``); None: no cache
 
     @property
     def cost_pusd(self) -> int | None:
@@ -124,6 +148,9 @@ COLUMNS = (
     "error_code",
     "stream",
     "decision",
+    "saved_pusd",
+    "saving_source",
+    "cache",
 )
 
 
@@ -164,6 +191,9 @@ def row_of(r: UsageRecord) -> tuple[object, ...]:
         storable(r.error_code),
         int(r.stream),
         storable(r.decision),
+        to_pico(r.saved_usd),
+        storable(r.saving_source),
+        storable(r.cache),
     )
 
 

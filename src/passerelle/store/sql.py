@@ -20,6 +20,7 @@ from passerelle.store.records import (
     from_pico,
     to_pico,
 )
+from passerelle.tenancy import ApiKey
 
 SCHEMA = [
     """
@@ -48,6 +49,9 @@ SCHEMA = [
         error_code TEXT,
         stream INTEGER NOT NULL,
         decision TEXT,
+        saved_pusd BIGINT NOT NULL DEFAULT 0,
+        saving_source TEXT,
+        cache TEXT,
         PRIMARY KEY (request_id, attempt)
     )
     """,
@@ -91,6 +95,11 @@ KEY_COLUMNS = "key_id, tenant, digest, name"
 def insert_key_sql(placeholder: str) -> str:
     marks = ", ".join(_mark(placeholder, i + 1) for i in range(5))
     return f"INSERT INTO api_keys (digest, key_id, tenant, name, created_at) VALUES ({marks})"
+
+
+def key_row(key: ApiKey) -> tuple[object, ...]:
+    """The values ``insert_key_sql`` takes, in its order."""
+    return (key.digest, key.key_id, key.tenant, key.name, time.time())
 
 
 def find_key_sql(placeholder: str) -> str:
@@ -213,6 +222,7 @@ def record_of(r: Sequence[Any]) -> UsageRecord:
     d = dict(zip(COLUMNS, r, strict=True))
     d.pop("day")
     pusd = d.pop("cost_pusd")
+    saved = d.pop("saved_pusd")
     return UsageRecord(
         **{
             **d,
@@ -221,4 +231,5 @@ def record_of(r: Sequence[Any]) -> UsageRecord:
             "status": Status(d["status"]),
         },
         cost_usd=None if pusd is None else from_pico(int(pusd)),
+        saved_usd=from_pico(int(saved or 0)),
     )

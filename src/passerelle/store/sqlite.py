@@ -28,15 +28,17 @@ from typing import Any
 from passerelle.errors import StoreError
 from passerelle.store.base import Ledger
 from passerelle.store.deadletter import DeadLetters
+from passerelle.store.migrations import migrate_sqlite
 from passerelle.store.records import RevenueEntry, UsageRecord, UsageRow, row_of
+from passerelle.store.savings import SavingsRow, savings_rows, savings_sql
 from passerelle.store.sql import (
     MAX_BATCH,
     QUEUE_SIZE,
-    SCHEMA,
     SELECT_REVENUE,
     find_key_sql,
     insert_key_sql,
     insert_sql,
+    key_row,
     list_keys_sql,
     record_of,
     records_sql,
@@ -123,10 +125,12 @@ class SQLiteLedger(Ledger):
             conn = self._connect()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open ledger {self.path}: {exc}") from exc
-        with conn:
-            for stmt in SCHEMA:
-                conn.execute(stmt)
-        conn.close()
+        try:
+            migrate_sqlite(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot migrate ledger {self.path}: {exc}") from exc
+        finally:
+            conn.close()
 
     async def close(self) -> None:
         if self._thread is None:
@@ -270,10 +274,18 @@ class SQLiteLedger(Ledger):
         params = [d.timestamp() for d in (since, until) if d is not None]
         return usage_rows(group_by, await self._read(sql, params))
 
+    async def savings(
+        self,
+        group_by: Sequence[str],
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[SavingsRow]:
+        sql = savings_sql(group_by, "?", since is not None, until is not None)
+        params = [d.timestamp() for d in (since, until) if d is not None]
+        return savings_rows(group_by, await self._read(sql, params))
+
     async def create_key(self, key: ApiKey) -> None:
-        await self._write(
-            insert_key_sql("?"), [(key.digest, key.key_id, key.tenant, key.name, time.time())]
-        )
+        await self._write(insert_key_sql("?"), [key_row(key)])
 
     async def find_key(self, digest: str) -> ApiKey | None:
         rows = await self._read(find_key_sql("?"), (digest,))
