@@ -19,13 +19,14 @@ from pathlib import Path
 from passerelle.config.load import Loaded
 from passerelle.config.schema import Config, KeyConfig
 from passerelle.economics.revenue import RevenueBook
-from passerelle.errors import StoreError
+from passerelle.errors import ConfigError, StoreError
 from passerelle.limits.counters import Counters, LocalCounters
 from passerelle.limits.periods import period_start
 from passerelle.limits.rules import BudgetRule, Limits, build_limits, to_nano
 from passerelle.pipeline.attempts import AttemptObserver, FailedAttemptRows
 from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.budget import Budget, OutputCeiling
+from passerelle.pipeline.cascade import AnswerCheck, Cascade, HeuristicCheck
 from passerelle.pipeline.chain import Next, Stage, build_chain
 from passerelle.pipeline.conversation import Conversations
 from passerelle.pipeline.dispatch import Dispatch
@@ -35,6 +36,7 @@ from passerelle.pipeline.margin import MarginFloor, tracking_rule
 from passerelle.pipeline.meter import Meter
 from passerelle.pipeline.parse import Parse
 from passerelle.pipeline.resolve import Pricer, Resolve
+from passerelle.pipeline.route import RouteStage, union_route
 from passerelle.pipeline.targets import Route, Target
 from passerelle.pricing.catalogue import Catalogue, configured_price
 from passerelle.provider_settings import provider_settings
@@ -43,6 +45,8 @@ from passerelle.providers.factory import build_provider
 from passerelle.providers.resilience import CircuitBreaker, LocalHealth, TargetHealth
 from passerelle.providers.shared_breakers import Scripts, SharedHealth
 from passerelle.recovery import Recovered, record_interrupted, report, settle_interrupted
+from passerelle.routing.artefact import ArtefactError, load
+from passerelle.routing.router import LearnedRouter
 from passerelle.store.base import Ledger
 from passerelle.store.conversations import (
     ConversationStore,
@@ -77,6 +81,8 @@ class Gateway:
     breaker_state: Scripts | None = None  # with Redis: breakers shared by every replica
     # see every outbound attempt start and end (audit, metrics, traces), after the ledger's rows
     attempt_observers: list[AttemptObserver] = field(default_factory=list)
+    # the learned router of each `learned` route, loaded at start-up (``load_routers``)
+    routers: dict[str, LearnedRouter] = field(default_factory=dict)
     chain: Next = field(init=False)
     _refresher: asyncio.Task[None] | None = field(init=False, default=None)
 
@@ -93,6 +99,13 @@ class Gateway:
             Meter(self.ledger, self.pricer, self.journal),
             Idempotency(self.idempotency),
         ]
+        if self.config.routes:
+            # before the budget: the reservation is for the model the route chose
+            stages.append(
+                RouteStage(
+                    self.config.routes, self.routes, self.routers, self.pricer, self.revenue.plan
+                )
+            )
         floors = None
         if self.floor_tenants():
             plans = {p.name: p for p in self.config.plans}
@@ -106,6 +119,13 @@ class Gateway:
             stages.append(Budget(self.limits, self.counters, self.pricer, ceiling, floors))
         if self.journal is not None:
             stages.append(InFlight(self.journal))
+        checks: dict[str, AnswerCheck] = {
+            r.name: HeuristicCheck(r.cascade.min_chars)
+            for r in self.config.routes
+            if r.strategy == "cascade"
+        }
+        if checks:  # after the budget and the journal: every step is reserved and journaled
+            stages.append(Cascade(self.routes, self.pricer, checks))
         stages.append(Dispatch([FailedAttemptRows(), *self.attempt_observers]))
         return stages
 
@@ -191,6 +211,7 @@ class Gateway:
             conversations=conversations,
             breaker_state=breaker_state,
             attempt_observers=list(attempt_observers),
+            routers=load_routers(loaded),
         )
 
     async def seed(self, rule: BudgetRule, at: float) -> int:
@@ -337,4 +358,36 @@ def build_routes(
                 )
             )
         routes[m.name] = Route(model=m.name, targets=tuple(targets), degrade_to=m.degrade_to)
+    for r in config.routes:  # a route resolves to every target of its models
+        routes[r.name] = union_route(r, routes)
     return routes
+
+
+def load_routers(loaded: Loaded) -> dict[str, LearnedRouter]:
+    """Each learned route's artefact, its path relative to the configuration file's folder. An
+    artefact that cannot be read, or knows none of its route's models, stops start-up."""
+    found: dict[str, LearnedRouter] = {}
+    source = Path(loaded.source)
+    base = source.parent if source.is_file() else Path.cwd()
+    for r in loaded.config.routes:
+        if r.strategy != "learned" or r.router is None:
+            continue
+        path = Path(r.router) if Path(r.router).is_absolute() else base / r.router
+        try:
+            router = LearnedRouter(load(path))
+        except ArtefactError as exc:
+            raise ConfigError(f"route {r.name!r}: router: {exc}") from exc
+        unknown = [m for m in r.models if not router.knows(m)]
+        if len(unknown) == len(r.models):
+            raise ConfigError(
+                f"route {r.name!r}: its router {path} was trained on {router.models}, none of "
+                f"the route's models {r.models}"
+            )
+        if unknown:
+            log.warning(
+                "route %s: its router has no outcomes for %s; they serve only as its default",
+                r.name,
+                ", ".join(unknown),
+            )
+        found[r.name] = router
+    return found

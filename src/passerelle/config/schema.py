@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from passerelle.config.routing import CaptureConfig, RouteConfig, check_routes
 from passerelle.months import MONTH_PATTERN
 
 SECRET_PREFIXES = ("env:", "file:")
@@ -315,6 +316,16 @@ class Config(Strict):
     revenue: list[RevenueConfig] = Field(
         default_factory=list, description="Recorded revenue per tenant and month."
     )
+    routes: list[RouteConfig] = Field(
+        default_factory=list,
+        description="Model names served by one of several models, chosen per request "
+        "(`docs/routing.md`).",
+    )
+    prompt_capture: list[CaptureConfig] = Field(
+        default_factory=list,
+        description="Opt-in: the tenants (or features) whose prompts are kept, so that the "
+        "feedback on their calls can train the router (`passerelle router train --from-ledger`).",
+    )
 
     @field_validator("store")
     @classmethod
@@ -341,6 +352,7 @@ class Config(Strict):
         for tenant in self.tenants:
             if tenant.plan is not None and tenant.plan not in plans:
                 raise ValueError(f"tenant {tenant.name!r}: unknown plan {tenant.plan!r}")
+        check_routes(self.routes, models, {t.name for t in self.tenants})
         return self
 
 

@@ -11,6 +11,7 @@ characters are read: the decision stays well under a millisecond for any prompt 
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import zlib
@@ -51,7 +52,7 @@ def counts(text: str, hashing: Hashing) -> dict[int, float]:
     out: dict[int, float] = {}
     grams: Iterable[str] = words
     if hashing.bigrams and len(words) > 1:
-        grams = [*words, *(f"{a} {b}" for a, b in zip(words, words[1:], strict=False))]
+        grams = [*words, *(f"{a} {b}" for a, b in itertools.pairwise(words))]
     for gram in grams:
         h = zlib.crc32(gram.encode())
         bucket = h % dim

@@ -28,11 +28,11 @@ import asyncpg
 
 from passerelle.errors import StoreError
 from passerelle.store.deadletter import DeadLetters
+from passerelle.store.migrations import migrate_postgres
 from passerelle.store.records import RevenueEntry, UsageRecord, UsageRow, row_of
 from passerelle.store.sql import (
     MAX_BATCH,
     QUEUE_SIZE,
-    SCHEMA,
     SELECT_REVENUE,
     find_key_sql,
     insert_key_sql,
@@ -149,8 +149,7 @@ class PostgresLedger:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
             if self.schema is not None:
                 await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            for stmt in SCHEMA:
-                await conn.execute(stmt)
+            await migrate_postgres(conn)
             mode = await conn.fetchval("SHOW synchronous_commit")
         if mode in ("off", "local"):
             log.warning(

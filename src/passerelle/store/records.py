@@ -93,12 +93,18 @@ class UsageRecord:
     error_code: str | None
     stream: bool
     decision: str | None = None  # policy decisions: soft budget, margin-floor degradation...
+    # a call that asked for a route: the model it chose, why, and what that saved against the
+    # route's default model for the same usage (negative: it cost more; None: not priced)
+    routed_to: str | None = None
+    route_reason: str | None = None
+    route_saved_usd: Decimal | None = None
 
     @property
     def cost_pusd(self) -> int | None:
         return None if self.cost_usd is None else to_pico(self.cost_usd)
 
 
+ROUTE_COLUMNS = ("routed_to", "route_reason", "route_saved_pusd")  # store/migrations.py adds them
 COLUMNS = (
     "request_id",
     "attempt",
@@ -124,6 +130,7 @@ COLUMNS = (
     "error_code",
     "stream",
     "decision",
+    *ROUTE_COLUMNS,
 )
 
 
@@ -164,6 +171,9 @@ def row_of(r: UsageRecord) -> tuple[object, ...]:
         storable(r.error_code),
         int(r.stream),
         storable(r.decision),
+        storable(r.routed_to),
+        storable(r.route_reason),
+        None if r.route_saved_usd is None else to_pico(r.route_saved_usd),
     )
 
 

@@ -48,6 +48,9 @@ SCHEMA = [
         error_code TEXT,
         stream INTEGER NOT NULL,
         decision TEXT,
+        routed_to TEXT,
+        route_reason TEXT,
+        route_saved_pusd BIGINT,
         PRIMARY KEY (request_id, attempt)
     )
     """,
@@ -213,6 +216,7 @@ def record_of(r: Sequence[Any]) -> UsageRecord:
     d = dict(zip(COLUMNS, r, strict=True))
     d.pop("day")
     pusd = d.pop("cost_pusd")
+    saved = d.pop("route_saved_pusd")
     return UsageRecord(
         **{
             **d,
@@ -221,4 +225,5 @@ def record_of(r: Sequence[Any]) -> UsageRecord:
             "status": Status(d["status"]),
         },
         cost_usd=None if pusd is None else from_pico(int(pusd)),
+        route_saved_usd=None if saved is None else from_pico(int(saved)),
     )

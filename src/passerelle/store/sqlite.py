@@ -28,11 +28,11 @@ from typing import Any
 from passerelle.errors import StoreError
 from passerelle.store.base import Ledger
 from passerelle.store.deadletter import DeadLetters
+from passerelle.store.migrations import migrate_sqlite
 from passerelle.store.records import RevenueEntry, UsageRecord, UsageRow, row_of
 from passerelle.store.sql import (
     MAX_BATCH,
     QUEUE_SIZE,
-    SCHEMA,
     SELECT_REVENUE,
     find_key_sql,
     insert_key_sql,
@@ -123,10 +123,12 @@ class SQLiteLedger(Ledger):
             conn = self._connect()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open ledger {self.path}: {exc}") from exc
-        with conn:
-            for stmt in SCHEMA:
-                conn.execute(stmt)
-        conn.close()
+        try:
+            migrate_sqlite(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot migrate ledger {self.path}: {exc}") from exc
+        finally:
+            conn.close()
 
     async def close(self) -> None:
         if self._thread is None:
