@@ -26,6 +26,7 @@ from passerelle.limits.rules import BudgetRule, Limits, build_limits, to_nano
 from passerelle.pipeline.attempts import AttemptObserver, FailedAttemptRows
 from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.budget import Budget, OutputCeiling
+from passerelle.pipeline.capture import Capture
 from passerelle.pipeline.cascade import AnswerCheck, Cascade, HeuristicCheck
 from passerelle.pipeline.chain import Next, Stage, build_chain
 from passerelle.pipeline.conversation import Conversations
@@ -97,8 +98,10 @@ class Gateway:
             Conversations(self.conversations),
             Resolve(self.routes),
             Meter(self.ledger, self.pricer, self.journal),
-            Idempotency(self.idempotency),
         ]
+        if self.config.prompt_capture:  # opt-in: after the meter, so its row is written first
+            stages.append(Capture(self.ledger, self.config.prompt_capture))
+        stages.append(Idempotency(self.idempotency))
         if self.config.routes:
             # before the budget: the reservation is for the model the route chose
             stages.append(

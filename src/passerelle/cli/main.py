@@ -9,6 +9,7 @@ import click
 from passerelle.cli.config import config_group
 from passerelle.cli.keys import keys_group
 from passerelle.cli.margins import margins_cmd, revenue_group
+from passerelle.cli.router import router_group
 from passerelle.cli.serve import serve
 from passerelle.cli.usage import usage
 from passerelle.errors import ConfigError, StoreError
@@ -26,6 +27,7 @@ cli.add_command(keys_group)
 cli.add_command(usage)
 cli.add_command(margins_cmd)
 cli.add_command(revenue_group)
+cli.add_command(router_group)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from passerelle.routing.artefact import Artefact
-from passerelle.routing.features import Hashing, learn_idf, matrix
+from passerelle.routing.features import Hashing, learn_idf, vector
 
 LAMBDAS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 VALIDATION_SHARE = 0.2
@@ -164,7 +164,11 @@ def train(
     texts = list(prompts)
     progress("features", 0, len(texts))
     idf = learn_idf(texts, hashing)
-    x = matrix(texts, hashing, idf)
+    x = np.zeros((len(texts), hashing.dim), dtype=np.float32)
+    for i, text in enumerate(texts):
+        x[i] = vector(text, hashing, idf)
+        if i % 256 == 255:
+            progress("features", i + 1, len(texts))
     progress("features", len(texts), len(texts))
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)

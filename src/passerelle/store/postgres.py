@@ -29,6 +29,7 @@ import asyncpg
 from passerelle.errors import StoreError
 from passerelle.store.deadletter import DeadLetters
 from passerelle.store.migrations import migrate_postgres
+from passerelle.store.outcomes import OutcomeQueries
 from passerelle.store.records import RevenueEntry, UsageRecord, UsageRow, row_of
 from passerelle.store.sql import (
     MAX_BATCH,
@@ -86,7 +87,7 @@ def is_row_error(exc: BaseException) -> bool:
     )
 
 
-class PostgresLedger:
+class PostgresLedger(OutcomeQueries):
     def __init__(
         self,
         url: str,
@@ -303,6 +304,19 @@ class PostgresLedger:
             raise StoreError(f"ledger read failed: {type(exc).__name__}: {exc}") from exc
         return rows
 
+    placeholder = PG
+
+    async def _read_rows(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+        return await self._fetch(sql, *params)
+
+    async def _write_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self._pool is None:
+            raise StoreError("ledger is not started")
+        try:
+            await self._pool.executemany(sql, rows)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"ledger write failed: {type(exc).__name__}: {exc}") from exc
+
     async def usage(
         self,
         group_by: Sequence[str],
@@ -314,19 +328,8 @@ class PostgresLedger:
         return usage_rows(group_by, await self._fetch(sql, *params))
 
     async def create_key(self, key: ApiKey) -> None:
-        if self._pool is None:
-            raise StoreError("ledger is not started")
-        try:
-            await self._pool.execute(
-                insert_key_sql(PG),
-                key.digest,
-                key.key_id,
-                key.tenant,
-                key.name,
-                time.time(),
-            )
-        except _DB_ERRORS as exc:
-            raise StoreError(f"ledger write failed: {type(exc).__name__}: {exc}") from exc
+        row = (key.digest, key.key_id, key.tenant, key.name, time.time())
+        await self._write_rows(insert_key_sql(PG), [row])
 
     async def find_key(self, digest: str) -> ApiKey | None:
         rows = await self._fetch(find_key_sql(PG), digest)
