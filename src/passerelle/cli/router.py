@@ -42,7 +42,8 @@ class _Bar:
             self.close()
             self.phase, self.done = phase, 0
             stderr: Any = click.get_text_stream("stderr")
-            self.bar = click.progressbar(length=total, label=f"{phase:>14}", file=stderr)
+            make: Any = click.progressbar
+            self.bar = make(length=total, label=f"{phase:>14}", file=stderr)
             self.bar.__enter__()
         self.bar.update(done - self.done)
         self.done = done
