@@ -8,6 +8,7 @@ is what a ``learned`` route's ``router:`` names; the gateway reads it at start-u
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ class _Bar:
         if phase != self.phase:
             self.close()
             self.phase, self.done = phase, 0
-            stderr: Any = click.get_text_stream("stderr")
+            stderr = sys.stderr
             make: Any = click.progressbar
             self.bar = make(length=total, label=f"{phase:>14}", file=stderr)
             self.bar.__enter__()
