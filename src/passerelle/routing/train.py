@@ -100,7 +100,7 @@ def _error(x: F32, table: list[dict[int, float]], rows: Sequence[int], w: F32, b
             if i in pos:
                 err += (pred[pos[i], j] - s) ** 2
                 n += 1
-    return err / n if n else float("nan")
+    return float(err / n) if n else float("nan")
 
 
 def _centres(x: F32, k: int, seed: int = 0) -> F32:
@@ -206,6 +206,6 @@ def train(
             "rows": len(outcomes),
             "prompts": len(texts),
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "validation_mse": {str(k): v for k, v in scores.items()},
+            "validation_mse": {str(k): float(v) for k, v in scores.items()},
         },
     )
