@@ -242,7 +242,7 @@ def test_feedback_errors_are_openai_shaped(gw: GatewayProcess, client: OpenAI) -
     assert (bad.value.code, bad.value.param) == ("invalid_score", "score")
     with pytest.raises(BadRequestError):
         _feedback(client, request_id=served, score=True)
-    with OpenAI(base_url=gw.base_url, api_key=TENANT_KEYS["globex"], max_retries=0) as other:
-        with pytest.raises(NotFoundError) as foreign:
-            _feedback(other, request_id=served, score=1)
+    other = OpenAI(base_url=gw.base_url, api_key=TENANT_KEYS["globex"], max_retries=0)
+    with other, pytest.raises(NotFoundError) as foreign:
+        _feedback(other, request_id=served, score=1)
     assert foreign.value.code == "request_not_found"
