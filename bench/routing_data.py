@@ -67,6 +67,7 @@ def routerbench(data: Path = DATA) -> Iterator[dict[str, Any]]:
                         "model": m,
                         "score": float(score),
                         "cost_usd": float(cost),
+                        "response": _prompt_text(row.get(f"{m}|model_response") or ""),
                     }
 
 
@@ -107,6 +108,7 @@ def routellm_gsm8k(data: Path = DATA) -> Iterator[dict[str, Any]]:
                     "model": m,
                     "score": 1.0 if row[m] == "True" else 0.0,
                     "cost_usd": _priced(m, row["prompt"], _tokens(row[f"{m}_response"] or "")),
+                    "response": row[f"{m}_response"] or "",
                 }
 
 

@@ -67,17 +67,20 @@ class HeuristicCheck:
 
     def verdict(self, call: Call, completion: Completion) -> str | None:
         text, finish, tools = _answer(completion.body)
-        if tools:
-            return None
-        if finish == "length":
-            return "stopped at its length limit"
-        if not text.strip():
-            return "empty answer"
-        if REFUSAL.match(text):
-            return "refusal"
-        if len(text.strip()) < self.min_chars:
-            return f"shorter than {self.min_chars} characters"
-        return None
+        return None if tools else heuristic_verdict(text, finish, self.min_chars)
+
+
+def heuristic_verdict(text: str, finish: str | None, min_chars: int = 1) -> str | None:
+    """Why an answer's text is not good enough, or None (the benchmarks use it too)."""
+    if finish == "length":
+        return "stopped at its length limit"
+    if not text.strip():
+        return "empty answer"
+    if REFUSAL.match(text):
+        return "refusal"
+    if len(text.strip()) < min_chars:
+        return f"shorter than {min_chars} characters"
+    return None
 
 
 class Cascade:
