@@ -12,8 +12,9 @@ seeded); the router is trained on the first with ``passerelle.routing.train`` (t
 reference model is GPT-4 (1106 preview), as in the published results: quality is its share of
 GPT-4's accuracy on the same held-out prompts, cost its share of GPT-4's cost.
 
-- ``router q=τ``: the gateway's rule (``routing/router.py``: the cheapest model predicted within
-  τ of the best prediction), for a sweep of τ; an unfamiliar prompt goes to GPT-4 (the default).
+- ``router q=τ``: the gateway's rule for ``quality_target: τ`` (``routing/router.py``: the best
+  predicted quality less the cost weight the artefact's calibration gives for τ), for a sweep of
+  τ; an unfamiliar prompt goes to GPT-4 (the default).
 - ``router $≤c``: the cost-ceiling rule, for a sweep of ceilings.
 - ``cascade``: the models in order of mean training cost, each answer checked by the gateway's
   default heuristic (``pipeline/cascade.py``) on the response the data set holds, every answer
@@ -117,10 +118,11 @@ def evaluate(name: str, rows: list[dict[str, Any]], holdout: float, seed: int) -
     }
     lat: list[float] = []
     preds = []
+    weight = router.cost_weight_for(0.95)
     for p in test:
         t0 = time.perf_counter()
         pred = router.predict(p["prompt"])
-        choose(pred, models, quality_target=0.95)
+        choose(pred, models, cost_weight=weight)
         lat.append((time.perf_counter() - t0) * 1000)
         preds.append(pred)
 
@@ -134,11 +136,11 @@ def evaluate(name: str, rows: list[dict[str, Any]], holdout: float, seed: int) -
             costs.append(p["c"][m])
         return point(picks, costs)
 
-    curve = {f"router q={t:g}": run_rule(quality_target=t) for t in TAUS}
+    curve = {f"router q={t:g}": run_rule(cost_weight=router.cost_weight_for(t)) for t in TAUS}
     mean_cost = sorted(singles, key=lambda m: singles[m][0])
     for frac in (0.05, 0.1, 0.2, 0.3, 0.5):
         ceiling = frac * g_cost
-        curve[f"router $<={frac:g}xGPT-4"] = run_rule(quality_target=None, max_cost_usd=ceiling)
+        curve[f"router $<={frac:g}xGPT-4"] = run_rule(max_cost_usd=ceiling)
     static = {}
     by_task: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for p in trainp:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from passerelle.routing.artefact import ArtefactError, load
+from passerelle.routing.calibrate import weight_for
 from passerelle.routing.features import Hashing
 from passerelle.routing.outcomes import OutcomesError, read_outcomes
 from passerelle.routing.router import LearnedRouter, Prediction, choose
@@ -45,17 +46,17 @@ def test_training_tells_easy_from_hard_and_the_artefact_round_trips(tmp_path: Pa
     easy = router.predict("what is 9 plus 9")
     hard = router.predict("prove the theorem number 9 about primes")
     assert easy.quality["small"] > 0.6 and hard.quality["small"] < 0.4
-    assert choose(easy, ["big", "small"], quality_target=0.6).model == "small"  # type: ignore[union-attr]
-    assert choose(hard, ["big", "small"], quality_target=0.6).model == "big"  # type: ignore[union-attr]
+    assert choose(easy, ["big", "small"], cost_weight=5.0).model == "small"  # type: ignore[union-attr]
+    assert choose(hard, ["big", "small"], cost_weight=5.0).model == "big"  # type: ignore[union-attr]
     assert easy.cost_usd["small"] == pytest.approx(0.001, abs=1e-4)
     assert not router.predict("xylophone quokka zeppelin").familiar
 
 
 def test_a_cost_ceiling_takes_the_best_model_that_fits() -> None:
     pred = Prediction({"a": 0.9, "b": 0.6}, {"a": 0.02, "b": 0.001}, 1.0, True)
-    assert choose(pred, ["a", "b"], quality_target=None, max_cost_usd=0.05).model == "a"  # type: ignore[union-attr]
-    assert choose(pred, ["a", "b"], quality_target=None, max_cost_usd=0.01).model == "b"  # type: ignore[union-attr]
-    assert choose(pred, ["c"], quality_target=0.9) is None
+    assert choose(pred, ["a", "b"], max_cost_usd=0.05).model == "a"  # type: ignore[union-attr]
+    assert choose(pred, ["a", "b"], max_cost_usd=0.01).model == "b"  # type: ignore[union-attr]
+    assert choose(pred, ["c"]) is None
 
 
 def test_an_artefact_is_never_unpickled(tmp_path: Path) -> None:
@@ -156,3 +157,10 @@ async def test_an_older_sqlite_ledger_gains_the_routing_columns(tmp_path: Path) 
         assert row.routed_to == "big" and row.route_saved_usd is None
     finally:
         await ledger.close()
+
+
+def test_the_quality_target_takes_the_cheapest_weight_that_kept_it() -> None:
+    curve = [[0.0, 1.0, 1.0], [10.0, 0.97, 0.5], [20.0, 0.96, 0.4], [40.0, 0.9, 0.2]]
+    assert weight_for(curve, 0.95) == 20.0
+    assert weight_for(curve, 0.99) == 0.0
+    assert weight_for([], 0.95) == 0.0

@@ -71,8 +71,9 @@ class RouteConfig(_Strict):
         default=0.95,
         gt=0,
         le=1,
-        description="`learned`: the share of the best predicted quality to keep; the cheapest "
-        "model predicted at least that good is chosen.",
+        description="`learned`: the share of the best model's quality to keep over the traffic; "
+        "each call takes the best predicted quality less a cost weight, the largest weight that "
+        "kept this share on the prompts held out at training.",
     )
     max_cost_usd: Decimal | None = Field(
         default=None,

@@ -14,8 +14,10 @@ Strategies (``docs/routing.md``):
 - ``rules``: the first rule whose conditions all hold (feature, tenant, plan, declared data class,
   prompt length) chooses its model;
 - ``learned``: the router trained on outcomes (``routing/``) predicts each candidate's quality
-  and cost for this prompt; the cheapest model within ``quality_target`` of the best prediction,
-  or the best that fits ``max_cost_usd``, is chosen;
+  and cost for this prompt, and takes the best quality less a cost weight; the weight is the
+  largest that kept ``quality_target`` of the best model's quality on the prompts held out at
+  training (``routing/calibrate.py``). With ``max_cost_usd``: the best predicted model whose
+  predicted cost fits under it;
 - ``cascade``: the candidates, cheapest first, are the call's steps; ``pipeline/cascade.py``
   serves the first and escalates while a check of the answer fails. A streamed call cannot be
   checked before it reaches the client: it goes to the default.
@@ -108,6 +110,12 @@ class RouteStage:
         self._routers = routers
         self._pricer = pricer
         self._plan_of = plan_of
+        # what each learned route's quality target costs, from its artefact's calibration
+        self._weights = {
+            r.name: routers[r.name].cost_weight_for(r.quality_target)
+            for r in routes
+            if r.name in routers
+        }
 
     async def __call__(self, call: Call, next: Next) -> None:
         config = self._routes.get(call.route.model) if call.route is not None else None
@@ -187,12 +195,8 @@ class RouteStage:
             why = f"unfamiliar prompt ({prediction.familiarity:.2f} < floor)"
             return fallback, "default", why, ()
         ceiling = float(config.max_cost_usd) if config.max_cost_usd is not None else None
-        choice = choose(
-            prediction,
-            list(candidates),
-            quality_target=config.quality_target,
-            max_cost_usd=ceiling,
-        )
+        weight = self._weights[config.name]
+        choice = choose(prediction, list(candidates), cost_weight=weight, max_cost_usd=ceiling)
         if choice is None:
             return fallback, "default", "no candidate the router knows", ()
         return choice.model, "learned", choice.reason, ()

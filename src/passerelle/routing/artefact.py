@@ -6,8 +6,9 @@ in it can run code, whoever wrote it. It holds:
 
 - ``meta``: UTF-8 JSON as ``uint8``: ``format`` (``"passerelle-router"``), ``version`` (1), the
   ``models`` in column order, the ``features`` (``routing/features.py``: hashing and its
-  dimension), ``familiarity_floor``, ``ridge_lambda``, and what it was trained on (rows, prompts,
-  time) with its validation scores;
+  dimension), ``familiarity_floor``, ``ridge_lambda``, ``calibration`` (``routing/calibrate.py``:
+  rows of [cost weight, held-out quality share, cost share]), and what it was trained on (rows,
+  prompts, time) with its validation scores;
 - ``idf``: ``float32[dim]``, the inverse document frequency of each hashed bucket;
 - ``weights``: ``float32[dim, models]`` and ``bias``: ``float32[models]``: each model's predicted
   quality is ``bias + x @ weights`` (clipped to 0..1) for a prompt's feature vector ``x``;
@@ -55,6 +56,8 @@ class Artefact:
     anchors: npt.NDArray[np.float16]
     familiarity_floor: float
     ridge_lambda: float
+    # (cost weight, held-out quality share, cost share), ``routing/calibrate.py``
+    calibration: list[list[float]] = field(default_factory=list)
     trained: dict[str, Any] = field(default_factory=dict)
 
     def meta(self) -> dict[str, Any]:
@@ -65,6 +68,7 @@ class Artefact:
             "features": self.hashing.as_json(),
             "familiarity_floor": self.familiarity_floor,
             "ridge_lambda": self.ridge_lambda,
+            "calibration": self.calibration,
             "trained": self.trained,
         }
 
@@ -132,6 +136,12 @@ def _checked(path: str, meta: Any, a: dict[str, Any]) -> Artefact:
             raise ArtefactError(f"{path}: `{name}` has shape {a[name].shape}, expected {shape}")
         if not np.all(np.isfinite(a[name])):
             raise ArtefactError(f"{path}: `{name}` holds non-finite values")
+    calibration = meta.get("calibration", [])
+    if not isinstance(calibration, list) or not all(
+        isinstance(c, list) and len(c) == 3 and all(isinstance(v, int | float) for v in c)
+        for c in calibration
+    ):
+        raise ArtefactError(f"{path}: `calibration` must be a list of [weight, quality, cost]")
     anchors = a["anchors"]
     if anchors.ndim != 2 or anchors.shape[1] != dim or not np.all(np.isfinite(anchors)):
         raise ArtefactError(f"{path}: `anchors` must be finite, of shape (k, {dim})")
@@ -145,5 +155,6 @@ def _checked(path: str, meta: Any, a: dict[str, Any]) -> Artefact:
         anchors=anchors.astype(np.float16),
         familiarity_floor=float(meta.get("familiarity_floor", 0.0)),
         ridge_lambda=float(meta.get("ridge_lambda", 1.0)),
+        calibration=[[float(v) for v in c] for c in calibration],
         trained=dict(meta.get("trained") or {}),
     )

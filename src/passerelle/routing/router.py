@@ -1,10 +1,11 @@
 """The learned router at serving time: predict each model's quality and cost, then choose.
 
 ``choose`` is the one rule the gateway, the benchmarks and the tests share. With a quality
-target ``q`` (the share of the best model's quality to keep): among the candidates, those whose
-predicted quality is at least ``q`` times the best prediction qualify, and the cheapest of them
-is chosen. With a cost ceiling instead: the best predicted quality among the candidates whose
-predicted cost fits under it (the cheapest when none does). A prompt unlike the training prompts
+target, the candidate with the best predicted quality less ``cost_weight`` times its predicted
+cost, the weight being the one the artefact's calibration says keeps the target over held-out
+traffic (``cost_weight_for``, ``routing/calibrate.py``). With a cost ceiling instead: the best
+predicted quality among the candidates whose predicted cost fits under it (the cheapest when
+none does). A prompt unlike the training prompts
 (familiarity under the artefact's floor) is not predicted at all: the caller serves its default.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from passerelle.routing.artefact import Artefact
+from passerelle.routing.calibrate import weight_for
 from passerelle.routing.features import Vector, vector
 
 
@@ -57,6 +59,9 @@ class LearnedRouter:
             familiar=fam >= a.familiarity_floor,
         )
 
+    def cost_weight_for(self, quality_target: float) -> float:
+        return weight_for(self.artefact.calibration, quality_target)
+
     def knows(self, model: str) -> bool:
         return model in self._index
 
@@ -65,26 +70,21 @@ def choose(
     pred: Prediction,
     candidates: list[str],
     *,
-    quality_target: float | None,
+    cost_weight: float = 0.0,
     max_cost_usd: float | None = None,
-    cost_usd: dict[str, float] | None = None,
 ) -> Choice | None:
     """The model for this prediction among ``candidates`` (names the prediction knows); None
-    when there is none. ``cost_usd`` overrides the predicted costs (the gateway's prices)."""
+    when there is none."""
     known = [m for m in candidates if m in pred.quality]
     if not known:
         return None
-    costs = cost_usd or pred.cost_usd
-    q = pred.quality
+    costs, q = pred.cost_usd, pred.quality
     if max_cost_usd is not None:
-        fits = [m for m in known if costs.get(m, float("inf")) <= max_cost_usd]
+        fits = [m for m in known if costs[m] <= max_cost_usd]
         if not fits:
-            cheapest = min(known, key=lambda m: costs.get(m, float("inf")))
+            cheapest = min(known, key=lambda m: costs[m])
             return Choice(cheapest, f"learned: none under ${max_cost_usd:g}, cheapest")
-        best = max(fits, key=lambda m: (q[m], -costs.get(m, 0.0)))
+        best = max(fits, key=lambda m: (q[m], -costs[m]))
         return Choice(best, f"learned q={q[best]:.2f} cost<=${max_cost_usd:g}")
-    target = 1.0 if quality_target is None else quality_target
-    top = max(q[m] for m in known)
-    good = [m for m in known if q[m] >= target * top]
-    pick = min(good, key=lambda m: (costs.get(m, float("inf")), -q[m]))
-    return Choice(pick, f"learned q={q[pick]:.2f}>={target:g}*{top:.2f}")
+    pick = max(known, key=lambda m: (q[m] - cost_weight * costs[m], -costs[m]))
+    return Choice(pick, f"learned q={q[pick]:.2f} w={cost_weight:.3g}")

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from passerelle.routing.artefact import Artefact
+from passerelle.routing.calibrate import curve
 from passerelle.routing.features import Hashing, learn_idf, vector
 
 LAMBDAS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -153,12 +154,14 @@ def train(
     table: list[dict[int, float]] = [{} for _ in models]
     lengths: list[list[float]] = [[] for _ in models]
     costs: list[list[float]] = [[] for _ in models]
+    paid: list[dict[int, float]] = [{} for _ in models]
     for o in outcomes:
         i = prompts.setdefault(o.prompt, len(prompts))
         j = col[o.model]
         table[j][i] = o.score  # a repeated (prompt, model) keeps its last score
         lengths[j].append(len(o.prompt) / 1000.0)
         costs[j].append(o.cost_usd)
+        paid[j][i] = o.cost_usd
     if len(prompts) < 2:
         raise TrainingError("at least two distinct prompts are needed")
     texts = list(prompts)
@@ -175,10 +178,12 @@ def train(
     n_val = max(1, int(len(order) * VALIDATION_SHARE)) if len(order) >= 5 else 0
     val, fit = order[:n_val], order[n_val:]
     scores: dict[float, float] = {}
+    held_out: dict[float, tuple[F32, F32]] = {}
     progress("regularisation", 0, 2)
     if val:
         for lam, (w, b) in zip(LAMBDAS, _fit_models(x, table, fit, LAMBDAS), strict=True):
             scores[lam] = _error(x, table, val, w, b)
+            held_out[lam] = (w, b)
     progress("regularisation", 1, 2)
     lam = min(scores, key=lambda k: scores[k]) if scores else 1.0
     ((weights, bias),) = _fit_models(x, table, order, [lam])
@@ -192,6 +197,13 @@ def train(
     anchors = _centres(x, k, seed)
     progress("centres", 2, 2)
     cost = np.array([_cost_line(lengths[j], costs[j]) for j in range(len(models))], np.float32)
+    calibration: list[tuple[float, float, float]] = []
+    if val:
+        w, b = held_out[lam]
+        q_val = np.clip(x[val] @ w + b, 0.0, 1.0).astype(np.float32)
+        chars = np.array([len(texts[i]) / 1000.0 for i in val], dtype=np.float32)
+        c_val = np.maximum(cost[:, 0][None, :] + chars[:, None] * cost[:, 1][None, :], 0.0)
+        calibration = curve(q_val, c_val.astype(np.float32), table, paid, val)
     return Artefact(
         models=models,
         hashing=hashing,
@@ -202,6 +214,7 @@ def train(
         anchors=anchors.astype(np.float16),
         familiarity_floor=floor,
         ridge_lambda=lam,
+        calibration=[list(c) for c in calibration],
         trained={
             "rows": len(outcomes),
             "prompts": len(texts),
