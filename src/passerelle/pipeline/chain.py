@@ -2,8 +2,8 @@
 
 The order itself is listed once, in ``Gateway.stages()`` (``gateway.py``):
 
-    auth → parse → conversation → resolve → meter → idempotency → [policy]
-         → budget (with the margin floor) → [cache] → in flight → dispatch
+    auth → parse → conversation → resolve → meter → (capture) → idempotency → [policy]
+         → (route) → budget (with the margin floor) → [cache] → in flight → (cascade) → dispatch
 
 Each stage is a small object with ``async __call__(call, next)``; ``build_chain`` links them once at
 start-up, so a request pays one bound call per stage and nothing else. Stages in brackets come with
@@ -17,7 +17,11 @@ policy or budget would count it again; redaction (policy) must come before the c
 cache key holds personal data; the margin floor may switch the route to a cheaper model, so the
 budget stage checks it in the same atomic admission and reserves the worst case of the route it
 leaves; in flight journals the call (with that reservation) just before it can cost anything
-upstream; dispatch is the only stage that talks to providers.
+upstream; dispatch is the only stage that talks to providers. Stages in parentheses are in the
+chain only when configured: prompt capture (``prompt_capture:``) writes after the meter's row;
+a route (``routes:``) chooses its model before the budget, so the reservation and any margin-floor
+degradation start from the chosen model, and its cascade steps pass through dispatch one by one
+after the budget reserved all of them and the journal noted the call.
 
 The answer comes back through the same chain. A stage that must see or rewrite what the provider
 says registers, on its way in, an answer observer or transformer on the call (``call.observe``,
