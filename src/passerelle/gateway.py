@@ -19,7 +19,7 @@ from pathlib import Path
 from passerelle.config.load import Loaded
 from passerelle.config.schema import Config, KeyConfig
 from passerelle.economics.revenue import RevenueBook
-from passerelle.errors import ConfigError, StoreError
+from passerelle.errors import ArtefactError, ConfigError, StoreError
 from passerelle.limits.counters import Counters, LocalCounters
 from passerelle.limits.periods import period_start
 from passerelle.limits.rules import BudgetRule, Limits, build_limits, to_nano
@@ -46,7 +46,7 @@ from passerelle.providers.factory import build_provider
 from passerelle.providers.resilience import CircuitBreaker, LocalHealth, TargetHealth
 from passerelle.providers.shared_breakers import Scripts, SharedHealth
 from passerelle.recovery import Recovered, record_interrupted, report, settle_interrupted
-from passerelle.routing.artefact import ArtefactError, load
+from passerelle.routing.artefact import load
 from passerelle.routing.router import LearnedRouter
 from passerelle.store.base import Ledger
 from passerelle.store.conversations import (

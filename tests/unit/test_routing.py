@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from passerelle.routing.artefact import ArtefactError, load
+from passerelle.errors import ArtefactError, OutcomesError, RouterTrainingError
+from passerelle.routing.artefact import load
 from passerelle.routing.calibrate import weight_for
 from passerelle.routing.features import Hashing
-from passerelle.routing.outcomes import OutcomesError, read_outcomes
+from passerelle.routing.outcomes import read_outcomes
 from passerelle.routing.router import LearnedRouter, Prediction, choose
-from passerelle.routing.train import Outcome, TrainingError, train
+from passerelle.routing.train import Outcome, train
 from passerelle.store.records import Status, UsageRecord
 from passerelle.store.sql import SCHEMA
 from passerelle.store.sqlite import SQLiteLedger
@@ -101,7 +102,7 @@ def test_outcome_files_name_the_line_and_field_that_is_wrong(tmp_path: Path) -> 
     bad.write_text("prompt,model,score,cost_usd\np,m,1,-2\n")
     with pytest.raises(OutcomesError, match="cost_usd must not be negative"):
         read_outcomes(bad)
-    with pytest.raises(TrainingError, match="two distinct prompts"):
+    with pytest.raises(RouterTrainingError, match="two distinct prompts"):
         train([Outcome("p", "m", 1.0, 0.1)])
 
 

@@ -15,9 +15,10 @@ from typing import Any
 import click
 
 from passerelle.cli.common import config_option, load, with_ledger
+from passerelle.errors import OutcomesError, RouterTrainingError
 from passerelle.routing.features import Hashing
-from passerelle.routing.outcomes import OutcomesError, read_outcomes
-from passerelle.routing.train import Outcome, TrainingError, train
+from passerelle.routing.outcomes import read_outcomes
+from passerelle.routing.train import Outcome, train
 from passerelle.store.base import Ledger
 from passerelle.store.outcomes import LedgerOutcome
 
@@ -121,7 +122,7 @@ def train_cmd(
     bar = _Bar(quiet)
     try:
         artefact = train(outcomes, hashing=Hashing(dim=dim), progress=bar)
-    except TrainingError as exc:
+    except RouterTrainingError as exc:
         raise click.ClickException(f"{source}: {exc}") from None
     finally:
         bar.close()

@@ -34,15 +34,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from passerelle.errors import ArtefactError
 from passerelle.routing.features import Hashing
 
 FORMAT = "passerelle-router"
 VERSION = 1
 F32 = npt.NDArray[np.float32]
-
-
-class ArtefactError(ValueError):
-    """The file is not a router artefact this release can read; the message says why."""
 
 
 @dataclass(slots=True)

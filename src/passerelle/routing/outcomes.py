@@ -17,14 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from passerelle.errors import OutcomesError
 from passerelle.routing.train import Outcome
 
 REQUIRED = ("prompt", "model", "score", "cost_usd")
 csv.field_size_limit(64 * 1024 * 1024)
-
-
-class OutcomesError(ValueError):
-    """The file cannot be read as outcomes; the message names the line and the field."""
 
 
 def _number(value: Any, field: str, where: str) -> float:

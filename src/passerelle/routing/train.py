@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from passerelle.errors import RouterTrainingError
 from passerelle.routing.artefact import Artefact
 from passerelle.routing.calibrate import curve
 from passerelle.routing.features import Hashing, learn_idf, vector
@@ -37,10 +38,6 @@ class Outcome:
     model: str
     score: float
     cost_usd: float
-
-
-class TrainingError(ValueError):
-    """The outcomes cannot train a router; the message says what is missing."""
 
 
 def _quiet(phase: str, done: int, total: int) -> None:
@@ -149,7 +146,7 @@ def train(
     prompts: dict[str, int] = {}
     models = sorted({o.model for o in outcomes})
     if not outcomes:
-        raise TrainingError("no outcomes to train on")
+        raise RouterTrainingError("no outcomes to train on")
     col = {m: j for j, m in enumerate(models)}
     table: list[dict[int, float]] = [{} for _ in models]
     lengths: list[list[float]] = [[] for _ in models]
@@ -163,7 +160,7 @@ def train(
         costs[j].append(o.cost_usd)
         paid[j][i] = o.cost_usd
     if len(prompts) < 2:
-        raise TrainingError("at least two distinct prompts are needed")
+        raise RouterTrainingError("at least two distinct prompts are needed")
     texts = list(prompts)
     progress("features", 0, len(texts))
     idf = learn_idf(texts, hashing)
