@@ -4,9 +4,13 @@
 
 One run starts these servers as subprocesses: the fake upstream (``tests/fakes/upstream.py``), the
 reference pass-through proxy (``bench/reference_proxy.py``: aiohttp + uvloop, one pooled client
-session) and five ``passerelle serve``, each with its own SQLite ledger in a temporary directory:
+session) and six ``passerelle serve``, each with its own SQLite ledger in a temporary directory:
 
 - ``gateway``: metering on (a tenant key, a model with a price);
+- ``routing``: the same, the model asked for being a learned route over two priced models
+  (``routes:``, ``docs/routing.md``), its artefact trained at start on synthetic outcomes with
+  the shipped 4,096 feature buckets: every request pays for the route's features, prediction,
+  choice and reroute, and its ledger row records the choice;
 - ``limits``: the same plus, for the benchmark tenant, a hard monthly budget of $1,000,000, a
   per-day feature budget the requests do not fall under, a hard per-day budget of $1,000,000 on
   its key, and ``rate_limits: {rpm: 10000000, tpm: 10000000000}``: admission reserves and settles
@@ -81,14 +85,25 @@ from tests.fakes.gateway import (  # noqa: E402
 from tests.fakes.process import ServerProcess  # noqa: E402
 from tests.fakes.upstream import UpstreamProcess  # noqa: E402
 
+from passerelle.routing.features import Hashing  # noqa: E402
+from passerelle.routing.train import Outcome, train  # noqa: E402
 from passerelle.tenancy import key_digest, key_id_for  # noqa: E402
 
 PROXY_CORE = 0
 LOAD_CORE = 1
 MODEL = "gpt-4o-mini"
 STREAM_WORDS = 20
-TARGETS = ("upstream", "reference", "gateway", "cache_miss", "cache_hit", "limits", "limits_redis")
-GATEWAYS = ("gateway", "cache_miss", "cache_hit", "limits", "limits_redis")
+TARGETS = (
+    "upstream",
+    "reference",
+    "gateway",
+    "cache_miss",
+    "cache_hit",
+    "routing",
+    "limits",
+    "limits_redis",
+)
+GATEWAYS = ("gateway", "cache_miss", "cache_hit", "routing", "limits", "limits_redis")
 CACHED = ("cache_miss", "cache_hit")  # the exact cache on; every request a miss, or a hit
 LIMIT_VARIANTS = ("limits", "limits_redis")
 LABELS = {
@@ -97,6 +112,7 @@ LABELS = {
     "gateway": "passerelle (metering on)",
     "cache_miss": "passerelle (exact cache on, every request a miss)",
     "cache_hit": "passerelle (exact cache on, every request a hit)",
+    "routing": "passerelle (learned route)",
     "limits": "passerelle (budgets + rate limits)",
     "limits_redis": "passerelle (budgets + rate limits, Redis)",
 }
@@ -804,6 +820,37 @@ class Gateways:
     keys: dict[str, str] = field(default_factory=dict)  # target -> tenant key
 
 
+def routing_config(upstream_url: str, workdir: Path) -> dict[str, Any]:
+    """The plain gateway's configuration with the benchmark's model name served by a learned
+    route over two models, its artefact trained here (the shipped 4,096 buckets) on synthetic
+    outcomes: every request pays for the features, the prediction and the choice."""
+    config = fake_upstream_config(upstream_url)
+    models = config["models"]
+    base = next(m for m in models if m["name"] == MODEL)
+    models.remove(base)
+    for name, usd in (("cheap", 0.15), ("dear", 2.5)):
+        target = {**base["targets"][0], "price": {"input": usd, "output": usd * 4}}
+        models.append({"name": f"{MODEL}-{name}", "targets": [target]})
+    words = ["hello", "sentence", "short", "prove", "theorem", "count", "terse", "explain"]
+    rows = []
+    for i in range(200):
+        prompt = " ".join(words[(i * k) % len(words)] for k in range(1, 12))
+        hard = i % 3 == 0
+        rows.append(Outcome(prompt, f"{MODEL}-cheap", 0.0 if hard else 1.0, 0.0001))
+        rows.append(Outcome(prompt, f"{MODEL}-dear", 1.0, 0.002))
+    workdir.mkdir(parents=True, exist_ok=True)
+    train(rows, hashing=Hashing()).save(workdir / "router.npz")
+    config["routes"] = [
+        {
+            "name": MODEL,
+            "strategy": "learned",
+            "router": "router.npz",
+            "models": [f"{MODEL}-dear", f"{MODEL}-cheap"],
+        }
+    ]
+    return config
+
+
 def start_gateways(
     tmp: Path, upstream_url: str, run_id: str, redis_url: str | None, gws: Gateways
 ) -> None:
@@ -813,6 +860,10 @@ def start_gateways(
         config = fake_upstream_config(upstream_url, cache={"exact": {"ttl_s": 3600}})
         gws.procs[name] = GatewayProcess(tmp / name, config)
         gws.keys[name] = TENANT_KEYS["acme"]
+    gws.procs["routing"] = GatewayProcess(
+        tmp / "routing", routing_config(upstream_url, tmp / "routing")
+    )
+    gws.keys["routing"] = TENANT_KEYS["acme"]
     variants: dict[str, str | None] = {"limits": None}
     if redis_url:
         variants["limits_redis"] = redis_url

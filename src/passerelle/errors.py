@@ -7,6 +7,9 @@ answer. An error is complete once constructed: nothing sets its type or status a
 
     PasserelleError
     ├── ConfigError                      bad or incomplete configuration (start-up, `config check`)
+    │   └── ArtefactError                a router artefact that cannot be read (routing/artefact.py)
+    ├── RouterTrainingError              outcomes that cannot train a router (`router train`)
+    │   └── OutcomesError                an outcomes file's bad row: its line and field
     ├── StoreError                       the ledger or shared state is unreachable
     │   └── StateRecoveringError         Redis lost its state; replicas are re-registering
     └── APIError                         anything a client sees
@@ -53,6 +56,18 @@ class PasserelleError(Exception):
 
 class ConfigError(PasserelleError):
     """The configuration is invalid; the message names the field."""
+
+
+class ArtefactError(ConfigError):
+    """The file is not a router artefact this release can read; the message says why."""
+
+
+class RouterTrainingError(PasserelleError):
+    """The outcomes cannot train a router; the message says what is missing."""
+
+
+class OutcomesError(RouterTrainingError):
+    """An outcomes file cannot be read; the message names the line and the field."""
 
 
 class StoreError(PasserelleError):

@@ -20,7 +20,7 @@ from passerelle.config.cache import ExactCacheConfig
 from passerelle.config.load import Loaded
 from passerelle.config.schema import Config, KeyConfig
 from passerelle.economics.revenue import RevenueBook
-from passerelle.errors import StoreError
+from passerelle.errors import ArtefactError, ConfigError, StoreError
 from passerelle.limits.counters import Counters, LocalCounters
 from passerelle.limits.periods import period_start
 from passerelle.limits.rules import BudgetRule, Limits, build_limits, to_nano
@@ -30,6 +30,8 @@ from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.budget import Budget, OutputCeiling
 from passerelle.pipeline.cache import Cache, ExactLookup
 from passerelle.pipeline.cache_key import CachePolicy
+from passerelle.pipeline.capture import Capture
+from passerelle.pipeline.cascade import AnswerCheck, Cascade, HeuristicCheck
 from passerelle.pipeline.chain import Next, Stage, build_chain
 from passerelle.pipeline.conversation import Conversations
 from passerelle.pipeline.dispatch import Dispatch
@@ -40,6 +42,7 @@ from passerelle.pipeline.meter import Meter
 from passerelle.pipeline.parse import Parse
 from passerelle.pipeline.policy import DataClassPolicy
 from passerelle.pipeline.resolve import Pricer, Resolve
+from passerelle.pipeline.route import RouteStage, union_route
 from passerelle.pipeline.targets import Route, Target
 from passerelle.pricing.catalogue import Catalogue, configured_price
 from passerelle.provider_settings import provider_settings
@@ -48,6 +51,8 @@ from passerelle.providers.factory import build_provider
 from passerelle.providers.resilience import CircuitBreaker, LocalHealth, TargetHealth
 from passerelle.providers.shared_breakers import Scripts, SharedHealth
 from passerelle.recovery import Recovered, record_interrupted, report, settle_interrupted
+from passerelle.routing.artefact import load
+from passerelle.routing.router import LearnedRouter
 from passerelle.sovereignty.classes import DataPolicy, data_policy
 from passerelle.store.answers import AnswerStore, Bounds, LocalAnswers, RedisAnswers
 from passerelle.store.audit import open_audit
@@ -87,6 +92,8 @@ class Gateway:
     # see every outbound attempt start and end (audit, metrics, traces), after the ledger's rows
     attempt_observers: list[AttemptObserver] = field(default_factory=list)
     audit: AuditTrail | None = None  # the keyed trail of every attempt; one of the observers
+    # the learned router of each `learned` route, loaded at start-up (``load_routers``)
+    routers: dict[str, LearnedRouter] = field(default_factory=dict)
     chain: Next = field(init=False)
     _refresher: asyncio.Task[None] | None = field(init=False, default=None)
 
@@ -101,8 +108,10 @@ class Gateway:
             Conversations(self.conversations),
             Resolve(self.routes),
             Meter(self.ledger, self.pricer, self.journal),
-            Idempotency(self.idempotency),
         ]
+        if self.config.prompt_capture:  # opt-in: after the meter, so its row is written first
+            stages.append(Capture(self.ledger, self.config.prompt_capture))
+        stages.append(Idempotency(self.idempotency))
         data = self.data_policy()
         if data is not None:
             stages.append(DataClassPolicy(data))
@@ -110,6 +119,13 @@ class Gateway:
         if exact is not None and self.answers is not None:
             stages.append(
                 Cache([ExactLookup(self.answers, per_user=exact.per_user)], policy(exact))
+            )
+        if self.config.routes:
+            # before the budget: the reservation is for the model the route chose
+            stages.append(
+                RouteStage(
+                    self.config.routes, self.routes, self.routers, self.pricer, self.revenue.plan
+                )
             )
         floors = None
         if self.floor_tenants():
@@ -124,6 +140,13 @@ class Gateway:
             stages.append(Budget(self.limits, self.counters, self.pricer, ceiling, floors))
         if self.journal is not None:
             stages.append(InFlight(self.journal))
+        checks: dict[str, AnswerCheck] = {
+            r.name: HeuristicCheck(r.cascade.min_chars)
+            for r in self.config.routes
+            if r.strategy == "cascade"
+        }
+        if checks:  # after the budget and the journal: every step is reserved and journaled
+            stages.append(Cascade(self.routes, self.pricer, checks))
         stages.append(Dispatch([FailedAttemptRows(), *self.attempt_observers]))
         return stages
 
@@ -241,6 +264,7 @@ class Gateway:
             answers=answers,
             attempt_observers=[*([audit] if audit else []), *attempt_observers],
             audit=audit,
+            routers=load_routers(loaded),
         )
 
     async def seed(self, rule: BudgetRule, at: float) -> int:
@@ -404,4 +428,36 @@ def build_routes(
                 )
             )
         routes[m.name] = Route(model=m.name, targets=tuple(targets), degrade_to=m.degrade_to)
+    for r in config.routes:  # a route resolves to every target of its models
+        routes[r.name] = union_route(r, routes)
     return routes
+
+
+def load_routers(loaded: Loaded) -> dict[str, LearnedRouter]:
+    """Each learned route's artefact, its path relative to the configuration file's folder. An
+    artefact that cannot be read, or knows none of its route's models, stops start-up."""
+    found: dict[str, LearnedRouter] = {}
+    source = Path(loaded.source)
+    base = source.parent if source.is_file() else Path.cwd()
+    for r in loaded.config.routes:
+        if r.strategy != "learned" or r.router is None:
+            continue
+        path = Path(r.router) if Path(r.router).is_absolute() else base / r.router
+        try:
+            router = LearnedRouter(load(path))
+        except ArtefactError as exc:
+            raise ConfigError(f"route {r.name!r}: router: {exc}") from exc
+        unknown = [m for m in r.models if not router.knows(m)]
+        if len(unknown) == len(r.models):
+            raise ConfigError(
+                f"route {r.name!r}: its router {path} was trained on {router.models}, none of "
+                f"the route's models {r.models}"
+            )
+        if unknown:
+            log.warning(
+                "route %s: its router has no outcomes for %s; they serve only as its default",
+                r.name,
+                ", ".join(unknown),
+            )
+        found[r.name] = router
+    return found

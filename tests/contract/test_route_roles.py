@@ -27,6 +27,7 @@ ROUTES = {
     ("GET", "/v1/models"): "tenant",
     ("GET", "/v1/models/{model}"): "tenant",
     ("POST", "/v1/responses"): "tenant",
+    ("POST", "/v1/feedback"): "tenant",
     ("GET", "/v1/responses/{response_id}"): "tenant",
     ("GET", "/health"): "anyone",
     ("GET", "/openapi.json"): "anyone",

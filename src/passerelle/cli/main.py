@@ -10,6 +10,7 @@ from passerelle.cli.audit import audit_group
 from passerelle.cli.config import config_group
 from passerelle.cli.keys import keys_group
 from passerelle.cli.margins import margins_cmd, revenue_group
+from passerelle.cli.router import router_group
 from passerelle.cli.savings import savings
 from passerelle.cli.serve import serve
 from passerelle.cli.usage import usage
@@ -30,6 +31,7 @@ cli.add_command(savings)
 cli.add_command(margins_cmd)
 cli.add_command(revenue_group)
 cli.add_command(audit_group)
+cli.add_command(router_group)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from passerelle.config.cache import CacheConfig
+from passerelle.config.routing import CaptureConfig, RouteConfig, check_routes
 from passerelle.months import MONTH_PATTERN
 
 SECRET_PREFIXES = ("env:", "file:")
@@ -423,6 +424,16 @@ class Config(Strict):
     cache: CacheConfig = Field(
         default_factory=CacheConfig, description="The answer cache (`docs/caching.md`)."
     )
+    routes: list[RouteConfig] = Field(
+        default_factory=list,
+        description="Model names served by one of several models, chosen per request "
+        "(`docs/routing.md`).",
+    )
+    prompt_capture: list[CaptureConfig] = Field(
+        default_factory=list,
+        description="Opt-in: the tenants (or features) whose prompts are kept, so that the "
+        "feedback on their calls can train the router (`passerelle router train --from-ledger`).",
+    )
 
     @field_validator("store")
     @classmethod
@@ -460,6 +471,7 @@ class Config(Strict):
                     f"tenant {tenant.name!r}: unknown data class {tenant.data_class!r} "
                     "(declare it under sovereignty.classes)"
                 )
+        check_routes(self.routes, models, {t.name for t in self.tenants})
         return self
 
 

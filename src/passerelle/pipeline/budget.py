@@ -95,17 +95,23 @@ def choices(call: Call) -> int:
 
 def worst_case_nano(call: Call, pricer: Pricer, output_tokens: int, prompt_tokens: int) -> int:
     """The most the call may cost on any target it may use, given every output token it may
-    produce (all choices together)."""
-    worst = Decimal(0)
-    for target in call.targets:
-        price = pricer.price(target, call.received_at)
-        if price is None:
-            continue  # unpriced: recorded as such, cannot be reserved
-        worst = max(
-            worst,
-            worst_case_usd(price, input_tokens=prompt_tokens, max_output_tokens=output_tokens),
-        )
-    return to_nano(worst, up=True)
+    produce (all choices together). A cascade may pay for one answer per step: its worst case
+    is the sum of each step's dearest target."""
+    routed = call.routed
+    groups = [ts for _, ts in routed.steps] if routed and routed.steps else [call.targets]
+    total = Decimal(0)
+    for targets in groups:
+        worst = Decimal(0)
+        for target in targets:
+            price = pricer.price(target, call.received_at)
+            if price is None:
+                continue  # unpriced: recorded as such, cannot be reserved
+            worst = max(
+                worst,
+                worst_case_usd(price, input_tokens=prompt_tokens, max_output_tokens=output_tokens),
+            )
+        total += worst
+    return to_nano(total, up=True)
 
 
 def refusal_error(refusal: Refusal, at: float) -> RateLimitError:

@@ -2,8 +2,9 @@
 
 The order itself is listed once, in ``Gateway.stages()`` (``gateway.py``):
 
-    auth → parse → conversation → resolve → meter → idempotency → data-class policy
-         → [PII] → cache → budget (with the margin floor) → in flight → dispatch
+    auth → parse → conversation → resolve → meter → (capture) → idempotency → data-class policy
+         → [PII] → cache → (route) → budget (with the margin floor) → in flight → (cascade)
+         → dispatch
 
 Each stage is a small object with ``async __call__(call, next)``; ``build_chain`` links them once at
 start-up, so a request pays one bound call per stage and nothing else. The stage in brackets comes
@@ -23,7 +24,12 @@ already paid for (a call the margin floor then degrades is kept in the cache und
 answered it, ``pipeline/cache.py``); the margin floor may switch the route to a cheaper model, so the
 budget stage checks it in the same atomic admission and reserves the worst case of the route it
 leaves; in flight journals the call (with that reservation) just before it can cost anything
-upstream; dispatch is the only stage that talks to providers.
+upstream; dispatch is the only stage that talks to providers. Stages in parentheses are in the
+chain only when configured: prompt capture (``prompt_capture:``) writes after the meter's row;
+a route (``routes:``) chooses its model after the cache (a hit needs no decision; the key
+holds the route's name) and before the budget, so the reservation and any margin-floor
+degradation start from the chosen model, and its cascade steps pass through dispatch one by one
+after the budget reserved all of them and the journal noted the call.
 
 The answer comes back through the same chain. A stage that must see or rewrite what the provider
 says registers, on its way in, an answer observer or transformer on the call (``call.observe``,

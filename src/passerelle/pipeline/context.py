@@ -96,6 +96,27 @@ class FailedAttempt:
     upstream_model: str
     error_code: str
     latency_ms: float
+    # an answer that arrived but was not served (a cascade's check failed it): billed as it came
+    usage: Usage | None = None
+    cost_usd: Decimal | None = Decimal(0)  # None: its target has no known price
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """What a route chose for the call (``pipeline/route.py``): the model, why (``code`` for the
+    header, ``reason`` for the ledger), the target the saving is measured against (the route's
+    default model), and for a cascade its steps: each step's model and its usable targets, cheapest
+    first."""
+
+    route: str
+    model: str
+    code: str
+    reason: str
+    baseline: Target | None = None
+    steps: tuple[tuple[str, tuple[Target, ...]], ...] = ()
+
+    def header(self) -> str:
+        return f"{self.model}; reason={self.code}"
 
 
 @dataclass(slots=True)
@@ -124,6 +145,7 @@ class Call:
     pseudonymised: dict[str, int] = field(default_factory=dict)
     # resolve / dispatch
     route: Route | None = None  # set with ``resolved``, changed with ``reroute``
+    routed: Routed | None = None  # a route's choice of model, when the call asked for a route
     eligible: Eligible = field(default_factory=Eligible)  # the targets it may use, and why
     target: Target | None = None  # the target that answered (or was tried last)
     native: bool = False  # it answered in the call's dialect itself: nothing to translate

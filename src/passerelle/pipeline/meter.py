@@ -98,12 +98,38 @@ class Meter:
             cache_write_tokens=usage.cache_write_tokens,
         ), price.version
 
+    def route_saving(self, call: Call, usage: Usage, cost: Decimal | None) -> Decimal | None:
+        """What serving the same usage from the route's default model would have cost, less
+        what the call cost (a cascade's unserved answers included); None when either is not
+        priced."""
+        routed = call.routed
+        if routed is None or routed.baseline is None or call.cost_usd is None or cost is None:
+            return None
+        price = self._pricer.price(routed.baseline, call.received_at)
+        if price is None:
+            return None
+        baseline = cost_usd(
+            price,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+        )
+        return baseline - call.cost_usd
+
     async def _record(self, call: Call) -> None:
         usage = observed_usage(call)
         call.usage = usage
         cost, version = self.price_call(call, usage)
-        call.cost_usd = cost
+        set_aside = [a.cost_usd for a in call.failed_attempts if a.usage is not None]
+        # the call's cost counts the answers a cascade paid for and did not serve
+        call.cost_usd = (
+            cost + sum((c for c in set_aside if c is not None), Decimal(0))
+            if cost is not None and set_aside
+            else cost
+        )
         target = call.target
+        routed = call.routed
         record = UsageRecord(
             request_id=call.request_id,
             attempt=call.attempts,
@@ -131,6 +157,9 @@ class Meter:
             saved_usd=call.saved_usd,
             saving_source=call.saving_source,
             cache=call.cache,
+            routed_to=routed.model if routed else None,
+            route_reason=routed.reason if routed else None,
+            route_saved_usd=self.route_saving(call, usage, cost) if routed else None,
         )
         attempts = [attempt_record(record, a) for a in call.failed_attempts if a.n < record.attempt]
         if attempts:
@@ -142,17 +171,19 @@ class Meter:
 
 
 def attempt_record(call_row: UsageRecord, attempt: FailedAttempt) -> UsageRecord:
-    """The row of a failed attempt: the call's who and what, the attempt's target and outcome."""
+    """The row of a failed attempt: the call's who and what, the attempt's target and outcome
+    (with the usage and cost of an answer that came but was not served)."""
+    used = attempt.usage
     return dataclasses.replace(
         call_row,
         attempt=attempt.n,
         provider=attempt.provider,
         upstream_model=attempt.upstream_model,
-        input_tokens=0,
-        output_tokens=0,
-        cached_tokens=0,
-        usage_reported=False,
-        cost_usd=Decimal(0),
+        input_tokens=used.input_tokens if used else 0,
+        output_tokens=used.output_tokens if used else 0,
+        cached_tokens=used.cached_tokens if used else 0,
+        usage_reported=used.reported if used else False,
+        cost_usd=attempt.cost_usd if used else Decimal(0),
         price_version=None,
         latency_ms=attempt.latency_ms,
         ttft_ms=None,
@@ -162,4 +193,5 @@ def attempt_record(call_row: UsageRecord, attempt: FailedAttempt) -> UsageRecord
         saved_usd=Decimal(0),  # what the call saved is on its own row
         saving_source=None,
         cache=None,
+        route_saved_usd=None,
     )

@@ -87,6 +87,10 @@ class Eligible:
         for rule in self.filters:
             self._apply(rule, route.model)
 
+    def admitted(self, route: Route) -> tuple[Target, ...]:
+        """The targets of ``route`` every filter of the call keeps, without moving the call."""
+        return tuple(t for t in route.targets if all(f.keep(t) for f in self.filters))
+
     def _apply(self, rule: Filter, model: str) -> None:
         kept = tuple(t for t in self.targets if rule.keep(t))
         if len(kept) != len(self.targets):

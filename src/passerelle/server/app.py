@@ -21,6 +21,7 @@ from passerelle.gateway import Gateway
 from passerelle.server.admin import add_admin_routes
 from passerelle.server.connections import ConnectionLimits, GuardedAppRunner
 from passerelle.server.errors import error_middleware
+from passerelle.server.feedback import add_feedback_routes
 from passerelle.server.responses import add_responses_routes
 from passerelle.server.routes import GATEWAY, add_routes
 
@@ -77,6 +78,7 @@ def create_app(gateway: Gateway) -> web.Application:
     app[GATEWAY] = gateway
     add_routes(app)
     add_responses_routes(app)
+    add_feedback_routes(app)
     add_admin_routes(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

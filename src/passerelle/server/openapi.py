@@ -191,6 +191,16 @@ def _schemas() -> dict[str, Any]:
                 "user": stored_text,
             },
         },
+        "FeedbackRequest": {
+            "type": "object",
+            "required": ["request_id", "score"],
+            "additionalProperties": True,
+            "properties": {
+                "request_id": {"type": "string", "minLength": 1, "maxLength": 128},
+                "score": {"type": "number", "minimum": 0, "maximum": 1},
+                "label": {"type": "string", "maxLength": 256},
+            },
+        },
         "EmbeddingsRequest": {
             "type": "object",
             "required": ["model", "input"],
@@ -343,6 +353,14 @@ def _paths() -> dict[str, Any]:
                 "security": tenant,
                 "requestBody": _json_body(_ref("MessagesRequest")),
                 "responses": _anthropic_answers("The gateway's estimate: {input_tokens}."),
+            }
+        },
+        "/v1/feedback": {
+            "post": {
+                "operationId": "createFeedback",
+                "security": tenant,
+                "requestBody": _json_body(_ref("FeedbackRequest")),
+                "responses": _answers("The score recorded against the call.", obj),
             }
         },
         "/v1/models": {

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from passerelle.store.outcomes import LedgerOutcome
 from passerelle.store.records import RevenueEntry, UsageRecord, UsageRow
 from passerelle.store.savings import SavingsRow
 from passerelle.tenancy import ApiKey
@@ -58,3 +59,15 @@ class Ledger(Protocol):
     async def set_revenue(self, entries: Sequence[RevenueEntry]) -> None: ...
 
     async def list_revenue(self) -> list[RevenueEntry]: ...
+
+    async def record_feedback(
+        self, request_id: str, tenant: str, score: float, label: str | None
+    ) -> None:
+        """A score for a call (``store/outcomes.py``); a second one replaces the first."""
+        ...
+
+    async def capture_prompt(
+        self, request_id: str, tenant: str, feature: str | None, prompt: str
+    ) -> None: ...
+
+    async def outcomes(self, tenant: str | None = None) -> list[LedgerOutcome]: ...

@@ -13,12 +13,16 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from passerelle.store.outcomes import OUTCOME_SCHEMA
 from passerelle.store.sql import SCHEMA
 
 ADDED_COLUMNS = (
     ("saved_pusd", "BIGINT NOT NULL DEFAULT 0"),  # the savings report (store/savings.py)
     ("saving_source", "TEXT"),
     ("cache", "TEXT"),
+    ("routed_to", "TEXT"),  # routing: the model a route chose, why, what it saved
+    ("route_reason", "TEXT"),
+    ("route_saved_pusd", "BIGINT"),
 )
 
 
@@ -30,7 +34,7 @@ def migrate_sqlite(conn: sqlite3.Connection) -> None:
     """On an autocommit connection: the schema and the missing columns in one transaction."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for stmt in SCHEMA:
+        for stmt in [*SCHEMA, *OUTCOME_SCHEMA]:
             conn.execute(stmt)
         have = {row[1] for row in conn.execute("PRAGMA table_info(usage)")}
         for column, definition in ADDED_COLUMNS:
@@ -45,7 +49,7 @@ def migrate_sqlite(conn: sqlite3.Connection) -> None:
 async def migrate_postgres(conn: Any) -> None:
     """On an asyncpg connection, inside the caller's transaction. A column already there costs
     no ALTER (nor the table lock one takes)."""
-    for stmt in SCHEMA:
+    for stmt in [*SCHEMA, *OUTCOME_SCHEMA]:
         await conn.execute(stmt)
     rows = await conn.fetch(
         "SELECT column_name FROM information_schema.columns "

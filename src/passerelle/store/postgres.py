@@ -28,6 +28,7 @@ import asyncpg
 from passerelle.errors import StoreError
 from passerelle.store.deadletter import DeadLetters
 from passerelle.store.migrations import migrate_postgres
+from passerelle.store.outcomes import OutcomeQueries
 from passerelle.store.records import RevenueEntry, UsageRecord, UsageRow, row_of
 from passerelle.store.savings import SavingsRow, savings_rows, savings_sql
 from passerelle.store.sql import (
@@ -87,7 +88,7 @@ def is_row_error(exc: BaseException) -> bool:
     )
 
 
-class PostgresLedger:
+class PostgresLedger(OutcomeQueries):
     def __init__(
         self,
         url: str,
@@ -303,6 +304,19 @@ class PostgresLedger:
         except _DB_ERRORS as exc:
             raise StoreError(f"ledger read failed: {type(exc).__name__}: {exc}") from exc
         return rows
+
+    placeholder = PG
+
+    async def _read_rows(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+        return await self._fetch(sql, *params)
+
+    async def _write_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self._pool is None:
+            raise StoreError("ledger is not started")
+        try:
+            await self._pool.executemany(sql, rows)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"ledger write failed: {type(exc).__name__}: {exc}") from exc
 
     async def usage(
         self,

@@ -117,12 +117,18 @@ class UsageRecord:
     saved_usd: Decimal = Decimal(0)
     saving_source: str | None = None
     cache: str | None = None  # the cache lookup's outcome (``CacheOutcome``); None: no cache
+    # a call that asked for a route: the model it chose, why, and what that saved against the
+    # route's default model for the same usage (negative: it cost more; None: not priced)
+    routed_to: str | None = None
+    route_reason: str | None = None
+    route_saved_usd: Decimal | None = None
 
     @property
     def cost_pusd(self) -> int | None:
         return None if self.cost_usd is None else to_pico(self.cost_usd)
 
 
+ROUTE_COLUMNS = ("routed_to", "route_reason", "route_saved_pusd")  # store/migrations.py adds them
 COLUMNS = (
     "request_id",
     "attempt",
@@ -151,6 +157,7 @@ COLUMNS = (
     "saved_pusd",
     "saving_source",
     "cache",
+    *ROUTE_COLUMNS,
 )
 
 
@@ -194,6 +201,9 @@ def row_of(r: UsageRecord) -> tuple[object, ...]:
         to_pico(r.saved_usd),
         storable(r.saving_source),
         storable(r.cache),
+        storable(r.routed_to),
+        storable(r.route_reason),
+        None if r.route_saved_usd is None else to_pico(r.route_saved_usd),
     )
 
 

@@ -52,6 +52,9 @@ SCHEMA = [
         saved_pusd BIGINT NOT NULL DEFAULT 0,
         saving_source TEXT,
         cache TEXT,
+        routed_to TEXT,
+        route_reason TEXT,
+        route_saved_pusd BIGINT,
         PRIMARY KEY (request_id, attempt)
     )
     """,
@@ -223,6 +226,7 @@ def record_of(r: Sequence[Any]) -> UsageRecord:
     d.pop("day")
     pusd = d.pop("cost_pusd")
     saved = d.pop("saved_pusd")
+    route_saved = d.pop("route_saved_pusd")
     return UsageRecord(
         **{
             **d,
@@ -232,4 +236,5 @@ def record_of(r: Sequence[Any]) -> UsageRecord:
         },
         cost_usd=None if pusd is None else from_pico(int(pusd)),
         saved_usd=from_pico(int(saved or 0)),
+        route_saved_usd=None if route_saved is None else from_pico(int(route_saved)),
     )

@@ -29,6 +29,7 @@ from passerelle.errors import StoreError
 from passerelle.store.base import Ledger
 from passerelle.store.deadletter import DeadLetters
 from passerelle.store.migrations import migrate_sqlite
+from passerelle.store.outcomes import OutcomeQueries
 from passerelle.store.records import RevenueEntry, UsageRecord, UsageRow, row_of
 from passerelle.store.savings import SavingsRow, savings_rows, savings_sql
 from passerelle.store.sql import (
@@ -67,7 +68,7 @@ class _UnreachableError(Exception):
     """The file stayed unwritable past ``unreachable_after_s``."""
 
 
-class SQLiteLedger(Ledger):
+class SQLiteLedger(OutcomeQueries, Ledger):
     def __init__(
         self,
         path: str,
@@ -263,6 +264,12 @@ class SQLiteLedger(Ledger):
             await asyncio.to_thread(run)
         except sqlite3.Error as exc:
             raise StoreError(f"ledger write failed: {exc}") from exc
+
+    async def _read_rows(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+        return list(await self._read(sql, params))
+
+    async def _write_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._write(sql, rows)
 
     async def usage(
         self,
