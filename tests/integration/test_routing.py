@@ -24,7 +24,6 @@ from openai import APIStatusError, BadRequestError, NotFoundError, OpenAI
 from tests.fakes.gateway import TENANT_KEYS, GatewayProcess, fake_upstream_config, openai_provider
 from tests.fakes.upstream import UpstreamProcess
 
-SCHEMA = {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}}}
 EASY = ["what is 2 plus 2", "what is 3 plus 5", "what is 7 plus 1", "what is 4 plus 4"]
 HARD = [
     "prove the theorem on infinitely many primes",
@@ -165,8 +164,8 @@ def test_learned_router_sends_an_unfamiliar_prompt_to_the_default(client: OpenAI
 def test_learned_router_never_chooses_a_model_the_request_cannot_use(
     fresh_upstream: UpstreamProcess, client: OpenAI
 ) -> None:
-    raw = _chat(client, "auto", EASY[0], response_format=SCHEMA)
-    # claude-cheap would be chosen (see above) but lacks json_schema: the next cheapest
+    raw = _chat(client, "auto", EASY[0], logprobs=True)
+    # claude-cheap would be chosen (see above) but gives no logprobs: the next cheapest
     assert raw.headers["x-passerelle-route"].startswith("small; reason=learned")
     assert fresh_upstream.stats()["by_path"] == {"/v1/chat/completions": 1}
 
@@ -181,10 +180,10 @@ def test_rules_never_choose_a_filtered_model_or_an_open_breaker(
     assert raw.headers["x-passerelle-target"] == "fake/medium-1"
     fresh_upstream.reset()
     raw = _chat(
-        client, "auto-attack", "hi", response_format=SCHEMA,
+        client, "auto-attack", "hi", logprobs=True,
         extra_headers={"x-passerelle-feature": "json"},
     )  # fmt: skip
-    # rule 1 would choose claude-cheap, which cannot answer json_schema
+    # rule 1 would choose claude-cheap, which gives no logprobs
     assert raw.headers["x-passerelle-route"] == "medium; reason=default"
     assert fresh_upstream.stats()["by_path"] == {"/v1/chat/completions": 1}
 
