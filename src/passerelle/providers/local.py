@@ -49,7 +49,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +71,7 @@ from passerelle.providers.base import (
     Usage,
 )
 from passerelle.providers.local_framing import (
+    TRANSCRIPT_STOPS,
     chunk_body,
     completion_body,
     merge_stops,
@@ -116,16 +117,23 @@ class Vocabulary:
     """What the first-token rule needs to know of the model's tokens."""
 
     blank: frozenset[int]  # print nothing but whitespace (spaces, newlines, control tokens)
-    enders: tuple[int, ...]  # would end a blank answer: end-of-text, control, a leading newline
+    # would end a blank answer: end-of-text, control, a leading newline, or a stop sequence
+    # written whole by one token (Gemma's ``<start_of_image>``)
+    enders: tuple[int, ...]
 
     @classmethod
-    def of(cls, llm: Any) -> Vocabulary:
+    def of(cls, llm: Any, stops: Sequence[str] = TRANSCRIPT_STOPS) -> Vocabulary:
+        marks = [s.encode("utf-8") for s in stops if not s.startswith("\n")]
         blank, enders = set(), []
         for token in range(llm.n_vocab()):
             text = llm.detokenize([token])
             if not text.strip():
                 blank.add(token)
-            if not text or text.lstrip(b" \t")[:1] in (b"\n", b"\r"):
+            if (
+                not text
+                or text.lstrip(b" \t")[:1] in (b"\n", b"\r")
+                or any(mark in text for mark in marks)
+            ):
                 enders.append(token)
         return cls(blank=frozenset(blank), enders=tuple(enders))
 
@@ -138,7 +146,7 @@ class _Tally:
 
     It sees every sampling step: the first shows the whole prompt (exact in both chat formats).
     Until the answer has printed something, it forbids the tokens that would end it (an
-    end-of-text token, or a newline that starts every turn marker). Spaces stay allowed: Gemma
+    end-of-text token, a newline that starts every turn marker, an image marker). Spaces stay allowed: Gemma
     writes " 5" as a space and a digit.
     """
 
