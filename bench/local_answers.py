@@ -17,7 +17,7 @@ rule, stop sequences and trimming are the production ones; only the framing is s
   ``User:`` line, Gemma's control tokens such as ``<start_of_image>``, an ``[INST]``);
 - ``empty``: nothing came back.
 
-    python bench/local_answers.py              # every set; before, bare, chosen (~4 min)
+    python bench/local_answers.py              # every set; before, bare, chosen (~3 min)
     python bench/local_answers.py --sets tuning --framings template gemma-turns
     python bench/local_answers.py --sets tuning --framings chosen --verbose   # every answer
 
