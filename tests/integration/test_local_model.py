@@ -8,6 +8,7 @@ embedded default, started with no configuration in an empty folder.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import threading
 import time
@@ -89,6 +90,40 @@ def test_the_embedded_model_answers_a_factual_question(local_gateway: GatewayPro
     assert "Paris" in answer.choices[0].message.content
     assert answer.choices[0].finish_reason == "stop"
     assert answer.usage.prompt_tokens > 0 and answer.usage.completion_tokens > 0
+
+
+# the framing once showed one worked example, the capital of Italy, and the model answered "hi"
+# and "Count to five." with "The capital of Italy is Rome."
+ITALY = re.compile(r"\b(italy|italian|rome)\b", re.IGNORECASE)
+# the worked examples it shows now (providers/local_framing.py EXAMPLES)
+EXAMPLES = re.compile(r"\b(evening|neil|armstrong|moon)\b", re.IGNORECASE)
+UNLIKE_A_QUESTION = ["hi", "Count to five."]
+
+
+def ask_local(gateway: GatewayProcess, prompt: str, **params: Any) -> str:
+    with client_for(gateway) as client:
+        answer = client.chat.completions.create(
+            model="local", messages=[{"role": "user", "content": prompt}], max_tokens=32, **params
+        )
+    return answer.choices[0].message.content or ""
+
+
+@pytest.mark.parametrize("prompt", UNLIKE_A_QUESTION)
+def test_a_greedy_answer_repeats_no_worked_example(
+    local_gateway: GatewayProcess, prompt: str
+) -> None:
+    text = ask_local(local_gateway, prompt, temperature=0)
+    assert text and not ITALY.search(text) and not EXAMPLES.search(text), text
+
+
+def test_sampled_answers_never_bring_up_italy(local_gateway: GatewayProcess) -> None:
+    answers = [
+        ask_local(local_gateway, prompt, temperature=0.7, seed=seed)
+        for prompt in UNLIKE_A_QUESTION
+        for seed in range(1, 5)
+    ]
+    assert all(answers)
+    assert not [a for a in answers if ITALY.search(a)], answers
 
 
 def test_a_stream_with_usage_is_metered_in_the_ledger(local_gateway: GatewayProcess) -> None:

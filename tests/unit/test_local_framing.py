@@ -24,6 +24,8 @@ from passerelle.providers.base import UpstreamRequest
 from passerelle.providers.local import LocalProvider, Vocabulary
 from passerelle.providers.local_framing import (
     DEFAULT_TEMPERATURE,
+    EXAMPLES,
+    IMAGE_MARKERS,
     TRANSCRIPT_STOPS,
     merge_stops,
     message_text,
@@ -33,12 +35,15 @@ from passerelle.providers.local_framing import (
 )
 from passerelle.providers.settings import LocalSettings
 
-EXAMPLE_BLOCK = "Question: What is the capital of Italy?\nAnswer: The capital of Italy is Rome."
+EXAMPLE_BLOCK = (
+    "Question: Good evening!\nAnswer: Good evening! What can I do for you?\n"
+    "Question: Who was the first person to walk on the Moon?\nAnswer: Neil Armstrong."
+)
 
 # -- the transcript framing ---------------------------------------------------------------------
 
 
-def test_a_single_question_follows_the_worked_example_and_ends_on_answer() -> None:
+def test_a_single_question_follows_the_worked_examples_and_ends_on_answer() -> None:
     framing = transcript([{"role": "user", "content": "What is the capital of France?"}])
     assert framing.prompt == (
         f"{EXAMPLE_BLOCK}\n\nQuestion: What is the capital of France?\nAnswer:"
@@ -98,9 +103,18 @@ def test_a_conversation_without_user_turns_still_asks_for_an_answer() -> None:
     assert framing.prompt == f"Greet the user.\n\n{EXAMPLE_BLOCK}\n\nAnswer:"
 
 
-def test_every_framing_stop_starts_with_a_newline() -> None:
-    # the engine forbids blank first tokens, so no stop sequence can end an answer at once
-    assert all(s.startswith("\n") for s in TRANSCRIPT_STOPS)
+def test_the_examples_teach_a_form_and_name_no_topic_the_old_one_leaked() -> None:
+    # the single example about Italy came back as the answer to "hi" and "Count to five."
+    text = " ".join(q + " " + a for q, a in EXAMPLES).lower()
+    assert "italy" not in text and "rome" not in text
+    assert len(EXAMPLES) == 2 and EXAMPLES[0][1].startswith(EXAMPLES[0][0])  # a greeting, greeted
+
+
+def test_every_framing_stop_starts_with_a_newline_or_is_an_image_marker() -> None:
+    # the engine forbids, as a first token, a newline and any token that holds a stop whole,
+    # so no stop sequence can end an answer at once
+    assert all(s.startswith("\n") or s in IMAGE_MARKERS for s in TRANSCRIPT_STOPS)
+    assert set(IMAGE_MARKERS) <= set(TRANSCRIPT_STOPS)
 
 
 # -- stop sequences and sampling ---------------------------------------------------------------
@@ -126,6 +140,8 @@ def test_client_stops_come_first_and_duplicates_go() -> None:
         "\n\n",
         "\nQuestion:",
         "\nAnswer:",
+        "<start_of_image>",
+        "<end_of_image>",
     ]
     assert merge_stops("END", ("\nQ:",)) == ["END", "\nQ:"]
     assert merge_stops(None, ("\nQ:",)) == ["\nQ:"]
@@ -351,7 +367,20 @@ async def test_nothing_may_end_the_answer_before_it_printed_something(tmp_path: 
 
 def test_the_vocabulary_tells_blank_tokens_from_enders() -> None:
     class Tokens:
-        texts = (b"", b"", b" ", b"\n", b"  \n\n", b" Paris", b"\nQuestion", b"5")
+        texts = (
+            b"",
+            b"",
+            b" ",
+            b"\n",
+            b"  \n\n",
+            b" Paris",
+            b"\nQuestion",
+            b"5",
+            b"<start_of_image>",
+            b"<end_of_image>",
+            b"<table>",
+            b"<",
+        )
 
         def n_vocab(self) -> int:
             return len(self.texts)
@@ -361,4 +390,5 @@ def test_the_vocabulary_tells_blank_tokens_from_enders() -> None:
 
     vocabulary = Vocabulary.of(Tokens())
     assert vocabulary.blank == frozenset({0, 1, 2, 3, 4})
-    assert vocabulary.enders == (0, 1, 3, 4, 6)  # a space alone may start " 5"
+    # a space alone may start " 5"; an image marker ends the answer, other tags are text
+    assert vocabulary.enders == (0, 1, 3, 4, 6, 8, 9)

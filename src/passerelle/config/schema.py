@@ -124,7 +124,7 @@ class ProviderConfig(Strict):
     chat_format: Literal["transcript", "template"] = Field(
         default="transcript",
         description="`local`: `transcript` frames the chat as `Question:`/`Answer:` turns after "
-        "one example exchange (base models such as the shipped Gemma 3 270M); `template` uses "
+        "two example exchanges (base models such as the shipped Gemma 3 270M); `template` uses "
         "the GGUF's own chat template (instruction-tuned models).",
     )
     n_ctx: int = Field(default=2048, ge=128, description="`local`: context window in tokens.")

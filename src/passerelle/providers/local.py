@@ -6,37 +6,26 @@ past ``max_queue`` waiting, a request is turned away at once (503 ``model_overlo
 than left to time out. A client that leaves stops its generation at the next token, and a request
 abandoned while it waited never reaches the engine.
 
-Base models (such as the shipped Gemma 3 270M) have no chat template: the ``transcript`` framing
-writes the conversation as a ``Question:``/``Answer:`` exchange after one worked example, and stops
-at the next turn marker or blank line. Instruction-tuned GGUFs keep their own template with
-``chat_format: template`` (llama.cpp's ``create_chat_completion``; a GGUF without a template gets
-llama.cpp's fallback, Llama 2's ``[INST]`` format).
+Base models (such as the shipped Gemma 3 270M: its GGUF carries no chat template) need a framing:
+``transcript`` writes the conversation as a ``Question:``/``Answer:`` exchange after two worked
+examples, and stops at the next turn marker, a blank line or an image marker (Gemma's
+``<start_of_image>``, after which a base model starts another document). Instruction-tuned GGUFs
+keep their own template with ``chat_format: template`` (llama.cpp's ``create_chat_completion``; a
+GGUF without a template gets llama.cpp's fallback, Llama 2's ``[INST]`` format).
 
-Why this framing: ``bench/local_framing.py`` asks 16 short prompts with a checkable answer
-(capitals, arithmetic, three colors, a translation, a summary, a name given two turns earlier,
-and system prompts: a pirate, one-word answers, answering in French) through this provider,
-swapping only the framing. Correct answers, greedy (/16) and at t=0.7 with seeds 1-4 (/64); no
-framing answered empty and 94-100% stopped on their own:
+Why this framing: ``bench/local_answers.py`` asks prompts with checkable answers through this
+provider, swapping only the framing, greedy and sampled. Chosen on 24 tuning prompts, on 40
+held-out ones it answered 23/40 greedy and 82/200 at t=0.7 (the one example about Italy: 17 and
+68, with 3 and 20 answers naming Italy or Rome, as "hi" -> "The capital of Italy is Rome."; no
+example: 16 and 68 with 5 and 19 run-ons, a document instead of an answer; llama.cpp's template
+path, [INST] for this GGUF: 1 and 5; Gemma's turn tokens: 0). The numbers, and what the model
+still gets wrong, are in ``docs/providers.md``.
 
-    User:/Assistant: lines, system first (the previous default)     6    15
-    the same after a preamble line and one example exchange         9    29
-    Question:/Answer:                                              10    28
-    Question:/Answer: after one example exchange (chosen)          10    33
-
-Earlier rounds on bare llama.cpp also tried a blank line between turns (7/16), a preamble line
-alone (7/16), two example exchanges (11/16 greedy, no better sampled, more prompt) and the system
-text next to the last question (no better); Gemma's own turn tokens send this base model into
-loops. The example teaches the form (a short answer, then a blank line) better than any
-instruction; ``Question:`` keeps the model on the question asked. System prompts are honoured as
-far as a 270M base model can: they open the prompt and sometimes show (a pirate, or a one-word
-answer, in about one sample in four), but "answer in French" never was, in any framing. The
-chosen framing at t=0 / 0.3 / 0.5 / 0.7 / 1.0: 10/16, 38, 35, 33, 30/64.
-
-An empty answer never comes back silently: until the answer has printed something, the engine
-may not sample an end-of-text token or a newline (which starts every stop sequence), so the model
-always says something (without this rule, bare ``Question:/Answer:`` answered 4 of 16 prompts
-with nothing at t=0.7). Only a client's own stop sequence or a tiny ``max_tokens`` can still
-leave it empty; then the empty text comes back with its ``finish_reason`` and a warning is
+An empty answer never comes back silently: until the answer has printed something, the engine may
+not sample an end-of-text token, a newline or an image marker (which start every stop sequence), so
+the model always says something (without this rule, bare ``Question:/Answer:`` answered 4 of 16
+prompts with nothing at t=0.7). Only a client's own stop sequence or a tiny ``max_tokens`` can
+still leave it empty; then the empty text comes back with its ``finish_reason`` and a warning is
 logged. (Legacy text completions continue their prompt as written: ``providers/local_text.py``.)
 """
 
@@ -49,7 +38,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +60,7 @@ from passerelle.providers.base import (
     Usage,
 )
 from passerelle.providers.local_framing import (
+    TRANSCRIPT_STOPS,
     chunk_body,
     completion_body,
     merge_stops,
@@ -123,16 +113,23 @@ class Vocabulary:
     """What the first-token rule needs to know of the model's tokens."""
 
     blank: frozenset[int]  # print nothing but whitespace (spaces, newlines, control tokens)
-    enders: tuple[int, ...]  # would end a blank answer: end-of-text, control, a leading newline
+    # would end a blank answer: end-of-text, control, a leading newline, or a stop sequence
+    # written whole by one token (Gemma's ``<start_of_image>``)
+    enders: tuple[int, ...]
 
     @classmethod
-    def of(cls, llm: Any) -> Vocabulary:
+    def of(cls, llm: Any, stops: Sequence[str] = TRANSCRIPT_STOPS) -> Vocabulary:
+        marks = [s.encode("utf-8") for s in stops if not s.startswith("\n")]
         blank, enders = set(), []
         for token in range(llm.n_vocab()):
             text = llm.detokenize([token])
             if not text.strip():
                 blank.add(token)
-            if not text or text.lstrip(b" \t")[:1] in (b"\n", b"\r"):
+            if (
+                not text
+                or text.lstrip(b" \t")[:1] in (b"\n", b"\r")
+                or any(mark in text for mark in marks)
+            ):
                 enders.append(token)
         return cls(blank=frozenset(blank), enders=tuple(enders))
 
@@ -145,7 +142,7 @@ class _Tally:
 
     It sees every sampling step: the first shows the whole prompt (exact in both chat formats).
     Until the answer has printed something, it forbids the tokens that would end it (an
-    end-of-text token, or a newline that starts every turn marker). Spaces stay allowed: Gemma
+    end-of-text token, a newline that starts every turn marker, an image marker). Spaces stay allowed: Gemma
     writes " 5" as a space and a digit.
     """
 

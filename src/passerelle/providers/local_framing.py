@@ -1,7 +1,7 @@
 """How a chat becomes a prompt for a base model, and the sampling a request asks for.
 
-Pure functions, no engine: ``transcript`` (the ``Question:``/``Answer:`` framing after one worked
-example; why this one is in ``providers/local.py``), stop sequences, sampling parameters, and the
+Pure functions, no engine: ``transcript`` (the ``Question:``/``Answer:`` framing after two worked
+examples; why this one is in ``providers/local.py``), stop sequences, sampling parameters, and the
 OpenAI wire bodies the local engine answers with.
 """
 
@@ -16,8 +16,16 @@ import orjson
 
 from passerelle.providers.base import Usage
 
-EXAMPLE = ("What is the capital of Italy?", "The capital of Italy is Rome.")
-TRANSCRIPT_STOPS = ("\nQuestion:", "\nAnswer:", "\n\n")
+# a greeting answered as one, and a question answered briefly: the form, not a topic to copy
+EXAMPLES = (
+    ("Good evening!", "Good evening! What can I do for you?"),
+    ("Who was the first person to walk on the Moon?", "Neil Armstrong."),
+)
+TURN_STOPS = ("\nQuestion:", "\nAnswer:", "\n\n")
+# Gemma's image placeholders are plain text to llama.cpp: a base model that writes one has ended
+# its answer and starts another document (often a new ``Question:`` on the same line)
+IMAGE_MARKERS = ("<start_of_image>", "<end_of_image>")
+TRANSCRIPT_STOPS = (*TURN_STOPS, *IMAGE_MARKERS)
 DEFAULT_TEMPERATURE = 0.7
 
 
@@ -50,7 +58,7 @@ def _one_line(text: str) -> str:
 def transcript(messages: Sequence[dict[str, Any]]) -> Framing:
     """Frame a chat as a Question/Answer transcript that a base model answers in one turn.
 
-    System (and developer) messages open the prompt; then one worked example; then the turns,
+    System (and developer) messages open the prompt; then the worked examples; then the turns,
     user messages as questions and assistant messages as answers, ending on ``Answer:``.
     """
     system = " ".join(
@@ -59,7 +67,7 @@ def transcript(messages: Sequence[dict[str, Any]]) -> Framing:
         if m.get("role") in ("system", "developer")
     ).strip()
     blocks = [system] if system else []
-    blocks.append(f"Question: {EXAMPLE[0]}\nAnswer: {EXAMPLE[1]}")
+    blocks.append("\n".join(f"Question: {q}\nAnswer: {a}" for q, a in EXAMPLES))
     turns = []
     for m in messages:
         role = m.get("role")
