@@ -303,6 +303,15 @@ class Gateway:
                 ", ".join(unpriced),
             )
         await self.ledger.start()
+        sovereignty = self.config.sovereignty
+        unkept = [n for n, c in (sovereignty.classes if sovereignty else {}).items()
+                  if c.personal_data != "allow"]  # fmt: skip
+        if unkept:
+            log.warning(
+                "data classes %s ask for personal data to be pseudonymised or blocked: this "
+                "release does not detect personal data yet, so it is sent as it is",
+                ", ".join(unkept),
+            )
         if self.audit is not None:
             await self.audit.start()
         self.revenue.replace_recorded(await self.ledger.list_revenue())

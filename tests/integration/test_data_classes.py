@@ -50,7 +50,7 @@ def gw(
     config["sovereignty"] = {
         "default_class": "internal",
         "classes": {
-            "internal": {"allow": ["any"], "personal_data": "allow"},
+            "internal": {"allow": ["any"], "personal_data": "pseudonymise"},
             "confidential": {"allow": ["self-hosted", "EU"], "personal_data": "allow"},
             "secret": {"allow": ["self-hosted"]},
         },
@@ -86,6 +86,12 @@ def bank(gw: tuple[GatewayProcess, str]) -> Iterator[OpenAI]:
 
 def models_asked(upstream: UpstreamProcess) -> dict[str, int]:
     return upstream.stats()["models"]
+
+
+def test_a_personal_data_rule_not_yet_enforced_is_said_at_start_up(
+    gw: tuple[GatewayProcess, str],
+) -> None:
+    assert "data classes internal ask for personal data to be pseudonymised" in gw[0].stderr()
 
 
 def test_without_a_class_the_default_goes_anywhere(
