@@ -147,7 +147,7 @@ class Gateway:
         }
         if checks:  # after the budget and the journal: every step is reserved and journaled
             stages.append(Cascade(self.routes, self.pricer, checks))
-        stages.append(Dispatch([FailedAttemptRows(), *self.attempt_observers]))
+        stages.append(Dispatch([FailedAttemptRows(self.pricer), *self.attempt_observers]))
         return stages
 
     def data_policy(self) -> DataPolicy | None:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from openai import BadRequestError, OpenAI
+from openai import BadRequestError, InternalServerError, OpenAI
 from pydantic import BaseModel
 
 from tests.fakes.gateway import GatewayProcess, Sdk, fake_upstream_config
@@ -99,6 +99,41 @@ def test_n_choices_from_a_provider_with_one_per_call_are_n_metered_calls(
         12,
     )
     assert ledger["status"] == "ok"
+
+
+def billed(gw: GatewayProcess, request_id: str) -> tuple[int, int, bool]:
+    """The input and output tokens of every row of a request, and whether each billed row has
+    a cost."""
+    rows = [r for r in gw.ledger_rows("request_id = ?", (request_id,)) if r["output_tokens"]]
+    return (
+        sum(r["input_tokens"] for r in rows),
+        sum(r["output_tokens"] for r in rows),
+        all(r["cost_pusd"] is not None and r["cost_pusd"] > 0 for r in rows),
+    )
+
+
+def test_n_calls_that_fail_part_way_still_meter_the_calls_that_answered(
+    gw: GatewayProcess, fresh_upstream: UpstreamProcess, client: OpenAI
+) -> None:
+    # two of the three calls answer (the provider bills them), the slower third fails
+    fresh_upstream.script({}, {}, {"status": 500, "latency_ms": 300})
+    with pytest.raises(InternalServerError) as failed:
+        client.with_options(max_retries=0).chat.completions.create(
+            model="claude-test", messages=HI, n=3
+        )
+    assert fresh_upstream.stats()["requests"] == 3
+    assert billed(gw, failed.value.response.headers["x-request-id"]) == (20, 8, True)
+
+
+def test_n_calls_that_fail_part_way_before_a_fallback_are_billed_on_their_attempt_row(
+    gw: GatewayProcess, fresh_upstream: UpstreamProcess, client: OpenAI
+) -> None:
+    # lean's first attempt: two answers and a failure; its two retries fail; fake answers
+    fresh_upstream.script({}, {}, {"status": 500, "latency_ms": 300}, *[{"status": 500}] * 6)
+    raw = client.chat.completions.with_raw_response.create(model="lean-then-fake", messages=HI, n=3)
+    assert raw.headers["x-passerelle-target"] == "fake/full-2"
+    # fake gives n itself: one call, billed what the directive says (10 in, 4 out)
+    assert billed(gw, raw.headers["x-request-id"]) == (20 + 10, 8 + 4, True)
 
 
 def test_n_streamed_choices_come_back_each_under_its_index(

@@ -19,7 +19,9 @@ from passerelle.pipeline.attempts import FailedAttemptRows
 from passerelle.pipeline.chain import build_chain
 from passerelle.pipeline.context import Call, FailedAttempt
 from passerelle.pipeline.dispatch import Dispatch
+from passerelle.pipeline.resolve import Pricer
 from passerelle.pipeline.targets import Route, Target
+from passerelle.pricing.catalogue import Catalogue
 from passerelle.providers.base import Provider
 from tests.fakes.answer_stages import MODEL, SPLIT, ScriptedProvider, scripted_target
 from tests.fakes.target_stages import Flaky, Recording, Stuck
@@ -84,7 +86,7 @@ async def test_a_streamed_attempt_ends_when_its_last_event_has_been_read() -> No
 async def test_a_retried_call_is_two_attempts_and_the_failed_one_a_ledger_row() -> None:
     seen = Recording()
     call = call_to(Flaky(SPLIT, failures=1), retries=1)
-    await dispatch(call, FailedAttemptRows(), seen)
+    await dispatch(call, FailedAttemptRows(Pricer(Catalogue([]))), seen)
     assert [(a.n, a.outcome) for a in seen.ends] == [(1, "upstream_http_503"), (2, "ok")]
     assert [a.n for a in seen.starts] == [1, 2]
     latency = seen.ends[0].latency_ms

@@ -109,12 +109,27 @@ async def test_n_calls_make_one_answer_with_every_choice_and_all_the_usage() -> 
 
 
 @pytest.mark.asyncio(loop_scope="function")
-async def test_a_failing_call_cancels_the_others_and_is_the_answer() -> None:
+async def test_after_a_failure_no_call_starts_and_those_in_flight_are_billed() -> None:
     provider = OneChoice(fail_on=1)
+    spent = Usage()
     with pytest.raises(ProviderFailedError):
-        await fanout.complete(provider, ask(4), 4)
-    assert provider.cancelled >= 1
-    assert provider.in_flight == 0
+        await fanout.complete(provider, ask(6), 6, spent)
+    # calls 0, 2 and 3 were in flight with the failing one 1: they finish (the provider bills
+    # them) and their usage is what the failed fan-out spent; 4 and 5 never start
+    assert len(provider.bodies) == fanout.MAX_PARALLEL
+    assert provider.cancelled == 0 and provider.in_flight == 0
+    assert (spent.input_tokens, spent.output_tokens) == (30, 2 + 4 + 5)
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_cancelled_fan_out_cancels_its_calls() -> None:
+    provider = OneChoice()
+    task = asyncio.ensure_future(fanout.complete(provider, ask(4), 4))
+    await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert provider.cancelled == 4 and provider.in_flight == 0
 
 
 @pytest.mark.asyncio(loop_scope="function")

@@ -14,10 +14,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from passerelle.errors import ProviderError, ProviderTimeoutError
 from passerelle.pipeline.context import Call, FailedAttempt
+from passerelle.pipeline.resolve import Pricer
 from passerelle.pipeline.targets import Target
+from passerelle.providers.base import Usage
 
 OK = "ok"
 CANCELLED = "cancelled"
@@ -41,6 +44,8 @@ class Attempt:
     ttfb_ms: float | None = None  # the first byte of the answer (a stream's first event)
     error: ProviderError | None = None
     jurisdiction: str | None = None  # the target's
+    # what a failed attempt was billed all the same: the calls of a fan-out that answered
+    billed: Usage | None = None
 
 
 def failure_code(exc: ProviderError) -> str:
@@ -63,15 +68,29 @@ class AttemptObserver:
 
 class FailedAttemptRows(AttemptObserver):
     """A failed attempt becomes a ledger row of its own (the meter writes those that came before
-    the call's last attempt), since the upstream may bill it (a timeout is not a refusal)."""
+    the call's last attempt), since the upstream may bill it (a timeout is not a refusal). What
+    it was billed for all the same (``Attempt.billed``) is on its row, priced."""
+
+    def __init__(self, pricer: Pricer) -> None:
+        self._pricer = pricer
 
     def ended(self, call: Call, attempt: Attempt) -> None:
         if attempt.error is None or attempt.outcome is None:
             return
         latency = attempt.latency_ms or 0.0
+        billed = attempt.billed
+        cost: Decimal | None = Decimal(0)
+        if billed is not None and call.target is not None:
+            cost = self._pricer.cost(call.target, call.received_at, billed)
         call.failed_attempts.append(
             FailedAttempt(
-                attempt.n, attempt.provider, attempt.upstream_model, attempt.outcome, latency
+                attempt.n,
+                attempt.provider,
+                attempt.upstream_model,
+                attempt.outcome,
+                latency,
+                usage=billed,
+                cost_usd=cost,
             )
         )
 

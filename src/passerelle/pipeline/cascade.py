@@ -29,7 +29,6 @@ from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import Call, FailedAttempt
 from passerelle.pipeline.resolve import Pricer
 from passerelle.pipeline.targets import Route
-from passerelle.pricing.cost import cost_usd
 from passerelle.providers.base import Completion
 
 REFUSAL = re.compile(
@@ -131,19 +130,8 @@ class Cascade:
         """The answer is not served: it becomes a billed attempt of the call."""
         target = call.target
         assert target is not None
-        price = self._pricer.price(target, call.received_at)
         usage = completion.usage
-        cost = (
-            cost_usd(
-                price,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cached_tokens=usage.cached_tokens,
-                cache_write_tokens=usage.cache_write_tokens,
-            )
-            if price is not None
-            else None
-        )
+        cost = self._pricer.cost(target, call.received_at, usage)
         latency = (call.first_token_at or 0.0) - call.started
         call.failed_attempts.append(
             FailedAttempt(

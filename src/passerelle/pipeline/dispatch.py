@@ -40,7 +40,7 @@ from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import Call, ChunkStream
 from passerelle.pipeline.targets import NoEligibleTargetError, Target
 from passerelle.providers import fanout
-from passerelle.providers.base import UpstreamRequest
+from passerelle.providers.base import UpstreamRequest, Usage
 from passerelle.providers.resilience import TRIAL_WAIT_S, backoff_delay
 
 
@@ -166,11 +166,15 @@ class Dispatch:
             return
         else:
             calls = fanout.fans_out(provider, request)
-            completion = await (
-                fanout.complete(provider, request, calls)
-                if calls > 1
-                else provider.complete(request)
-            )
+            if calls > 1:
+                spent = Usage()
+                try:
+                    completion = await fanout.complete(provider, request, calls, spent)
+                except ProviderError:
+                    attempt.billed = spent if spent.input_tokens or spent.output_tokens else None
+                    raise
+            else:
+                completion = await provider.complete(request)
             call.first_token_at = time.perf_counter()
             attempts.first_byte(attempt, call.first_token_at)
             call.usage = completion.usage

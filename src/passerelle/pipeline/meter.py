@@ -118,10 +118,17 @@ class Meter:
         return baseline - call.cost_usd
 
     async def _record(self, call: Call) -> None:
+        last = call.failed_attempts[-1] if call.failed_attempts else None
+        if last is not None and last.n == call.attempts and call.usage is None:
+            call.usage = last.usage  # the call ended on an attempt that was billed all the same
         usage = observed_usage(call)
         call.usage = usage
         cost, version = self.price_call(call, usage)
-        set_aside = [a.cost_usd for a in call.failed_attempts if a.usage is not None]
+        # earlier attempts billed all the same (a cascade's set-aside answers, a fan-out's calls
+        # before it failed) have rows of their own; the call's cost counts them
+        set_aside = [
+            a.cost_usd for a in call.failed_attempts if a.usage is not None and a.n < call.attempts
+        ]
         # the call's cost counts the answers a cascade paid for and did not serve
         call.cost_usd = (
             cost + sum((c for c in set_aside if c is not None), Decimal(0))

@@ -10,12 +10,15 @@ is left); later stages narrow them further with ``call.narrow``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from passerelle.errors import NotFoundError
 from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import Call
 from passerelle.pipeline.targets import Route, Target, capability_filters
 from passerelle.pricing.catalogue import Catalogue, Price
+from passerelle.pricing.cost import cost_usd
+from passerelle.providers.base import Usage
 
 
 class Pricer:
@@ -28,6 +31,19 @@ class Pricer:
         if target.price is not None:
             return target.price
         return self._catalogue.lookup(target.upstream_model, datetime.fromtimestamp(at, UTC).date())
+
+    def cost(self, target: Target, at: float, usage: Usage) -> Decimal | None:
+        """What ``usage`` on the target cost on that day; None when it has no known price."""
+        price = self.price(target, at)
+        if price is None:
+            return None
+        return cost_usd(
+            price,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+        )
 
 
 class Resolve:

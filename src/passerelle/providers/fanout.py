@@ -14,6 +14,10 @@ order of the events does not matter to it), each one's events re-indexed, and th
 reported once, at the end, for all of them. Every call gets the same request; a client that
 sends a ``seed`` gets ``n`` identical answers, as it would from a single call with that seed on
 most engines.
+
+If one call fails, no further call starts and those in flight are waited for rather than
+cancelled: the provider bills them either way, and their usage goes to the failed attempt's
+ledger row (``spent``, ``Attempt.billed``), so a fan-out that fails is never free.
 """
 
 from __future__ import annotations
@@ -80,24 +84,47 @@ def merge(answers: list[Completion]) -> Completion:
     return Completion(orjson.dumps(merged), usage, answers[0].upstream_model)
 
 
-async def complete(provider: Provider, request: UpstreamRequest, n: int) -> Completion:
-    """``n`` calls, ``MAX_PARALLEL`` at a time; the first failure cancels the others."""
+class _NotStarted(Exception):
+    """A call not started because another had failed."""
+
+
+async def complete(
+    provider: Provider, request: UpstreamRequest, n: int, spent: Usage | None = None
+) -> Completion:
+    """``n`` calls, ``MAX_PARALLEL`` at a time. After a failure no call starts, but those in
+    flight are waited for, since the provider bills them: their usage is added to ``spent`` and
+    the first failure raised."""
     gate = asyncio.Semaphore(MAX_PARALLEL)
     one = _single(request)
+    failed = False
 
     async def call() -> Completion:
+        nonlocal failed
         async with gate:
-            return await provider.complete(one)
+            if failed:
+                raise _NotStarted
+            try:
+                return await provider.complete(one)
+            except BaseException:
+                failed = True
+                raise
 
     tasks = [asyncio.ensure_future(call()) for _ in range(n)]
     try:
-        answers = await asyncio.gather(*tasks)
-    except BaseException:
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    except BaseException:  # the call itself was cancelled: so are its calls
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    return merge(list(answers))
+    answers = [r for r in results if isinstance(r, Completion)]
+    errors = [r for r in results if isinstance(r, BaseException) and not isinstance(r, _NotStarted)]
+    if errors:
+        if spent is not None:
+            for answer in answers:
+                _add(spent, answer.usage)
+        raise errors[0]
+    return merge(answers)
 
 
 def _payload(data: bytes) -> dict[str, Any] | None:
