@@ -21,7 +21,7 @@ from passerelle.errors import (
     ProviderRejectedError,
 )
 from passerelle.providers.base import UpstreamRequest
-from passerelle.providers.local import LocalProvider, Vocabulary
+from passerelle.providers.local import LocalProvider
 from passerelle.providers.local_framing import (
     DEFAULT_TEMPERATURE,
     EXAMPLES,
@@ -33,6 +33,7 @@ from passerelle.providers.local_framing import (
     sampling,
     transcript,
 )
+from passerelle.providers.local_sampling import Vocabulary
 from passerelle.providers.settings import LocalSettings
 
 EXAMPLE_BLOCK = (

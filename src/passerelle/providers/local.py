@@ -38,9 +38,8 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +56,8 @@ from passerelle.providers.base import (
     Provider,
     StreamChunk,
     UpstreamRequest,
-    Usage,
 )
 from passerelle.providers.local_framing import (
-    TRANSCRIPT_STOPS,
     chunk_body,
     completion_body,
     merge_stops,
@@ -76,6 +73,7 @@ from passerelle.providers.local_json import (
     instructed,
     json_format,
 )
+from passerelle.providers.local_sampling import EMPTY_VOCABULARY, Tally, Vocabulary
 from passerelle.providers.local_text import Prompt, complete_text, engine_pieces, stream_text
 from passerelle.providers.settings import LocalSettings
 
@@ -103,67 +101,6 @@ def model_path(spec: str) -> Path:
     if not path.is_file():
         raise ConfigError(f"local model file {spec} does not exist")
     return path
-
-
-# --- the transcript framing and the request's parameters: pure functions ----------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Vocabulary:
-    """What the first-token rule needs to know of the model's tokens."""
-
-    blank: frozenset[int]  # print nothing but whitespace (spaces, newlines, control tokens)
-    # would end a blank answer: end-of-text, control, a leading newline, or a stop sequence
-    # written whole by one token (Gemma's ``<start_of_image>``)
-    enders: tuple[int, ...]
-
-    @classmethod
-    def of(cls, llm: Any, stops: Sequence[str] = TRANSCRIPT_STOPS) -> Vocabulary:
-        marks = [s.encode("utf-8") for s in stops if not s.startswith("\n")]
-        blank, enders = set(), []
-        for token in range(llm.n_vocab()):
-            text = llm.detokenize([token])
-            if not text.strip():
-                blank.add(token)
-            if (
-                not text
-                or text.lstrip(b" \t")[:1] in (b"\n", b"\r")
-                or any(mark in text for mark in marks)
-            ):
-                enders.append(token)
-        return cls(blank=frozenset(blank), enders=tuple(enders))
-
-
-EMPTY_VOCABULARY = Vocabulary(blank=frozenset(), enders=())
-
-
-class _Tally:
-    """One generation's token counts, kept by a logits processor on the engine thread.
-
-    It sees every sampling step: the first shows the whole prompt (exact in both chat formats).
-    Until the answer has printed something, it forbids the tokens that would end it (an
-    end-of-text token, a newline that starts every turn marker, an image marker). Spaces stay allowed: Gemma
-    writes " 5" as a space and a digit.
-    """
-
-    def __init__(self) -> None:
-        self.prompt_tokens = 0
-        self.sampled = 0
-        self.vocabulary = EMPTY_VOCABULARY
-        self._spoke = False
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        if self.sampled == 0:
-            self.prompt_tokens = len(input_ids)
-        elif not self._spoke:
-            self._spoke = int(input_ids[-1]) not in self.vocabulary.blank
-        if not self._spoke:
-            scores[list(self.vocabulary.enders)] = float("-inf")
-        self.sampled += 1
-        return scores
-
-    def usage(self) -> Usage:
-        return Usage(input_tokens=self.prompt_tokens, output_tokens=self.sampled)
 
 
 def default_threads() -> int:
@@ -260,7 +197,7 @@ class LocalProvider(Provider):
             )
         self._pending += 1
 
-    def _run(self, body: dict[str, Any], tally: _Tally, prompt: Prompt | None) -> Pieces:
+    def _run(self, body: dict[str, Any], tally: Tally, prompt: Prompt | None) -> Pieces:
         """On the engine thread: yields (text piece, finish reason or None)."""
         llm = self._engine()
         params = sampling(body, self._settings.default_max_tokens)
@@ -307,7 +244,7 @@ class LocalProvider(Provider):
     def _work(
         self,
         body: dict[str, Any],
-        tally: _Tally,
+        tally: Tally,
         stop: threading.Event,
         post: Callable[[Any], None],
         prompt: Prompt | None,
@@ -327,7 +264,7 @@ class LocalProvider(Provider):
             post(_END)
 
     async def _generate(
-        self, request: UpstreamRequest, tally: _Tally, prompt: Prompt | None = None
+        self, request: UpstreamRequest, tally: Tally, prompt: Prompt | None = None
     ) -> AsyncGenerator[Piece, None]:
         """Admit the request, run it on the engine thread, relay its pieces, the leading space
         (after ``Answer:``; not a legacy completion's) dropped. Closing it stops the engine."""
@@ -366,13 +303,13 @@ class LocalProvider(Provider):
 
     async def stream(self, request: UpstreamRequest) -> AsyncGenerator[StreamChunk, None]:
         if request.endpoint == "completions":
-            async with contextlib.aclosing(stream_text(self._generate, _Tally, request)) as texts:
+            async with contextlib.aclosing(stream_text(self._generate, Tally, request)) as texts:
                 async for chunk in texts:
                     yield chunk
                 return
         rid = "chatcmpl-" + uuid.uuid4().hex
         model = request.upstream_model
-        tally = _Tally()
+        tally = Tally()
         finish, chars, role_sent = "stop", 0, False
         async with contextlib.aclosing(self._generate(request, tally)) as pieces:
             async for text, reason in pieces:
@@ -402,8 +339,8 @@ class LocalProvider(Provider):
 
     async def complete(self, request: UpstreamRequest) -> Completion:
         if request.endpoint == "completions":
-            return await complete_text(self._generate, _Tally, request)
-        tally = _Tally()
+            return await complete_text(self._generate, Tally, request)
+        tally = Tally()
         parts: list[str] = []
         finish = "stop"
         async with contextlib.aclosing(self._generate(request, tally)) as pieces:

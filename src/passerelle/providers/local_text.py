@@ -27,7 +27,7 @@ Piece = tuple[str, str | None]
 
 
 class Counted(Protocol):
-    """The engine's token count of one generation (``local._Tally``)."""
+    """The engine's token count of one generation (``local_sampling.Tally``)."""
 
     def usage(self) -> Usage: ...
 
