@@ -232,3 +232,16 @@ BUDGET_BODY = {
     "max_tokens": 100,
     "messages": [{"role": "user", "content": "hi #usage:10,50,0"}],
 }
+
+
+def test_a_stop_sent_as_soon_as_it_is_ready_drains_and_exits_cleanly(
+    upstream: UpstreamProcess, tmp_path: Path
+) -> None:
+    # a supervisor may stop a replica the moment it says it is ready: the shutdown still runs
+    for attempt in range(3):
+        gw = GatewayProcess(tmp_path / str(attempt), fake_upstream_config(upstream.url))
+        gw.start()
+        gw.stop()
+        assert gw.process is not None
+        assert gw.process.returncode == 0, gw.stderr()
+        assert "shutting down" in gw.stderr()

@@ -121,14 +121,15 @@ async def serve(
     # which otherwise stall every request in flight for tens of milliseconds
     gc.collect()
     gc.freeze()
-    if on_ready is not None:
-        bound = runner.addresses[0] if runner.addresses else (host, port)
-        on_ready(bound[0], bound[1])
+    # the handlers before the word that it is ready: a stop sent at once must drain, not kill
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    if on_ready is not None:
+        bound = runner.addresses[0] if runner.addresses else (host, port)
+        on_ready(bound[0], bound[1])
     try:
         await stop.wait()
     finally:
