@@ -56,6 +56,7 @@ from passerelle.routing.router import LearnedRouter
 from passerelle.sovereignty.classes import DataPolicy, data_policy
 from passerelle.store.answers import AnswerStore, Bounds, LocalAnswers, RedisAnswers
 from passerelle.store.audit import open_audit
+from passerelle.store.audit_spool import AuditSpool
 from passerelle.store.base import Ledger
 from passerelle.store.conversations import (
     ConversationStore,
@@ -243,6 +244,7 @@ class Gateway:
             audit = AuditTrail(
                 open_audit(config.store),
                 key.encode(),
+                spool=AuditSpool(data_dir),
                 flush_every_s=config.audit.flush_every_s,
                 checkpoint_every_s=config.audit.checkpoint_every_s,
             )

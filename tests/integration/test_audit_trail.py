@@ -6,7 +6,8 @@ head. Each attempt is a record saying where the data went and why, with the end 
 keyed pseudonym and no prompt text; ``passerelle audit verify`` finds the trail intact. Then the
 database is edited as an insider would: a record changed, a record deleted, the tail cut with
 the checkpoints beside it. ``verify`` names the first bad record each time, the cut tail against
-an export kept elsewhere.
+an export kept elsewhere. A gateway killed before it wrote its records to the store loses none:
+the next start writes them from the process's spool file, in the dead chain, intact.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ class Trail:
         return [orjson.loads(r[0]) for r in rows]
 
 
-def served(tmp_path: Path, upstream: UpstreamProcess, store: str) -> GatewayProcess:
+def served(
+    tmp_path: Path, upstream: UpstreamProcess, store: str, flush_every_s: float = 0.05
+) -> GatewayProcess:
     config = fake_upstream_config(upstream.url, store=store)
     fake = {**config["providers"][0], "max_retries": 1}
     config["providers"] = [
@@ -82,7 +85,7 @@ def served(tmp_path: Path, upstream: UpstreamProcess, store: str) -> GatewayProc
             "secret": {"allow": ["self-hosted"]},
         }
     }
-    config["audit"] = {"key": "env:AUDIT_KEY", "flush_every_s": 0.05}
+    config["audit"] = {"key": "env:AUDIT_KEY", "flush_every_s": flush_every_s}
     return GatewayProcess(tmp_path, config, env={"AUDIT_KEY": "audit-key-for-tests"})
 
 
@@ -165,3 +168,29 @@ def test_every_attempt_is_recorded_verified_and_every_rewrite_named(
     assert gw.cli("audit", "verify").returncode == 0  # a cut the store alone cannot show
     cut = gw.cli("audit", "verify", "--checkpoints", str(export))
     assert cut.returncode == 1 and "record 3: cut" in cut.stdout
+
+
+def test_a_gateway_killed_before_writing_its_records_loses_none(
+    tmp_path: Path, upstream: UpstreamProcess, store: str
+) -> None:
+    gw = served(tmp_path / "gw", upstream, store, flush_every_s=60)  # nothing written in time
+    gw.start()
+    try:
+        drive(gw, upstream)
+    finally:
+        gw.kill()
+        gw.stop()
+    with gw:  # the next start finds the dead process's records
+        pass
+    trail = Trail(store)
+    events = [(b["event"], b.get("outcome")) for b in trail.bodies()]
+    assert events.count(("chain_started", None)) == 2
+    assert [e for e in events if e[0] == "attempt"] == [
+        ("attempt", "ok"),
+        ("attempt", "ok"),
+        ("attempt", "upstream_http_500"),
+        ("attempt", "ok"),
+    ]
+    ok = gw.cli("audit", "verify")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "intact: 6 records in 2 chain(s)" in ok.stdout

@@ -6,10 +6,13 @@ model and jurisdiction, the outcome, the targets the call's filters removed and 
 each, the types and counts of the personal data pseudonymised (never the values), and the end
 user as a keyed pseudonym only. The record is chained at once, in memory, in this process's
 chain (``sovereignty/audit.py``), and queued; a writer task stores the queue in batches every
-``flush_every_s``, so a request never waits on the database. The writer also signs the chain's
-head every ``checkpoint_every_s`` and at shutdown. While the store is unreachable, records wait
-in memory (up to ``MAX_PENDING``, then the oldest are dropped and counted in the log, and the gap
-shows in the chain), and are written when it is back.
+``flush_every_s``, so a request never waits on the database. Each record also goes to this
+process's spool file as it is chained (``store/audit_spool.py``), so a process killed before a
+batch loses none: the next start stores the dead process's records. The writer also signs the
+chain's head every ``checkpoint_every_s`` and at shutdown. While the store is unreachable, records
+wait in memory (up to ``MAX_PENDING``, then the oldest are dropped from memory and counted in the
+log; they stay in the spool, which is kept at shutdown for the next start to store), and are
+written when it is back.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from passerelle.pipeline.attempts import Attempt, AttemptObserver
 from passerelle.pipeline.context import Call
 from passerelle.sovereignty.audit import Chain, pseudonym
 from passerelle.store.audit import AuditRecord, AuditStore
+from passerelle.store.audit_spool import AuditSpool
 
 log = logging.getLogger("passerelle.audit")
 MAX_PENDING = 100_000
@@ -41,10 +45,12 @@ class AuditTrail(AttemptObserver):
         store: AuditStore,
         key: bytes,
         *,
+        spool: AuditSpool | None = None,
         flush_every_s: float = 0.2,
         checkpoint_every_s: float = 300.0,
     ) -> None:
         self.store = store
+        self._spool = spool
         self._key = key
         self._chain = Chain(key, chain_name())
         self._pending: deque[AuditRecord] = deque()
@@ -52,6 +58,7 @@ class AuditTrail(AttemptObserver):
         self._checkpoint_every_s = checkpoint_every_s
         self._writer: asyncio.Task[None] | None = None
         self._dropped = 0
+        self._spool_whole = True  # every record not in the store is still in memory
 
     @property
     def chain(self) -> str:
@@ -59,6 +66,15 @@ class AuditTrail(AttemptObserver):
 
     async def start(self) -> None:
         await self.store.start()
+        if self._spool is not None:
+            left = self._spool.take_over()
+            if left:  # a dead process's records, in their chains: stored before they are witnessed
+                await self.store.restore(left)
+                log.warning(
+                    "audit: %d records of a stopped process stored from its spool", len(left)
+                )
+            self._spool.forget_taken()
+            self._spool.open()
         # the first record witnesses the chains already kept: cutting one breaks this one
         witness = {c: [seq, head] for c, seq, head in await self.store.heads()}
         self._add({"event": "chain_started", "witness": witness}, time.time())
@@ -71,6 +87,8 @@ class AuditTrail(AttemptObserver):
         await self._flush()
         if not self._pending:
             await self._checkpoint()
+        if self._spool is not None:
+            self._spool.close(all_stored=not self._pending and self._spool_whole)
         await self.store.close()
 
     def ended(self, call: Call, attempt: Attempt) -> None:
@@ -94,10 +112,14 @@ class AuditTrail(AttemptObserver):
         self._add(body, time.time())
 
     def _add(self, body: dict[str, Any], ts: float) -> None:
-        self._pending.append(self._chain.append(body, ts))
+        record = self._chain.append(body, ts)
+        self._pending.append(record)
+        if self._spool is not None:
+            self._spool.add(record)
         if len(self._pending) > MAX_PENDING:
             self._pending.popleft()
             self._dropped += 1
+            self._spool_whole = False  # the spool alone has it now: never empty it
 
     async def _write(self) -> None:
         last_checkpoint = time.monotonic()
@@ -121,6 +143,8 @@ class AuditTrail(AttemptObserver):
                 return
             for _ in batch:
                 self._pending.popleft()
+        if self._spool is not None and self._spool_whole:
+            self._spool.stored()
 
     async def _checkpoint(self) -> None:
         try:

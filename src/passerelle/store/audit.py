@@ -45,6 +45,10 @@ class AuditStore(Protocol):
 
     async def append(self, records: Sequence[AuditRecord]) -> None: ...
 
+    async def restore(self, records: Sequence[AuditRecord]) -> None:
+        """Add the records the store lacks; one it holds stays as it is."""
+        ...
+
     async def add_checkpoint(self, checkpoint: Checkpoint) -> None: ...
 
     async def heads(self) -> list[tuple[str, int, str]]:
@@ -110,6 +114,11 @@ class SqliteAudit(AuditStore):
         rows = [(r.chain, r.seq, r.ts, r.body, r.hash) for r in records]
         await self._run("INSERT INTO audit_records VALUES (?, ?, ?, ?, ?)", rows, many=True)
 
+    async def restore(self, records: Sequence[AuditRecord]) -> None:
+        rows = [(r.chain, r.seq, r.ts, r.body, r.hash) for r in records]
+        sql = "INSERT OR IGNORE INTO audit_records VALUES (?, ?, ?, ?, ?)"
+        await self._run(sql, rows, many=True)
+
     async def add_checkpoint(self, c: Checkpoint) -> None:
         row = (c.chain, c.seq, c.ts, c.hash, c.signature)
         await self._run("INSERT INTO audit_checkpoints VALUES (?, ?, ?, ?, ?)", [row], many=True)
@@ -160,6 +169,12 @@ class PostgresAudit(AuditStore):
         rows = [(r.chain, r.seq, r.ts, r.body, r.hash) for r in records]
         async with self._ready().acquire() as conn, conn.transaction():  # all or none
             await conn.executemany("INSERT INTO audit_records VALUES ($1, $2, $3, $4, $5)", rows)
+
+    async def restore(self, records: Sequence[AuditRecord]) -> None:
+        rows = [(r.chain, r.seq, r.ts, r.body, r.hash) for r in records]
+        sql = "INSERT INTO audit_records VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
+        async with self._ready().acquire() as conn, conn.transaction():
+            await conn.executemany(sql, rows)
 
     async def add_checkpoint(self, c: Checkpoint) -> None:
         await self._ready().execute(

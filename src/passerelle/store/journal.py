@@ -16,14 +16,13 @@ cache outlives the process, so a process crash loses nothing; only a host crash 
 At the next start the calls begun and never ended are reconciled (``Gateway.reconcile``).
 
 One file per process, ``journal-<pid>-<random>.jsonl`` in the data directory, held under an exclusive
-``flock`` for the process's life: a journal whose lock can be taken belongs to a dead process, so
-workers sharing one directory never reconcile each other's live calls. The file is compacted
+``flock`` for the process's life (``store/process_files.py``): a journal whose lock can be taken
+belongs to a dead process, so workers sharing one directory never reconcile each other's live calls. The file is compacted
 (rewritten with only the calls still open) as it grows, and removed at a clean shutdown.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 from dataclasses import dataclass, field
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from passerelle.store.process_files import create_locked, forget, own_path, take_dead
 
 log = logging.getLogger("passerelle.store")
 
@@ -106,7 +107,7 @@ class Journal:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.path = directory / f"journal-{os.getpid()}-{os.urandom(4).hex()}.jsonl"
+        self.path = own_path(directory, "journal")
         self._fd: int | None = None
         self._open: dict[str, list[bytes]] = {}  # request id -> its lines (kept by compaction)
         self._begun: set[str] = set()
@@ -118,42 +119,17 @@ class Journal:
     def take_over(self) -> list[OpenCall]:
         """Lock every journal whose process is dead and return its unfinished calls; ``forget``
         removes them once they are reconciled. Journals of live processes are left alone."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        found: list[OpenCall] = []
-        for path in sorted(self.directory.glob("journal-*.jsonl")):
-            if path == self.path:
-                continue
-            try:
-                fd = os.open(path, os.O_RDWR)
-            except FileNotFoundError:
-                continue  # compacted or removed by its owner meanwhile
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)  # its process is alive
-                continue
-            if not path.exists() or os.fstat(fd).st_ino != path.stat().st_ino:
-                os.close(fd)  # replaced by a compaction while we looked: its owner lives
-                continue
-            self._taken.append((path, fd))
-            found.extend(_read(path))
-        return found
+        self._taken = take_dead(self.directory, "journal", self.path)
+        return [call for path, _ in self._taken for call in _read(path)]
 
     def forget_taken(self) -> None:
         """The dead journals are reconciled: remove them."""
-        for path, fd in self._taken:
-            path.unlink(missing_ok=True)
-            os.close(fd)
+        forget(self._taken)
         self._taken = []
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._fd = self._create(self.path)
-
-    def _create(self, path: Path) -> int:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return fd
+        self._fd = create_locked(self.path)
 
     def close(self) -> None:
         """A clean shutdown: every call has ended; a call still open stays for the next start."""
@@ -221,7 +197,7 @@ class Journal:
         tmp = self.path.with_suffix(".compact")
         self._ends = b""  # the rewrite holds only the open calls: the ended ones are gone
         try:
-            fd = self._create(tmp)
+            fd = create_locked(tmp)
             os.write(fd, b"".join(line for lines in self._open.values() for line in lines))
             os.rename(tmp, self.path)
         except OSError as exc:
