@@ -18,6 +18,8 @@ policy with every request in a class that narrows the targets (``confidential``,
 fake provider in the EU), so its cost when on is the difference between the two rows; off, the
 stage is not in the chain at all. ``cache_miss`` and ``cache_hit`` are the exact cache on, with
 the overhead benchmark's bodies for those variants: every request a miss, or every one a hit.
+``audit`` is the audit trail: a keyed, chained record per attempt, appended to the process's
+spool file and stored in batches.
 
 Comparing two versions: run it once per version (``PYTHONPATH=<other checkout>/src`` selects the
 gateway's code, as for the overhead benchmark) and compare the ratios to the reference, which
@@ -72,8 +74,20 @@ def with_cache(config: dict[str, Any]) -> dict[str, str]:
     return {}
 
 
+def with_audit(config: dict[str, Any]) -> dict[str, str]:
+    """The audit trail on: a chained record per attempt, spooled to its file, stored in batches."""
+    os.environ.setdefault("PASSERELLE_BENCH_AUDIT_KEY", "a key for the benchmark")
+    config["audit"] = {"key": "env:PASSERELLE_BENCH_AUDIT_KEY"}
+    return {}
+
+
 # a stage to count on top of metering: (config) -> the request headers that exercise it
-STAGES = {"policy": with_policy, "cache_miss": with_cache, "cache_hit": with_cache}
+STAGES = {
+    "policy": with_policy,
+    "cache_miss": with_cache,
+    "cache_hit": with_cache,
+    "audit": with_audit,
+}
 
 
 def under_callgrind(cmd: list[str], out: Path) -> list[str]:
