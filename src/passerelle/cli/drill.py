@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -32,7 +33,8 @@ from passerelle.store.query import parse_when
 def _price(change: Any) -> str:
     if not change:
         return "-"
-    return f"{change['input_per_mtok_usd']} / {change['output_per_mtok_usd']}"
+    a, b = (Decimal(change[k]).normalize() for k in ("input_per_mtok_usd", "output_per_mtok_usd"))
+    return f"{a:+f} / {b:+f}"
 
 
 def _exposure(rows: list[dict[str, Any]], column: str) -> str:
