@@ -23,6 +23,7 @@ from multidict import CIMultiDict
 
 from passerelle.errors import APIError, PermissionDeniedError
 from passerelle.pipeline.answer import AnswerStream, deliver
+from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.chain import Next, Stage, build_chain
 from passerelle.pipeline.context import Call
 from passerelle.pipeline.parse import FEATURE_HEADER
@@ -62,12 +63,14 @@ class Without:
 
 
 def drill_chain(stages: Sequence[Stage], provider: str, tenant: str) -> Next:
-    """The gateway's ``stages`` (authentication first) as the drill runs them."""
-    out: list[Stage] = [DrillCaller(tenant)]
-    for stage in stages[1:]:
-        out.append(stage)
+    """The gateway's ``stages``, the very instances that serve clients
+    (their cache, breakers and counters), linked as the drill runs them."""
+    out: list[Stage] = []
+    for stage in stages:
+        out.append(DrillCaller(tenant) if isinstance(stage, Auth) else stage)
         if isinstance(stage, Resolve):
             out.append(Without(provider))
+    assert any(isinstance(s, Without) for s in out), "a chain without resolution"
     return build_chain(out)
 
 

@@ -113,7 +113,7 @@ async def post_drill(request: web.Request) -> web.Response:
     samples = _samples(body)
     results: list[LiveResult] | None = None
     if live:
-        chain = drill_chain(gateway.stages(), provider, tenant)
+        chain = drill_chain(gateway.pipeline, provider, tenant)
         results = []
         for model in chosen if chosen is not None else sorted(topo.models):
             if all(t.provider == provider for t in topo.models[model]):
