@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -81,6 +82,7 @@ def test_synthetic_calls_reach_the_remaining_targets_and_never_the_excluded_prov
     usage = admin(gw, "/admin/usage?group_by=tenant,feature")
     drill_rows = [r for r in usage["data"] if r["feature"] == "exit-drill"]
     assert [(r["tenant"], r["requests"]) for r in drill_rows] == [("globex", 3)]
+    assert Decimal(drill_rows[0]["cost_usd"]) > 0  # their cost is visible
     assert all(r["request_id"] for r in results.values())
 
 

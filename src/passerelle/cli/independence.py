@@ -55,6 +55,8 @@ def _hhi(value: Any, reading: Any) -> str:
 
 
 def render_breakdown(part: dict[str, Any]) -> list[str]:
+    if not part["providers"]:
+        return [f"no calls reached a provider ({part['totals']['not_sent']} not sent)"]
     providers = [[p["name"], p["jurisdiction"], *_share_cells(p)] for p in part["providers"]]
     totals = part["totals"]
     out = [
