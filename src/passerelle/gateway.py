@@ -96,10 +96,12 @@ class Gateway:
     # the learned router of each `learned` route, loaded at start-up (``load_routers``)
     routers: dict[str, LearnedRouter] = field(default_factory=dict)
     chain: Next = field(init=False)
+    pipeline: list[Stage] = field(init=False)  # the stages of ``chain``, in order (the exit drill)
     _refresher: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.chain = build_chain(self.stages())
+        self.pipeline = self.stages()
+        self.chain = build_chain(self.pipeline)
 
     def stages(self) -> list[Stage]:
         """The request path, in order (see pipeline/chain.py for why this order)."""

@@ -33,6 +33,8 @@ ROUTES = {
     ("GET", "/openapi.json"): "anyone",
     ("GET", "/admin/usage"): "admin",
     ("GET", "/admin/savings"): "admin",
+    ("GET", "/admin/independence"): "admin",
+    ("POST", "/admin/drill"): "admin",
     ("GET", "/admin/margins"): "admin",
     ("GET", "/admin/revenue"): "admin",
     ("POST", "/admin/revenue"): "admin",

@@ -8,6 +8,8 @@ import click
 
 from passerelle.cli.audit import audit_group
 from passerelle.cli.config import config_group
+from passerelle.cli.drill import drill_cmd
+from passerelle.cli.independence import independence_cmd
 from passerelle.cli.keys import keys_group
 from passerelle.cli.margins import margins_cmd, revenue_group
 from passerelle.cli.router import router_group
@@ -32,6 +34,8 @@ cli.add_command(margins_cmd)
 cli.add_command(revenue_group)
 cli.add_command(audit_group)
 cli.add_command(router_group)
+cli.add_command(independence_cmd)
+cli.add_command(drill_cmd)
 
 
 def main() -> None:

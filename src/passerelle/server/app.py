@@ -20,6 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from passerelle.gateway import Gateway
 from passerelle.server.admin import add_admin_routes
 from passerelle.server.connections import ConnectionLimits, GuardedAppRunner
+from passerelle.server.drill import add_drill_routes
 from passerelle.server.errors import error_middleware
 from passerelle.server.feedback import add_feedback_routes
 from passerelle.server.responses import add_responses_routes
@@ -80,6 +81,7 @@ def create_app(gateway: Gateway) -> web.Application:
     add_responses_routes(app)
     add_feedback_routes(app)
     add_admin_routes(app)
+    add_drill_routes(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await gateway.start()

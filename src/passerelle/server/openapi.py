@@ -286,6 +286,20 @@ def _schemas() -> dict[str, Any]:
                 },
             },
         },
+        "DrillRequest": {
+            "type": "object",
+            "required": ["without"],
+            "properties": {
+                "without": {"type": "string", "maxLength": 256, "description": "A provider."},
+                "live": {"type": "boolean", "description": "Send synthetic calls too."},
+                "since": {"type": "string", **TIME},
+                "until": {"type": "string", **TIME},
+                "tenant": TENANT,
+                "data_class": {"type": "string", "maxLength": 256},
+                "models": {"type": "array", "items": {"type": "string", "maxLength": 256}},
+                "samples": {"type": "integer", "minimum": 1, "maximum": 5},
+            },
+        },
         "RevenueEntry": {
             "type": "object",
             "required": ["tenant", "period", "amount"],
@@ -440,6 +454,33 @@ def _paths() -> dict[str, Any]:
                 "responses": _answers(
                     "Requests, cache hits and hit rate, cost paid, saved (by source) and the "
                     "cost without savings, grouped; money to the pico-dollar.",
+                    obj,
+                ),
+            }
+        },
+        "/admin/independence": {
+            "get": {
+                "operationId": "adminIndependence",
+                "security": admin,
+                "parameters": [
+                    _query("since", "ISO date or time, or a span like 24h, 7d, 30m.", **TIME),
+                    _query("until", "ISO date or time, or a span like 24h, 7d, 30m.", **TIME),
+                ],
+                "responses": _answers(
+                    "Shares of requests, tokens and spend by provider and jurisdiction, overall "
+                    "and per feature, their concentration (HHI) and each model's fallbacks.",
+                    obj,
+                ),
+            }
+        },
+        "/admin/drill": {
+            "post": {
+                "operationId": "adminExitDrill",
+                "security": admin,
+                "requestBody": _json_body(_ref("DrillRequest")),
+                "responses": _answers(
+                    "What breaks and what moves without the provider; with `live`, the "
+                    "synthetic calls' results.",
                     obj,
                 ),
             }
