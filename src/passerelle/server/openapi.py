@@ -14,85 +14,19 @@ from typing import Any
 
 import orjson
 
-from passerelle.months import MONTH_PATTERN
 from passerelle.pipeline.parse import MAX_STORED_TEXT, ROLES
-from passerelle.tenancy import MAX_TENANT_NAME
+from passerelle.server.openapi_admin import admin_paths, admin_schemas
+from passerelle.server.openapi_parts import (
+    CACHE_CONTROL,
+    FEATURE,
+    IDEMPOTENCY,
+    answers,
+    anthropic_answers,
+    json_body,
+    ref,
+)
 
 VERSION = "1.0.0"
-JSON = "application/json"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json_body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
-    return {"required": required, "content": {JSON: {"schema": schema}}}
-
-
-def _answers(ok: str, ok_schema: dict[str, Any], *, status: str = "200") -> dict[str, Any]:
-    return {
-        status: {"description": ok, "content": {JSON: {"schema": ok_schema}}},
-        "default": {
-            "description": "An error, in OpenAI's shape.",
-            "content": {JSON: {"schema": _ref("Error")}},
-        },
-    }
-
-
-def _anthropic_answers(ok: str) -> dict[str, Any]:
-    return {
-        "200": {"description": ok, "content": {JSON: {"schema": _ref("Object")}}},
-        "default": {
-            "description": "An error, in Anthropic's shape.",
-            "content": {JSON: {"schema": _ref("AnthropicError")}},
-        },
-    }
-
-
-def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": {"type": "string", **schema},
-    }
-
-
-def _header(name: str, description: str, **schema: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "header",
-        "required": False,
-        "description": description,
-        "schema": {"type": "string", **schema},
-    }
-
-
-FEATURE = _header(
-    "X-Passerelle-Feature",
-    "The product feature this call belongs to (budgets and reports per feature).",
-    pattern="^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$",
-)
-IDEMPOTENCY = _header(
-    "Idempotency-Key",
-    "A retry with the same key and body gets the first answer, never a second charge.",
-    minLength=1,
-    maxLength=255,
-)
-CACHE_CONTROL = _header(
-    "Cache-Control",
-    "`no-cache`: a fresh answer, which replaces the cached one; `no-store`: not cached "
-    "(with `cache.exact` configured).",
-    maxLength=200,
-)
-TIME = {"maxLength": 40}
-TENANT = {
-    "type": "string",
-    "pattern": f"^[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{MAX_TENANT_NAME - 1}}}$",
-}
-PERIOD = {"type": "string", "pattern": MONTH_PATTERN}
 
 
 def _schemas() -> dict[str, Any]:
@@ -274,62 +208,21 @@ def _schemas() -> dict[str, Any]:
             },
             "additionalProperties": True,
         },
-        "KeyRequest": {
-            "type": "object",
-            "required": ["tenant"],
-            "properties": {
-                "tenant": TENANT,
-                "name": {"type": "string", "maxLength": 128},
-                "create_tenant": {
-                    "type": "boolean",
-                    "description": "Create the tenant if it does not exist (it has no budgets).",
-                },
-            },
-        },
-        "DrillRequest": {
-            "type": "object",
-            "required": ["without"],
-            "properties": {
-                "without": {"type": "string", "maxLength": 256, "description": "A provider."},
-                "live": {"type": "boolean", "description": "Send synthetic calls too."},
-                "since": {"type": "string", **TIME},
-                "until": {"type": "string", **TIME},
-                "tenant": TENANT,
-                "data_class": {"type": "string", "maxLength": 256},
-                "models": {"type": "array", "items": {"type": "string", "maxLength": 256}},
-                "samples": {"type": "integer", "minimum": 1, "maximum": 5},
-            },
-        },
-        "RevenueEntry": {
-            "type": "object",
-            "required": ["tenant", "period", "amount"],
-            "properties": {
-                "tenant": TENANT,
-                "period": PERIOD,
-                "amount": {
-                    "oneOf": [
-                        {"type": "number", "minimum": 0, "maximum": 9_000_000},
-                        {"type": "string", "pattern": "^[0-9]{1,7}(\\.[0-9]{1,6})?$"},
-                    ]
-                },
-                "currency": {"type": "string", "enum": ["USD"]},
-            },
-        },
+        **admin_schemas(),
     }
 
 
 def _paths() -> dict[str, Any]:
     tenant: list[dict[str, list[str]]] = [{"tenantKey": []}]
-    admin: list[dict[str, list[str]]] = [{"adminToken": []}]
-    obj = _ref("Object")
+    obj = ref("Object")
     return {
         "/v1/chat/completions": {
             "post": {
                 "operationId": "createChatCompletion",
                 "security": tenant,
                 "parameters": [FEATURE, IDEMPOTENCY, CACHE_CONTROL],
-                "requestBody": _json_body(_ref("ChatCompletionRequest")),
-                "responses": _answers("A chat completion, or an SSE stream of chunks.", obj),
+                "requestBody": json_body(ref("ChatCompletionRequest")),
+                "responses": answers("A chat completion, or an SSE stream of chunks.", obj),
             }
         },
         "/v1/completions": {
@@ -337,8 +230,8 @@ def _paths() -> dict[str, Any]:
                 "operationId": "createCompletion",
                 "security": tenant,
                 "parameters": [FEATURE, IDEMPOTENCY],
-                "requestBody": _json_body(_ref("CompletionRequest")),
-                "responses": _answers("A text completion, or an SSE stream of chunks.", obj),
+                "requestBody": json_body(ref("CompletionRequest")),
+                "responses": answers("A text completion, or an SSE stream of chunks.", obj),
             }
         },
         "/v1/embeddings": {
@@ -346,8 +239,8 @@ def _paths() -> dict[str, Any]:
                 "operationId": "createEmbedding",
                 "security": tenant,
                 "parameters": [FEATURE, IDEMPOTENCY],
-                "requestBody": _json_body(_ref("EmbeddingsRequest")),
-                "responses": _answers("Embeddings.", obj),
+                "requestBody": json_body(ref("EmbeddingsRequest")),
+                "responses": answers("Embeddings.", obj),
             }
         },
         "/v1/messages": {
@@ -355,8 +248,8 @@ def _paths() -> dict[str, Any]:
                 "operationId": "createMessage",
                 "security": tenant,
                 "parameters": [FEATURE, IDEMPOTENCY, CACHE_CONTROL],
-                "requestBody": _json_body(_ref("MessagesRequest")),
-                "responses": _anthropic_answers(
+                "requestBody": json_body(ref("MessagesRequest")),
+                "responses": anthropic_answers(
                     "Anthropic's Messages API: a message, or its SSE event stream."
                 ),
             }
@@ -365,23 +258,23 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "operationId": "countMessageTokens",
                 "security": tenant,
-                "requestBody": _json_body(_ref("MessagesRequest")),
-                "responses": _anthropic_answers("The gateway's estimate: {input_tokens}."),
+                "requestBody": json_body(ref("MessagesRequest")),
+                "responses": anthropic_answers("The gateway's estimate: {input_tokens}."),
             }
         },
         "/v1/feedback": {
             "post": {
                 "operationId": "createFeedback",
                 "security": tenant,
-                "requestBody": _json_body(_ref("FeedbackRequest")),
-                "responses": _answers("The score recorded against the call.", obj),
+                "requestBody": json_body(ref("FeedbackRequest")),
+                "responses": answers("The score recorded against the call.", obj),
             }
         },
         "/v1/models": {
             "get": {
                 "operationId": "listModels",
                 "security": tenant,
-                "responses": _answers("The models this gateway routes.", obj),
+                "responses": answers("The models this gateway routes.", obj),
             }
         },
         "/v1/models/{model}": {
@@ -391,7 +284,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [
                     {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
-                "responses": _answers("One model this gateway routes.", obj),
+                "responses": answers("One model this gateway routes.", obj),
             }
         },
         "/v1/responses": {
@@ -399,8 +292,8 @@ def _paths() -> dict[str, Any]:
                 "operationId": "createResponse",
                 "security": tenant,
                 "parameters": [FEATURE, IDEMPOTENCY, CACHE_CONTROL],
-                "requestBody": _json_body(_ref("ResponsesRequest")),
-                "responses": _answers(
+                "requestBody": json_body(ref("ResponsesRequest")),
+                "responses": answers(
                     "A response (OpenAI's Responses API), or its SSE stream of typed events.", obj
                 ),
             }
@@ -417,118 +310,20 @@ def _paths() -> dict[str, Any]:
                         "schema": {"type": "string", "minLength": 1, "maxLength": 200},
                     }
                 ],
-                "responses": _answers("A response this gateway kept, for its own tenant.", obj),
+                "responses": answers("A response this gateway kept, for its own tenant.", obj),
             }
         },
         "/health": {
-            "get": {"operationId": "health", "security": [], "responses": _answers("Up.", obj)}
+            "get": {"operationId": "health", "security": [], "responses": answers("Up.", obj)}
         },
         "/openapi.json": {
             "get": {
                 "operationId": "openapi",
                 "security": [],
-                "responses": _answers("This document.", obj),
+                "responses": answers("This document.", obj),
             }
         },
-        "/admin/usage": {
-            "get": {
-                "operationId": "adminUsage",
-                "security": admin,
-                "parameters": [
-                    _query("group_by", "Comma-separated columns to group by.", maxLength=200),
-                    _query("since", "ISO date or time, or a span like 24h, 7d, 30m.", **TIME),
-                    _query("until", "ISO date or time, or a span like 24h, 7d, 30m.", **TIME),
-                ],
-                "responses": _answers("Usage, grouped; costs to the pico-dollar.", obj),
-            }
-        },
-        "/admin/savings": {
-            "get": {
-                "operationId": "adminSavings",
-                "security": admin,
-                "parameters": [
-                    _query("group_by", "Comma-separated columns to group by.", maxLength=200),
-                    _query("since", "ISO date or time, or a span like 24h, 7d, 30m.", **TIME),
-                    _query("until", "ISO date or time, or a span like 24h, 7d, 30m.", **TIME),
-                ],
-                "responses": _answers(
-                    "Requests, cache hits and hit rate, cost paid, saved (by source) and the "
-                    "cost without savings, grouped; money to the pico-dollar.",
-                    obj,
-                ),
-            }
-        },
-        "/admin/independence": {
-            "get": {
-                "operationId": "adminIndependence",
-                "security": admin,
-                "parameters": [
-                    _query("since", "ISO date or time, or a span like 24h, 7d, 30m.", **TIME),
-                    _query("until", "ISO date or time, or a span like 24h, 7d, 30m.", **TIME),
-                ],
-                "responses": _answers(
-                    "Shares of requests, tokens and spend by provider and jurisdiction, overall "
-                    "and per feature, their concentration (HHI) and each model's fallbacks.",
-                    obj,
-                ),
-            }
-        },
-        "/admin/drill": {
-            "post": {
-                "operationId": "adminExitDrill",
-                "security": admin,
-                "requestBody": _json_body(_ref("DrillRequest")),
-                "responses": _answers(
-                    "What breaks and what moves without the provider; with `live`, the "
-                    "synthetic calls' results.",
-                    obj,
-                ),
-            }
-        },
-        "/admin/margins": {
-            "get": {
-                "operationId": "adminMargins",
-                "security": admin,
-                "parameters": [_query("period", "A month, YYYY-MM.", pattern=PERIOD["pattern"])],
-                "responses": _answers(
-                    "Margins per tenant for the month; money to the pico-dollar.", obj
-                ),
-            }
-        },
-        "/admin/revenue": {
-            "get": {
-                "operationId": "adminListRevenue",
-                "security": admin,
-                "responses": _answers("Recorded revenue; amounts to the pico-dollar.", obj),
-            },
-            "post": {
-                "operationId": "adminRecordRevenue",
-                "security": admin,
-                "requestBody": _json_body(
-                    {
-                        "oneOf": [
-                            _ref("RevenueEntry"),
-                            {"type": "array", "minItems": 1, "items": _ref("RevenueEntry")},
-                        ]
-                    }
-                ),
-                "responses": _answers("Recorded.", obj, status="201"),
-            },
-        },
-        "/admin/keys": {
-            "get": {
-                "operationId": "adminListKeys",
-                "security": admin,
-                "parameters": [_query("tenant", "Only this tenant's keys.", maxLength=64)],
-                "responses": _answers("Keys (ids, never the keys).", obj),
-            },
-            "post": {
-                "operationId": "adminCreateKey",
-                "security": admin,
-                "requestBody": _json_body(_ref("KeyRequest")),
-                "responses": _answers("The new key, shown once.", obj, status="201"),
-            },
-        },
+        **admin_paths(),
     }
 
 
