@@ -125,9 +125,7 @@ def test_a_plain_answer_is_restored_in_content_and_tool_arguments() -> None:
     out = orjson.loads(RestoreAnswer(p).body(Call("chat.completions", {}, b""), body))
     restored = out["choices"][0]["message"]
     assert restored["content"] == "Hi Jean Dupont"
-    assert orjson.loads(restored["tool_calls"][0]["function"]["arguments"]) == {
-        "to": "Marie Curie"
-    }
+    assert orjson.loads(restored["tool_calls"][0]["function"]["arguments"]) == {"to": "Marie Curie"}
 
 
 def test_an_answer_that_cannot_be_read_is_not_served_unrestored() -> None:

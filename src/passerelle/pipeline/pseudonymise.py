@@ -43,7 +43,7 @@ from passerelle.pipeline.context import Call
 from passerelle.pipeline.restore import RestoreAnswer
 from passerelle.sovereignty.classes import DataClass, DataPolicy
 from passerelle.sovereignty.french_ids import Span
-from passerelle.sovereignty.pii import Detector
+from passerelle.sovereignty.pii import Detector, everywhere
 from passerelle.sovereignty.placeholders import Pseudonyms
 
 Slot = tuple[Any, Any]  # (container, key): where one text of the body lives
@@ -198,7 +198,7 @@ class PersonalData:
             ) from exc
 
     def _detect_all(self, texts: list[str]) -> list[tuple[Span, ...]]:
-        return [self._detect(t) if t else () for t in texts]
+        return everywhere(texts, [self._detect(t) if t else () for t in texts])
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)

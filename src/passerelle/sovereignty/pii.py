@@ -114,6 +114,31 @@ def resolved(spans: Sequence[Span]) -> list[Span]:
     return sorted(kept, key=lambda s: s.start)
 
 
+def everywhere(texts: Sequence[str], found: Sequence[Sequence[Span]]) -> list[tuple[Span, ...]]:
+    """The spans of each text, with every other occurrence, in any of the texts, of a value found
+    somewhere: a name the model recognised in one sentence is replaced in all of them (the
+    model may miss it elsewhere, in a tool's JSON arguments say), and so is each capitalised
+    part of a person's name (``Dupont`` alone, after ``Jean Dupont``)."""
+    values: dict[str, str] = {}
+    for text, spans in zip(texts, found, strict=True):
+        for span in spans:
+            value = text[span.start : span.end]
+            values.setdefault(value, span.entity)
+            if span.entity == "PERSON":
+                for part in value.split():
+                    if len(part) >= 3 and part[0].isupper():
+                        values.setdefault(part, "PERSON")
+    if not values:
+        return [tuple(spans) for spans in found]
+    alternatives = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
+    pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
+    out = []
+    for text, spans in zip(texts, found, strict=True):
+        extra = [Span(m.start(), m.end(), values[m.group()], 0.5) for m in pattern.finditer(text)]
+        out.append(tuple(resolved([*spans, *extra])) if extra else tuple(spans))
+    return out
+
+
 class Detector:
     """Finds personal data in text. Built once at start-up (loading the models takes seconds);
     ``detect`` is synchronous CPU work, which the stage runs off the event loop."""
