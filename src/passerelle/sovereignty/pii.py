@@ -63,7 +63,15 @@ PHONE = re.compile(
     r"(?:\(\d{1,4}\)[ .\-]?)?\d{2,8}(?:[ .\-]\d{2,8}){0,4}(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?![\w]|[.,\-]\d)"
 )
 DATE_LIKE = re.compile(r"\d{1,4}[./\-]\d{1,2}[./\-]\d{1,4}")
-CAPITALISED = re.compile(r"\b[A-ZÀ-ÖØ-Þ][a-zà-öø-ÿ'’\-]+")
+_WORD = r"[A-ZÀ-ÖØ-Þ][\w'’\-]+"
+_NAME = rf"{_WORD}(?: {_WORD})?"
+# a list of names: once the model calls one of them a person, all of them are
+NAME_LIST = re.compile(rf"{_NAME}(?:, {_NAME})*,? (?:and|et|&) {_NAME}")
+# words that announce a name
+CUED = re.compile(
+    r"(?:\b(?:[Mm]y name is|[Nn]amed|[Dd]ear|Mrs?\.?|Ms\.?|Dr\.?|Miss|Prof\.?|[Jj]e m'appelle|"
+    rf"Madame|Monsieur|Mme\.?|Mlle\.?|[Dd]octeur|[Mm]aître) )(?P<name>{_NAME})"
+)
 FRENCH_WORDS = re.compile(
     r"\b(?:le|la|les|des|est|une|pour|avec|je|vous|nous|et|du|au|aux|sur|dans|qui|que|mon|"
     r"ma|mes|votre|bonjour|merci|c'est|pas|ne)\b",
@@ -96,6 +104,15 @@ def valid_ip(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def listed(found: re.Match[str]) -> list[Span]:
+    """Each name of a list ``A, B and C``, as a span."""
+    out = []
+    for m in re.finditer(_NAME, found.group()):
+        if m.group() not in ("and", "et"):
+            out.append(Span(found.start() + m.start(), found.start() + m.end(), "PERSON"))
+    return out
 
 
 def language(text: str) -> str:
@@ -206,13 +223,16 @@ class Detector:
         return spans
 
     def _names(self, text: str) -> list[Span]:
-        if not CAPITALISED.search(text):
-            return []
         lang = language(text) if len(self._models) > 1 else next(iter(self._models))
         nlp = self._models.get(lang) or next(iter(self._models.values()))
         doc = nlp(text)
-        return [
+        names = [
             Span(e.start_char, e.end_char, "PERSON")
             for e in doc.ents
             if e.label_ in PERSON_LABELS and any(c.isalpha() for c in e.text)
         ]
+        names += [Span(m.start("name"), m.end("name"), "PERSON") for m in CUED.finditer(text)]
+        for m in NAME_LIST.finditer(text) if names else ():
+            if any(n.start < m.end() and m.start() < n.end for n in names):
+                names += listed(m)
+        return names
