@@ -19,10 +19,11 @@ body's copy, the hop to the detector's thread and back, detection, replacement).
 prompt again (a conversation resent: served from that memory), and a call whose class allows
 personal data (the stage skips it).
 
-Through the gateway (``--gateway N``): N sequential calls with such prompts to three
-``passerelle serve`` processes on the fake upstream: no ``sovereignty`` section, a class that
-allows personal data, and one that pseudonymises; p50/p95 latency of each, the differences being
-what the stage adds end to end.
+Through the gateway (``--gateway N``): N sequential calls with such prompts (English and French
+in turn) to each of three ``passerelle serve`` processes on the fake upstream, called in turn:
+no ``sovereignty`` section, a class that allows personal data (another class pseudonymises, so
+the stage is in the chain and skips the call), and one that pseudonymises; p50/p95 latency of
+each, the differences being what the stage adds end to end.
 """
 
 from __future__ import annotations
@@ -184,19 +185,22 @@ async def stage_latency(detector: Detector, n: int) -> list[tuple[str, float, fl
 
 
 def gateway_latency(n: int) -> list[tuple[str, float, float]]:
+    """The three gateways run at once and are called in turn, so that the load of the machine
+    falls on each alike."""
+    import contextlib
     import tempfile
 
     from openai import OpenAI
     from tests.fakes.gateway import TENANT_KEYS, GatewayProcess, fake_upstream_config
     from tests.fakes.upstream import UpstreamProcess
 
-    rows = []
-    with UpstreamProcess() as upstream, tempfile.TemporaryDirectory() as tmp:
-        for name, personal in (
-            ("no sovereignty", None),
-            ("allow", "allow"),
-            ("pseudonymise", "pseudonymise"),
-        ):
+    variants = (("no sovereignty", None), ("allow", "allow"), ("pseudonymise", "pseudonymise"))
+    times: dict[str, list[float]] = {name: [] for name, _ in variants}
+    with contextlib.ExitStack() as stack:
+        upstream = stack.enter_context(UpstreamProcess())
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        clients = {}
+        for name, personal in variants:
             config = fake_upstream_config(upstream.url)
             if personal is not None:
                 config["sovereignty"] = {
@@ -206,19 +210,19 @@ def gateway_latency(n: int) -> list[tuple[str, float, float]]:
                         "other": {"allow": ["any"], "personal_data": "pseudonymise"},
                     },
                 }
-            with GatewayProcess(Path(tmp) / name, config, timeout=120) as gw:
-                client = OpenAI(base_url=gw.base_url, api_key=TENANT_KEYS["acme"], max_retries=0)
-                r = random.Random(11)
-                times = []
-                for i in range(n + 10):
-                    messages = [{"role": "user", "content": prompt(r, i % 2 == 1)}]
-                    start = time.perf_counter()
-                    client.chat.completions.create(model="gpt-4o-mini", messages=messages)
-                    if i >= 10:
-                        times.append((time.perf_counter() - start) * 1000)
-                client.close()
-            rows.append((name, statistics.median(times), pct(times, 0.95)))
-    return rows
+            gw = stack.enter_context(GatewayProcess(tmp / name, config, timeout=120))
+            clients[name] = stack.enter_context(
+                OpenAI(base_url=gw.base_url, api_key=TENANT_KEYS["acme"], max_retries=0)
+            )
+        r = random.Random(11)
+        for i in range(n + 10):
+            messages = [{"role": "user", "content": prompt(r, i % 2 == 1)}]
+            for name, client in clients.items():
+                start = time.perf_counter()
+                client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+                if i >= 10:
+                    times[name].append((time.perf_counter() - start) * 1000)
+    return [(name, statistics.median(t), pct(t, 0.95)) for name, t in times.items()]
 
 
 def main(argv: list[str] | None = None) -> int:
