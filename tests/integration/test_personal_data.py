@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
@@ -66,14 +67,19 @@ def config_for(upstream: UpstreamProcess, **detection: Any) -> dict[str, Any]:
     }
     config["cache"] = {"exact": {"ttl_s": 600}}
     config["prompt_capture"] = [{"tenant": "acme"}]
+    config["audit"] = {"key": "env:AUDIT_KEY", "flush_every_s": 0.05}
     return config
+
+
+AUDIT_ENV = {"AUDIT_KEY": "audit-key-for-tests-0123456789abcdef"}
 
 
 @pytest.fixture(scope="module")
 def gw(
     upstream: UpstreamProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
-    with GatewayProcess(tmp_path_factory.mktemp("pii"), config_for(upstream), timeout=120) as g:
+    work = tmp_path_factory.mktemp("pii")
+    with GatewayProcess(work, config_for(upstream), env=AUDIT_ENV, timeout=120) as g:
         yield g
 
 
@@ -132,6 +138,30 @@ def test_no_personal_value_of_any_turn_reaches_the_upstream_and_the_answer_is_re
     assert "PERSON=2" in raw.headers["x-passerelle-pseudonymised"]
 
 
+def test_the_audit_trail_counts_what_was_pseudonymised_by_type_never_the_values(
+    fresh_upstream: UpstreamProcess, client: OpenAI, gw: GatewayProcess
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(model="mixed", messages=conversation())
+    request_id = raw.headers["x-request-id"]
+    deadline = time.monotonic() + 10
+    records: list[str] = []
+    while not records and time.monotonic() < deadline:
+        time.sleep(0.1)
+        with closing(sqlite3.connect(gw.workdir / "passerelle-data" / "ledger.db")) as db:
+            records = [r[0] for r in db.execute("SELECT body FROM audit_records")]
+            records = [r for r in records if request_id in r]
+    [record] = [json.loads(r) for r in records]
+    assert record["pseudonymised"] == {
+        "PERSON": 2,
+        "EMAIL_ADDRESS": 1,
+        "PHONE_NUMBER": 1,
+        "FR_NIR": 1,
+        "IBAN_CODE": 1,
+    }
+    assert record["data_class"] == "personal" and record["jurisdiction"] == "EU"
+    assert not [v for v in VALUES if v in records[0]]
+
+
 def test_a_call_without_personal_data_keeps_its_class_and_its_route(
     fresh_upstream: UpstreamProcess, client: OpenAI
 ) -> None:
@@ -171,7 +201,11 @@ def test_a_class_that_blocks_personal_data_refuses_with_403_and_sends_nothing(
 def test_legacy_prompts_and_embeddings_inputs_are_pseudonymised(
     fresh_upstream: UpstreamProcess, client: OpenAI
 ) -> None:
-    client.completions.create(model="mixed", prompt=f"Summarise the file of {NAME}, {EMAIL}.")
+    fresh_upstream.script({"reply": "File of <PERSON_1>"})
+    text = client.completions.create(
+        model="mixed", prompt=f"Summarise the file of {NAME}, {EMAIL}."
+    )
+    assert text.choices[0].text == f"File of {NAME}"
     client.embeddings.create(model="embed", input=[f"{NAME} lives here", f"call {PHONE}"])
     seen = assert_none_leaked(fresh_upstream)
     assert "<PERSON_1>" in seen and "<PHONE_1>" in seen
@@ -200,6 +234,17 @@ def test_an_anthropic_call_is_not_passed_through_with_its_values(
         )
     assert_none_leaked(fresh_upstream)
     assert answer.content[0].type == "text" and answer.content[0].text == f"Bonjour {NAME}"
+
+
+def test_a_responses_call_is_pseudonymised_and_its_answer_restored(
+    fresh_upstream: UpstreamProcess, client: OpenAI
+) -> None:
+    fresh_upstream.script({"reply": "Noted, <PERSON_1>."})
+    answer = client.responses.create(
+        model="mixed", instructions=f"The user is {NAME}.", input=f"Send it to {EMAIL}."
+    )
+    assert_none_leaked(fresh_upstream)
+    assert answer.output_text == f"Noted, {NAME}."
 
 
 def test_two_calls_differing_only_in_a_name_share_a_cache_entry_restored_for_each(
@@ -233,7 +278,8 @@ def slow(
 ) -> Iterator[GatewayProcess]:
     """A gateway whose detector cannot finish in the time it is given (a microsecond)."""
     config = config_for(upstream, timeout_ms=0.001)
-    with GatewayProcess(tmp_path_factory.mktemp("pii-slow"), config, timeout=120) as g:
+    work = tmp_path_factory.mktemp("pii-slow")
+    with GatewayProcess(work, config, env=AUDIT_ENV, timeout=120) as g:
         yield g
 
 

@@ -135,3 +135,30 @@ def test_an_answer_that_cannot_be_read_is_not_served_unrestored() -> None:
         RestoreAnswer(p).body(call, b'{"choices": [{"message": {"content": "<PERSON_1>')
     with pytest.raises(UpstreamError, match="could not be read"):
         RestoreAnswer(p).event(call, StreamChunk(b'{"choices": [{"delta": {"content": "<PER'))
+
+
+def test_streamed_tool_arguments_and_legacy_text_are_restored_too() -> None:
+    p, _ = pseudonymised()
+    restore, call = RestoreAnswer(p), Call("chat.completions", {}, b"")
+    pieces = ['{"to": "<PER', 'SON_2>"}']
+    out: list[StreamChunk] = []
+    for piece in pieces:
+        call_delta = {"index": 0, "function": {"arguments": piece}}
+        choice = {"index": 0, "delta": {"tool_calls": [call_delta]}, "finish_reason": None}
+        out += restore.event(call, StreamChunk(orjson.dumps({"choices": [choice]})))
+    out += restore.flush(call)
+    arguments = "".join(
+        d["function"]["arguments"]
+        for c in out
+        for d in orjson.loads(c.data)["choices"][0]["delta"].get("tool_calls", [])
+    )
+    assert orjson.loads(arguments) == {"to": "Marie Curie"}
+    legacy = RestoreAnswer(p)
+    events = [{"choices": [{"index": 0, "text": t}]} for t in ("Hi <PERSON", "_1>!")]
+    texts = [
+        orjson.loads(c.data)["choices"][0]["text"]
+        for e in events
+        for c in legacy.event(call, StreamChunk(orjson.dumps(e)))
+    ]
+    texts += [orjson.loads(c.data)["choices"][0]["text"] for c in legacy.flush(call)]
+    assert "".join(texts) == "Hi Jean Dupont!"
