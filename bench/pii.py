@@ -3,14 +3,17 @@
     .venv/bin/python bench/pii.py [--large PATH] [--french bench/pii_fr.json] [--limit N]
                                   [--latency N] [--gateway N]
 
-Accuracy, span by span, on two corpora: ``generated_large.json`` (English texts with names,
-addresses, phones, cards, IBANs, SSNs, IPs...; its first fifth was looked at while writing the
-phone and e-mail patterns, so only the other four fifths are scored: ``held out``) and the
-French corpus ``bench/pii_fr.json`` (``bench/pii_fr.py``: names, NIR, SIREN, SIRET, French IBAN,
-phones, e-mails, check digits valid). A labelled span is found when the detector reports a span
-of the same type overlapping it (recall); a reported span is right when it overlaps a labelled
-span of its type (precision). The detector is the stage's own: its patterns, its models, and
-the spreading of a value found once to its other occurrences.
+Accuracy, span by span, on three corpora. ``generated_large.json`` (English texts with names,
+addresses, phones, cards, IBANs, SSNs, IPs...): its first fifth is left out and the other four
+fifths scored, but they are not a clean hold-out: values sampled from the whole file were read
+while writing the phone and e-mail patterns, and the misses printed from the scored part led to
+three fixes (IBANs in lower case, date-times taken for phones, 10-digit phones). So the texts of
+``generated_small.json`` that are not in the large file (90, never looked at) are scored too,
+as the honest check. And the French corpus ``bench/pii_fr.json`` (``bench/pii_fr.py``: names,
+NIR, SIREN, SIRET, French IBAN, phones, e-mails, check digits valid). A labelled span is found when
+the detector reports a span of the same type overlapping it (recall); a reported span is right
+when it overlaps a labelled span of its type (precision). The detector is the stage's own: its
+patterns, its models, and the spreading of a value found once to its other occurrences.
 
 Latency (``--latency N``): the stage's added time for one call whose prompt is 1,000 characters
 with names, e-mails and phone numbers, fresh each time (its values change, so nothing is served
@@ -51,6 +54,7 @@ from passerelle.sovereignty.classes import DataClass  # noqa: E402
 from passerelle.sovereignty.pii import Detector, everywhere  # noqa: E402
 
 LARGE = Path("/work/shared/data/pii/generated_large.json")
+SMALL = LARGE.with_name("generated_small.json")
 FRENCH = Path(__file__).with_name("pii_fr.json")
 EN_FIRST = [
     "James",
@@ -229,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--large", type=Path, default=LARGE)
     p.add_argument("--french", type=Path, default=FRENCH)
-    p.add_argument("--limit", type=int, default=0, help="score only the first N held-out texts")
+    p.add_argument("--limit", type=int, default=0, help="score only the first N texts of each corpus")
     p.add_argument("--latency", type=int, default=200, help="calls per latency row (0: none)")
     p.add_argument("--gateway", type=int, default=0, help="calls per gateway (0: none)")
     args = p.parse_args(argv)
@@ -239,15 +243,22 @@ def main(argv: list[str] | None = None) -> int:
     large = json.loads(args.large.read_text()) if args.large.is_file() else []
     held_out = large[len(large) // 5 :]
     french = json.loads(args.french.read_text())
+    seen = {t["full_text"] for t in large}
+    small = json.loads(SMALL.read_text()) if SMALL.is_file() else []
+    unseen = [t for t in small if t["full_text"] not in seen]
     if args.limit:
         held_out, french = held_out[: args.limit], french[: args.limit]
+    if unseen:
+        title = f"{SMALL.name}, {len(unseen)} texts never looked at"
+        print(accuracy_table(title, score(detector, unseen)))
     if held_out:
         start = time.perf_counter()
         counts = score(detector, held_out)
         ms = (time.perf_counter() - start) * 1000 / len(held_out)
         print(
             accuracy_table(
-                f"{args.large.name}, {len(held_out)} held-out texts ({ms:.1f} ms per text)", counts
+                f"{args.large.name}, {len(held_out)} texts (the last four fifths) ({ms:.1f} ms per text)",
+                counts,
             )
         )
     start = time.perf_counter()
