@@ -70,7 +70,7 @@ ANY_IBAN = re.compile(
 _WORD = r"[A-ZÀ-ÖØ-Þ][\w'’\-]+"
 _NAME = rf"{_WORD}(?: {_WORD})?"
 # a list of names: once the model calls one of them a person, all of them are
-NAME_LIST = re.compile(rf"{_NAME}(?:, {_NAME})*,? (?:and|et|&) {_NAME}")
+NAME_LIST = re.compile(rf"{_NAME}(?:, {_NAME}){{0,20}},? (?:and|et|&) {_NAME}")  # bounded: linear
 # words that announce a name
 CUED = re.compile(
     r"(?:\b(?:[Mm]y name is|[Nn]amed|[Dd]ear|Mrs?\.?|Ms\.?|Dr\.?|Miss|Prof\.?|[Jj]e m'appelle|"
