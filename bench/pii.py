@@ -153,7 +153,7 @@ def pct(values: list[float], q: float) -> float:
 async def stage_latency(detector: Detector, n: int) -> list[tuple[str, float, float]]:
     pseudonymise = DataClass("internal", 0, personal_data="pseudonymise")
     allow = DataClass("public", 0)
-    stage = PersonalData(detector.detect, personal_class=None, timeout_s=10)
+    stage = PersonalData(detector, personal_class=None, timeout_s=10)
 
     async def nothing(call: Call) -> None:
         return None
@@ -233,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--large", type=Path, default=LARGE)
     p.add_argument("--french", type=Path, default=FRENCH)
-    p.add_argument("--limit", type=int, default=0, help="score only the first N texts of each corpus")
+    p.add_argument(
+        "--limit", type=int, default=0, help="score only the first N texts of each corpus"
+    )
     p.add_argument("--latency", type=int, default=200, help="calls per latency row (0: none)")
     p.add_argument("--gateway", type=int, default=0, help="calls per gateway (0: none)")
     args = p.parse_args(argv)

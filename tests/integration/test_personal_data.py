@@ -291,7 +291,8 @@ def test_a_detector_that_fails_refuses_the_call_and_sends_nothing(
         with pytest.raises(openai.InternalServerError) as refused:
             client.chat.completions.create(
                 model="mixed",
-                messages=[{"role": "user", "content": f"I am {NAME}, {EMAIL}"}],
+                # a text of its own each time: one the detector read in the end would be known
+                messages=[{"role": "user", "content": f"I am {NAME}, {EMAIL}, stream={stream}"}],
                 stream=stream,
             )
         assert refused.value.status_code == 503

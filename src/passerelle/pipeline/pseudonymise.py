@@ -30,7 +30,6 @@ without the analysis.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -47,7 +46,6 @@ from passerelle.sovereignty.pii import Detector, everywhere
 from passerelle.sovereignty.placeholders import Pseudonyms
 
 Slot = tuple[Any, Any]  # (container, key): where one text of the body lives
-Detect = Callable[[str], tuple[Span, ...]]
 
 
 class PersonalDataBlockedError(PermissionDeniedError):
@@ -123,13 +121,12 @@ def needs_detection(data_class: DataClass | None, raise_to: DataClass | None) ->
 
 
 class PersonalData:
-    """``detect`` finds the spans of one text (``Detector.detect``); ``personal_class`` is the
-    class a call with personal data is raised to, if any."""
+    """``personal_class`` is the class a call with personal data is raised to, if any."""
 
     def __init__(
-        self, detect: Detect, *, personal_class: DataClass | None, timeout_s: float
+        self, detector: Detector, *, personal_class: DataClass | None, timeout_s: float
     ) -> None:
-        self._detect = detect
+        self._detector = detector
         self._raise_to = personal_class
         self._timeout_s = timeout_s
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="personal-data")
@@ -183,6 +180,9 @@ class PersonalData:
         return to
 
     async def _analysed(self, texts: list[str]) -> list[tuple[Span, ...]]:
+        recalled = [self._detector.recalled(t) if t else () for t in texts]
+        if all(r is not None for r in recalled):  # all read before: no trip to the thread
+            return everywhere(texts, [r for r in recalled if r is not None])
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(self._thread, self._detect_all, texts)
         try:
@@ -198,7 +198,7 @@ class PersonalData:
             ) from exc
 
     def _detect_all(self, texts: list[str]) -> list[tuple[Span, ...]]:
-        return everywhere(texts, [self._detect(t) if t else () for t in texts])
+        return everywhere(texts, [self._detector.detect(t) if t else () for t in texts])
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)
@@ -211,7 +211,8 @@ def personal_data_stage(policy: DataPolicy, sovereignty: SovereigntyConfig) -> P
     if not any(needs_detection(c, raise_to) for c in policy.classes.values()):
         return None
     detection = sovereignty.detection
-    detector = Detector(detection.languages)
     return PersonalData(
-        detector.detect, personal_class=raise_to, timeout_s=detection.timeout_ms / 1000
+        Detector(detection.languages),
+        personal_class=raise_to,
+        timeout_s=detection.timeout_ms / 1000,
     )

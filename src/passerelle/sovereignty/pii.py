@@ -110,6 +110,10 @@ def valid_ip(value: str) -> bool:
     return True
 
 
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 def listed(found: re.Match[str]) -> list[Span]:
     """Each name of a list ``A, B and C``, as a span."""
     out = []
@@ -190,9 +194,15 @@ class Detector:
                 ) from exc
         self._kept: OrderedDict[bytes, tuple[Span, ...]] = OrderedDict()
 
+    def recalled(self, text: str) -> tuple[Span, ...] | None:
+        """What ``detect`` found in ``text`` before, if it still remembers; None otherwise. Cheap
+        enough for the event loop (a digest and a lookup), so a call whose texts were all read
+        before needs no trip to the detector's thread."""
+        return self._kept.get(_digest(text))
+
     def detect(self, text: str) -> tuple[Span, ...]:
         """The personal data in ``text``, as non-overlapping spans in order."""
-        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        key = _digest(text)
         found = self._kept.get(key)
         if found is not None:
             self._kept.move_to_end(key)
