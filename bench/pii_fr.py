@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     r = random.Random(args.seed)
     corpus = [text(r) for _ in range(args.texts)]
-    args.out.write_text(json.dumps(corpus, ensure_ascii=False, indent=0) + "\n")
+    lines = ",\n".join(json.dumps(t, ensure_ascii=False) for t in corpus)
+    args.out.write_text(f"[\n{lines}\n]\n")  # one text a line: a readable diff
     print(f"{len(corpus)} texts written to {args.out}")
     return 0
 
