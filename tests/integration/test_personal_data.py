@@ -234,6 +234,20 @@ def test_an_anthropic_call_is_not_passed_through_with_its_values(
         )
     assert_none_leaked(fresh_upstream)
     assert answer.content[0].type == "text" and answer.content[0].text == f"Bonjour {NAME}"
+    fresh_upstream.reset()
+    fresh_upstream.script({"reply": "Bonjour <PERSON 1> !"})  # one word per event: split
+    ac = anthropic.Anthropic(base_url=gw.url, api_key=TENANT_KEYS["acme"], max_retries=0)
+    with (
+        ac,
+        ac.messages.stream(
+            model="claude-test",
+            max_tokens=64,
+            messages=[{"role": "user", "content": f"I am {NAME}, greet me."}],
+        ) as stream,
+    ):
+        streamed = "".join(stream.text_stream)
+    assert_none_leaked(fresh_upstream)
+    assert streamed == f"Bonjour {NAME} !"
 
 
 def test_a_responses_call_is_pseudonymised_and_its_answer_restored(
