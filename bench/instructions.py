@@ -20,6 +20,10 @@ stage is not in the chain at all. ``cache_miss`` and ``cache_hit`` are the exact
 the overhead benchmark's bodies for those variants: every request a miss, or every one a hit.
 ``audit`` is the audit trail: a keyed, chained record per attempt, appended to the process's
 spool file and stored in batches.
+``pii`` is every call in a class that pseudonymises personal data (the bodies hold none and
+repeat, so this is the stage's cost on text it has already read: the detector's memory answers;
+``bench/pii.py`` measures fresh prompts with names), ``pii_skipped`` the stage in the chain with
+every call in a class that allows personal data.
 
 Comparing two versions: run it once per version (``PYTHONPATH=<other checkout>/src`` selects the
 gateway's code, as for the overhead benchmark) and compare the ratios to the reference, which
@@ -81,12 +85,36 @@ def with_audit(config: dict[str, Any]) -> dict[str, str]:
     return {}
 
 
+def with_personal_data(config: dict[str, Any]) -> dict[str, str]:
+    """Every call in a class that pseudonymises personal data: each is read by the detector (the
+    benchmark's bodies hold none, and repeat, so after the first the detector's memory answers)."""
+    config["sovereignty"] = {
+        "classes": {"internal": {"allow": ["any"], "personal_data": "pseudonymise"}},
+        "detection": {"timeout_ms": 120_000},  # the model runs ~50 times slower under callgrind
+    }
+    return {}
+
+
+def with_personal_data_skipped(config: dict[str, Any]) -> dict[str, str]:
+    """The personal-data stage in the chain (another class pseudonymises) but every call in a
+    class that allows personal data: the stage's cost when it has nothing to do."""
+    config["sovereignty"] = {
+        "classes": {
+            "internal": {"allow": ["any"], "personal_data": "allow"},
+            "other": {"allow": ["any"], "personal_data": "pseudonymise"},
+        }
+    }
+    return {}
+
+
 # a stage to count on top of metering: (config) -> the request headers that exercise it
 STAGES = {
     "policy": with_policy,
     "cache_miss": with_cache,
     "cache_hit": with_cache,
     "audit": with_audit,
+    "pii": with_personal_data,
+    "pii_skipped": with_personal_data_skipped,
 }
 
 

@@ -41,6 +41,7 @@ from passerelle.pipeline.margin import MarginFloor, tracking_rule
 from passerelle.pipeline.meter import Meter
 from passerelle.pipeline.parse import Parse
 from passerelle.pipeline.policy import DataClassPolicy
+from passerelle.pipeline.pseudonymise import personal_data_stage
 from passerelle.pipeline.resolve import Pricer, Resolve
 from passerelle.pipeline.route import RouteStage, union_route
 from passerelle.pipeline.targets import Route, Target
@@ -116,8 +117,12 @@ class Gateway:
             stages.append(Capture(self.ledger, self.config.prompt_capture))
         stages.append(Idempotency(self.idempotency))
         data = self.data_policy()
-        if data is not None:
+        if data is not None and self.config.sovereignty is not None:
             stages.append(DataClassPolicy(data))
+            # after the class is known, before the cache: no cache key holds personal data
+            personal = personal_data_stage(data, self.config.sovereignty)
+            if personal is not None:
+                stages.append(personal)
         exact = self.config.cache.exact
         if exact is not None and self.answers is not None:
             stages.append(
@@ -307,15 +312,6 @@ class Gateway:
                 ", ".join(unpriced),
             )
         await self.ledger.start()
-        sovereignty = self.config.sovereignty
-        unkept = [n for n, c in (sovereignty.classes if sovereignty else {}).items()
-                  if c.personal_data != "allow"]  # fmt: skip
-        if unkept:
-            log.warning(
-                "data classes %s ask for personal data to be pseudonymised or blocked: this "
-                "release does not detect personal data yet, so it is sent as it is",
-                ", ".join(unkept),
-            )
         if self.audit is not None:
             await self.audit.start()
         self.revenue.replace_recorded(await self.ledger.list_revenue())

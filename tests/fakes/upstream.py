@@ -226,6 +226,7 @@ class State:
         self.last_headers: Any = {}
         self.users: dict[str, int] = {}  # requests per `user` field: who the upstream served
         self.models: dict[str, int] = {}  # requests per `model` field: which target was asked
+        self.bodies: deque[Any] = deque(maxlen=200)  # the latest request bodies, as received
 
     def record(self, request: Any, body: Any = None) -> None:
         self.requests += 1
@@ -233,6 +234,7 @@ class State:
         self.last_headers = request.headers  # lower-cased only when stats are asked for
         if body is not None:
             self.last_request = body
+            self.bodies.append(body)
             user = body.get("user") if isinstance(body, dict) else None
             if isinstance(user, str):
                 self.users[user] = self.users.get(user, 0) + 1
@@ -254,6 +256,7 @@ class State:
             "last_headers": {k.lower(): v for k, v in self.last_headers.items()},
             "users": dict(self.users),
             "models": dict(self.models),
+            "bodies": list(self.bodies),
         }
 
 

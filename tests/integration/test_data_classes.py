@@ -88,12 +88,6 @@ def models_asked(upstream: UpstreamProcess) -> dict[str, int]:
     return upstream.stats()["models"]
 
 
-def test_a_personal_data_rule_not_yet_enforced_is_said_at_start_up(
-    gw: tuple[GatewayProcess, str],
-) -> None:
-    assert "data classes internal ask for personal data to be pseudonymised" in gw[0].stderr()
-
-
 def test_without_a_class_the_default_goes_anywhere(
     fresh_upstream: UpstreamProcess, client: OpenAI
 ) -> None:

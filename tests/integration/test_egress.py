@@ -7,8 +7,10 @@ uvloop's libuv, asyncpg, llama.cpp), from start-up to shutdown. A gateway in sca
 driven through every client endpoint and the admin API: every connection it attempted is to the
 upstream, PostgreSQL or Redis. The embedded default (no configuration, the shipped local model)
 answers a question having connected to nothing at all: no telemetry, no price, model or list
-download. The list of connections is checked to hold the upstream's, so an empty trace cannot
-pass for a clean one.
+download. A gateway that pseudonymises personal data (Presidio, the spaCy models, the
+public-suffix list ``tldextract`` would fetch at first use) connects only to its upstream too,
+from loading the models to restoring an answer. The list of connections is checked to hold the
+upstream's, so an empty trace cannot pass for a clean one.
 """
 
 from __future__ import annotations
@@ -129,6 +131,39 @@ def test_a_scale_out_gateway_connects_only_to_its_upstreams_and_stores(
     found = gw.destinations()
     assert allowed <= found  # the trace saw the connections it should
     assert found <= allowed, f"connections beyond the configuration: {sorted(found - allowed)}"
+
+
+@pytest.mark.pii_models
+def test_a_gateway_that_pseudonymises_connects_only_to_its_upstream(
+    upstream: UpstreamProcess, tmp_path: Path
+) -> None:
+    config = fake_upstream_config(upstream.url)
+    config["sovereignty"] = {
+        "default_class": "internal",
+        "classes": {"internal": {"allow": ["any"], "personal_data": "pseudonymise"}},
+    }
+    text = (
+        "I am Jean Dupont, jean.dupont@example.fr, https://www.example.co.uk/page, "
+        "06 12 34 56 78, card 4111 1111 1111 1111, from 10.1.2.3; write to Margaret Thompson."
+    )
+    with TracedGateway(tmp_path, config) as gw:
+        with OpenAI(base_url=gw.base_url, api_key=TENANT_KEYS["acme"], max_retries=0) as client:
+            answer = client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": text}]
+            )
+            list(
+                client.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": text}], stream=True
+                )
+            )
+            client.embeddings.create(model="fake-embed", input=text)
+        assert answer.choices[0].message.content
+        gw.stop()
+        found = gw.destinations()
+    assert "jean.dupont" not in str(upstream.stats()["last_request"])
+    upstream_at = f"127.0.0.1:{upstream.port}"
+    assert upstream_at in found
+    assert found == {upstream_at}, f"connections beyond the configuration: {sorted(found)}"
 
 
 @pytest.mark.local_model

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from passerelle.config.cache import CacheConfig
+from passerelle.config.pii import DetectionConfig
 from passerelle.config.routing import CaptureConfig, RouteConfig, check_routes
 from passerelle.months import MONTH_PATTERN
 
@@ -359,11 +360,21 @@ class SovereigntyConfig(Strict):
     features: dict[str, str] = Field(
         default_factory=dict, description="The least class of a feature's calls, by feature."
     )
+    personal_class: str | None = Field(
+        default=None,
+        description="The class a call is raised to when personal data is found in it (its "
+        "targets narrowed again to what that class allows, and that class's `personal_data` "
+        "applied); a call already at or above it keeps its own. None: no raising.",
+    )
+    detection: DetectionConfig = Field(
+        default_factory=DetectionConfig, description="How personal data is looked for."
+    )
 
     @model_validator(mode="after")
     def _known_classes(self) -> SovereigntyConfig:
         for where, name in [
             ("default_class", self.default_class),
+            *([("personal_class", self.personal_class)] if self.personal_class else []),
             *((f"features.{f}", c) for f, c in self.features.items()),
         ]:
             if name not in self.classes:

@@ -3,13 +3,14 @@
 The order itself is listed once, in ``Gateway.stages()`` (``gateway.py``):
 
     auth → parse → conversation → resolve → meter → (capture) → idempotency → data-class policy
-         → [PII] → cache → (route) → budget (with the margin floor) → in flight → (cascade)
-         → dispatch
+         → (personal data) → cache → (route) → budget (with the margin floor) → in flight
+         → (cascade) → dispatch
 
 Each stage is a small object with ``async __call__(call, next)``; ``build_chain`` links them once at
-start-up, so a request pays one bound call per stage and nothing else. The stage in brackets comes
-with its own issue (PII redaction); it slots in here and nowhere else; the data-class policy and
-the cache are present only when the configuration has them. Why this order: authentication before
+start-up, so a request pays one bound call per stage and nothing else. The data-class policy,
+the personal-data stage (only when a data class asks for personal data to be pseudonymised or
+blocked, or ``personal_class`` may raise a call) and the cache are present only when the
+configuration has them. Why this order: authentication before
 any parsing of an unknown caller's body; a Responses
 call's kept conversation (``previous_response_id``) is put in front of it right after parsing,
 for its tenant, so everything after sees the whole request; the model is
@@ -17,7 +18,9 @@ resolved to its targets before anything prices it; the meter wraps everything af
 refusal, a replay or a cache hit is recorded too; an idempotent replay is served before any
 policy or budget would count it again; the data-class policy narrows the targets before anything
 reserves for them or chooses among them (and before the cache, whose key holds the targets the
-call may use); redaction must come before the cache so that no cache key holds personal data;
+call may use); the personal-data stage needs the call's class and must come before the cache, so that no cache
+key (and no stored answer: it holds the placeholders, restored outside it for each call) holds
+personal data;
 the cache comes before the budget because a hit costs nothing: it reserves nothing and counts
 against no budget or rate limit, and a tenant at the end of its budget still gets the answers it
 already paid for (a call the margin floor then degrades is kept in the cache under the model that
