@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.gateway import GatewayProcess, Sdk
+from tests.fakes.gateway import GatewayProcess, Sdk, fake_upstream_config
 from tests.fakes.upstream import UpstreamProcess
 from tests.integration.cache_helpers import ask, new_tenant, rows, sse
-from tests.fakes.gateway import fake_upstream_config
 
 HEADER = "x-passerelle-cache"
 MATCH = "x-passerelle-cache-match"
