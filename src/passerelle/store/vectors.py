@@ -66,6 +66,16 @@ class _Partition:
         if len(self.rows) > HNSW_FROM:
             self._grow()
 
+    def add_many(self, labels: list[int], vectors: Vector) -> None:
+        if self.hnsw is None and len(self.rows) + len(labels) <= HNSW_FROM:
+            for label, vector in zip(labels, vectors, strict=True):
+                self.add(label, vector)
+            return
+        if self.hnsw is None:
+            self._grow()
+        self.hnsw.add(np.asarray(labels, dtype=np.uint64), vectors)
+        self.rows.update(dict.fromkeys(labels, -1))
+
     def _grow(self) -> None:
         from usearch.index import Index  # the semantic extra; only for a large partition
 
@@ -167,6 +177,26 @@ class VectorIndex:
             if oldest.expires > now:
                 break
             self.remove(oldest.key)
+
+    def add_batch(
+        self, partition: str, keys: list[str], vectors: Vector, surfaces: list[Any]
+    ) -> None:
+        """Index many prompts of one partition at once (an HNSW index builds them in parallel):
+        loading a large store, or a benchmark. Each expires ``ttl_s`` from now."""
+        for key in keys:
+            self.remove(key)
+        expires = self._clock() + self._ttl_s
+        labels = list(range(self._next, self._next + len(keys)))
+        self._next += len(keys)
+        part = self._partitions.get(partition)
+        if part is None:
+            part = self._partitions[partition] = _Partition(self._ndim)
+        part.add_many(labels, np.asarray(vectors, dtype=np.float32))
+        for label, key, surface in zip(labels, keys, surfaces, strict=True):
+            self._entries[label] = Entry(label, partition, key, surface, expires)
+            self._by_key[key] = label
+        while len(self._entries) > self._max_entries:
+            self.remove(next(iter(self._entries.values())).key)
 
     def remove(self, key: str) -> None:
         label = self._by_key.pop(key, None)
