@@ -44,7 +44,7 @@ from passerelle.store.answers import AnswerStore, Bounds, LocalAnswers, RedisAns
 from passerelle.store.records import SavingSource
 from passerelle.store.redis import SharedState
 from passerelle.store.semantic_feed import Record, RedisFeed
-from passerelle.store.vectors import Vector, VectorIndex
+from passerelle.store.vectors import Entry, Vector, VectorIndex
 
 log = logging.getLogger("passerelle.cache")
 NAMESPACE = "semantic"
@@ -155,24 +155,34 @@ class SemanticLookup:
     async def probe(self, call: Call, *, read: bool) -> Probe:
         prompt = prompt_of(call, self.settings)
         assert prompt is not None and call.route is not None
-        vector = await self.embedder.embed(prompt)
         partition = partition_of(call, per_user=self._per_user)
-        if not read:
-            return SemanticProbe(partition, prompt, vector, None, call.route)
-        mine = surface(prompt) if self.settings.lexical_check else None
-        for entry, score in self.index.nearest(partition, vector, CANDIDATES):
-            if score < self.settings.threshold:
-                break
-            if mine is not None and conflict(mine, entry.surface) is not None:
-                continue
+        vector, candidates = await self.embedder.run(self._candidates, prompt, partition, read)
+        for entry, score in candidates:
             raw = await self.store.get(entry.key)
             found = CachedAnswer.loads(raw) if raw is not None else None
             if found is None:  # gone from the store (expired, evicted, flushed)
-                self.index.remove(entry.key)
+                self.embedder.submit(self.index.remove, entry.key)
                 continue
             call.annotations["semantic_score"] = round(score, 4)
             return SemanticProbe(partition, prompt, vector, found, call.route, score)
         return SemanticProbe(partition, prompt, vector, None, call.route)
+
+    def _candidates(
+        self, prompt: str, partition: str, read: bool
+    ) -> tuple[Vector, list[tuple[Entry, float]]]:
+        """In the encoder's thread: the prompt's embedding and the entries close enough to it
+        that pass the second check, closest first."""
+        vector = self.embedder.encode(prompt)
+        if not read:
+            return vector, []
+        mine = surface(prompt) if self.settings.lexical_check else None
+        found = []
+        for entry, score in self.index.nearest(partition, vector, CANDIDATES):
+            if score < self.settings.threshold:
+                break
+            if mine is None or conflict(mine, entry.surface) is None:
+                found.append((entry, score))
+        return vector, found
 
     async def keep(self, call: Call, probe: Probe, answer: CachedAnswer) -> None:
         assert isinstance(probe, SemanticProbe) and call.route is not None
@@ -182,12 +192,18 @@ class SemanticLookup:
         key = entry_key(partition, probe.prompt)
         await self.store.put(key, answer.dumps())
         expires = time.time() + self.settings.ttl_s
-        self.index.add(partition, key, probe.vector, surface(probe.prompt), expires=expires)
+        await self.embedder.run(
+            self.index.add, partition, key, probe.vector, surface(probe.prompt), expires
+        )
         if self.feed is not None:
             await self.feed.publish(Record(partition, key, probe.prompt, probe.vector, expires))
 
     def take(self, record: Record) -> None:
-        """A record another replica (or this one) put on the feed."""
+        """A record another replica (or this one) put on the feed: indexed in the encoder's
+        thread, like every change to the index."""
+        self.embedder.submit(self._take, record)
+
+    def _take(self, record: Record) -> None:
         if record.key in self.index:
             return
         prompt = surface(record.prompt)
