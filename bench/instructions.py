@@ -72,8 +72,21 @@ def with_cache(config: dict[str, Any]) -> dict[str, str]:
     return {}
 
 
+def with_semantic(config: dict[str, Any]) -> dict[str, str]:
+    """The exact and the semantic cache on (the ``semantic`` extra); every request a miss
+    (``semantic_miss``) or a semantic hit: the same words, spaced anew (``semantic_hit``)."""
+    config["cache"] = {"exact": {"ttl_s": 3600}, "semantic": {"models": ["gpt-4o-mini"]}}
+    return {}
+
+
 # a stage to count on top of metering: (config) -> the request headers that exercise it
-STAGES = {"policy": with_policy, "cache_miss": with_cache, "cache_hit": with_cache}
+STAGES = {
+    "policy": with_policy,
+    "cache_miss": with_cache,
+    "cache_hit": with_cache,
+    "semantic_miss": with_semantic,
+    "semantic_hit": with_semantic,
+}
 
 
 def under_callgrind(cmd: list[str], out: Path) -> list[str]:
@@ -137,7 +150,7 @@ async def send(
     """N requests, C at a time, the bodies ``target`` gets in the overhead benchmark (one of its
     own each for ``cache_miss``); returns how many failed."""
     body = request_body(stream, target)
-    fresh = target == "cache_miss"
+    fresh = target in ("cache_miss", "semantic_miss", "semantic_hit")
     todo = iter(range(n))
     failed = 0
     timeout = aiohttp.ClientTimeout(total=120)
