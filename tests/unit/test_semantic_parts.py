@@ -1,10 +1,16 @@
-"""The semantic cache's parts on their own: the lexical second check and the vector index."""
+"""The semantic cache's parts on their own: the lexical second check, the vector index, and its
+section of the configuration."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
+from passerelle.config.cache import DEFAULT_THRESHOLD
+from passerelle.config.schema import Config
 from passerelle.pipeline.lexical import conflict, surface
 from passerelle.store import vectors
 from passerelle.store.vectors import VectorIndex
@@ -73,3 +79,41 @@ def test_a_large_partition_moves_to_hnsw_and_still_finds_and_forgets(
     assert all(e.key != "k7" for e, _ in index.nearest("p", unit(7), 3))
     index.add("p", "k8", unit(99), None)  # replacing an entry under the same key
     assert index.nearest("p", unit(99), 1)[0][0].key == "k8" and len(index) == 39
+
+
+# --- the configuration ---------------------------------------------------------------------------
+
+MODELS = [{"name": "gpt-4o-mini", "targets": [{"provider": "p", "upstream_model": "m"}]}]
+PROVIDERS = [{"name": "p", "kind": "openai", "base_url": "http://127.0.0.1:1/v1"}]
+
+
+def config(cache: dict[str, Any]) -> Config:
+    return Config.model_validate({"providers": PROVIDERS, "models": MODELS, "cache": cache})
+
+
+def test_the_configuration_as_written_in_the_issue_is_accepted_with_its_defaults() -> None:
+    semantic = config(
+        {"exact": {"ttl_s": 3600}, "semantic": {"models": ["gpt-4o-mini"]}}
+    ).cache.semantic
+    assert semantic is not None and semantic.threshold == DEFAULT_THRESHOLD
+    assert semantic.lexical_check and semantic.features == []
+
+
+@pytest.mark.parametrize(
+    ("cache", "message"),
+    [
+        ({"semantic": {"models": ["gpt-4o-mini"]}}, "needs cache.exact"),
+        ({"exact": {}, "semantic": {"models": ["gpt-5"]}}, "unknown model 'gpt-5'"),
+        (
+            {"exact": {"except_models": ["gpt-4o-mini"]}, "semantic": {"models": ["gpt-4o-mini"]}},
+            "not cached by cache.exact",
+        ),
+        ({"exact": {}, "semantic": {"models": [], "treshold": 0.9}}, "treshold"),
+        ({"exact": {}, "semantic": {"threshold": 1.5}}, "threshold"),
+    ],
+)
+def test_a_wrong_semantic_section_is_refused_naming_what(
+    cache: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        config(cache)
