@@ -16,7 +16,7 @@ duplicates and the false-hit rate, with the cosine alone and with the lexical se
 prompts' embeddings being the QQP questions' (repeated with a little noise past 80,768); a
 lookup is the embedding of a new prompt, the nearest search, and the lexical check, timed over
 the held-out questions. Memory per entry: the process's resident memory before and after filling
-the index (the HNSW graph, the vectors as float16, the entry's record and its lexical surface;
+the index (the HNSW graph, the vectors as float16, the entry's record and its prompt;
 the answer itself is in the answer store, measured by ``bench/cache.py``). The time the encoder
 holds the event loop is measured too: a coroutine ticking every millisecond while prompts are
 embedded in the encoder's thread, its longest gap.
@@ -147,7 +147,7 @@ def scale(
     index = VectorIndex(stored.shape[1], max_entries=n, ttl_s=3600)
     before = rss()
     t0 = time.perf_counter()
-    index.add_batch("p", [f"k{i}" for i in range(n)], stored, [surface(t) for t in texts])
+    index.add_batch("p", [f"k{i}" for i in range(n)], stored, texts)
     built = time.perf_counter() - t0
     per_entry = (rss() - before) / n
     asked = [p["text_b"] for p in pairs[1::2][:300]]
@@ -160,7 +160,7 @@ def scale(
         for entry, score in index.nearest("p", vector, 4):
             if score < DEFAULT_THRESHOLD:
                 break
-            if conflict(mine, entry.surface) is None:
+            if conflict(mine, surface(entry.prompt)) is None:
                 break
         t2 = time.perf_counter()
         times.append((t2 - t0) * 1e3)

@@ -44,9 +44,9 @@ def unit(seed: int, ndim: int = 8) -> np.ndarray:
 
 def test_the_index_finds_the_nearest_within_a_partition_only() -> None:
     index = VectorIndex(8, max_entries=10, ttl_s=60)
-    index.add("p", "a", unit(1), None)
-    index.add("p", "b", unit(2), None)
-    index.add("q", "c", unit(3), None)
+    index.add("p", "a", unit(1), "")
+    index.add("p", "b", unit(2), "")
+    index.add("q", "c", unit(3), "")
     [(first, score), second] = index.nearest("p", unit(1), 2)
     assert (first.key, second[0].key) == ("a", "b") and score == pytest.approx(1.0)
     assert [e.key for e, _ in index.nearest("q", unit(1))] == ["c"]
@@ -57,11 +57,11 @@ def test_the_index_keeps_its_bounds_and_expiries() -> None:
     now = [0.0]
     index = VectorIndex(8, max_entries=2, ttl_s=10, clock=lambda: now[0])
     for i, key in enumerate("abc"):
-        index.add("p", key, unit(i), None)
+        index.add("p", key, unit(i), "")
     assert len(index) == 2 and "a" not in index  # the oldest went first
     now[0] = 11
     assert index.nearest("p", unit(1)) == [] and len(index) == 0  # expired when found
-    index.add("p", "d", unit(4), None, expires=5)  # already expired elsewhere: not kept
+    index.add("p", "d", unit(4), "", expires=5)  # already expired elsewhere: not kept
     assert len(index) == 0 and index.partitions == 0
 
 
@@ -71,13 +71,13 @@ def test_a_large_partition_moves_to_hnsw_and_still_finds_and_forgets(
     monkeypatch.setattr(vectors, "HNSW_FROM", 16)
     index = VectorIndex(8, max_entries=100, ttl_s=60)
     for i in range(40):
-        index.add("p", f"k{i}", unit(i), None)
+        index.add("p", f"k{i}", unit(i), "")
     assert index._partitions["p"].hnsw is not None
     [(found, score)] = index.nearest("p", unit(7), 1)
     assert found.key == "k7" and score == pytest.approx(1.0, abs=1e-2)
     index.remove("k7")
     assert all(e.key != "k7" for e, _ in index.nearest("p", unit(7), 3))
-    index.add("p", "k8", unit(99), None)  # replacing an entry under the same key
+    index.add("p", "k8", unit(99), "")  # replacing an entry under the same key
     assert index.nearest("p", unit(99), 1)[0][0].key == "k8" and len(index) == 39
 
 

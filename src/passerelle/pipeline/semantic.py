@@ -100,7 +100,7 @@ def entry_key(partition: str, prompt: str) -> str:
 
 
 class SemanticProbe(Probe):
-    __slots__ = ("partition", "prompt", "route", "score", "surface", "vector")
+    __slots__ = ("partition", "prompt", "route", "score", "vector")
 
     def __init__(
         self,
@@ -180,7 +180,7 @@ class SemanticLookup:
         for entry, score in self.index.nearest(partition, vector, CANDIDATES):
             if score < self.settings.threshold:
                 break
-            if mine is None or conflict(mine, entry.surface) is None:
+            if mine is None or conflict(mine, surface(entry.prompt)) is None:
                 found.append((entry, score))
         return vector, found
 
@@ -192,9 +192,7 @@ class SemanticLookup:
         key = entry_key(partition, probe.prompt)
         await self.store.put(key, answer.dumps())
         expires = time.time() + self.settings.ttl_s
-        await self.embedder.run(
-            self.index.add, partition, key, probe.vector, surface(probe.prompt), expires
-        )
+        await self.embedder.run(self.index.add, partition, key, probe.vector, probe.prompt, expires)
         if self.feed is not None:
             await self.feed.publish(Record(partition, key, probe.prompt, probe.vector, expires))
 
@@ -206,8 +204,9 @@ class SemanticLookup:
     def _take(self, record: Record) -> None:
         if record.key in self.index:
             return
-        prompt = surface(record.prompt)
-        self.index.add(record.partition, record.key, record.vector, prompt, expires=record.expires)
+        self.index.add(
+            record.partition, record.key, record.vector, record.prompt, expires=record.expires
+        )
 
     async def start(self) -> None:
         if self.feed is None:

@@ -1,8 +1,9 @@
 """The semantic cache's index: prompts' embeddings by partition, nearest first, in this process.
 
 An entry is a stored prompt's embedding (unit length, so the inner product is the cosine), the
-key its answer is kept under (in an ``AnswerStore``, namespace ``semantic``), what the second
-check compares (``pipeline/lexical.Surface``), and when it expires. Entries live in partitions:
+key its answer is kept under (in an ``AnswerStore``, namespace ``semantic``), the prompt (for the
+second check, ``pipeline/lexical.py``, made only for a candidate: a prompt's words as sets would
+hold more than its vector), and when it expires. Entries live in partitions:
 a digest of everything that must match exactly (the tenant, the route and its targets, the data
 class, the earlier turns and every parameter, ``pipeline/semantic.py``), so a search only ever
 compares prompts whose answers are interchangeable but for the last message.
@@ -43,7 +44,7 @@ class Entry:
     label: int
     partition: str
     key: str  # where the answer is kept
-    surface: Any  # what the second check compares (``pipeline/lexical.Surface``)
+    prompt: str  # what the second check compares (``pipeline/lexical.py``), when it is asked
     expires: float  # on the index's clock
 
 
@@ -156,7 +157,7 @@ class VectorIndex:
         partition: str,
         key: str,
         vector: Vector,
-        surface: Any,
+        prompt: str,
         expires: float | None = None,
     ) -> None:
         """Index a stored prompt (replacing the one under the same ``key``); ``expires`` is on
@@ -173,7 +174,7 @@ class VectorIndex:
         if part is None:
             part = self._partitions[partition] = _Partition(self._ndim)
         part.add(label, np.asarray(vector, dtype=np.float32))
-        self._entries[label] = Entry(label, partition, key, surface, expires)
+        self._entries[label] = Entry(label, partition, key, prompt, expires)
         self._by_key[key] = label
         while len(self._entries) > self._max_entries:
             self.remove(next(iter(self._entries.values())).key)
@@ -184,7 +185,7 @@ class VectorIndex:
             self.remove(oldest.key)
 
     def add_batch(
-        self, partition: str, keys: list[str], vectors: Vector, surfaces: list[Any]
+        self, partition: str, keys: list[str], vectors: Vector, prompts: list[str]
     ) -> None:
         """Index many prompts of one partition at once (an HNSW index builds them in parallel):
         loading a large store, or a benchmark. Each expires ``ttl_s`` from now."""
@@ -197,8 +198,8 @@ class VectorIndex:
         if part is None:
             part = self._partitions[partition] = _Partition(self._ndim)
         part.add_many(labels, np.asarray(vectors, dtype=np.float32))
-        for label, key, surface in zip(labels, keys, surfaces, strict=True):
-            self._entries[label] = Entry(label, partition, key, surface, expires)
+        for label, key, prompt in zip(labels, keys, prompts, strict=True):
+            self._entries[label] = Entry(label, partition, key, prompt, expires)
             self._by_key[key] = label
         while len(self._entries) > self._max_entries:
             self.remove(next(iter(self._entries.values())).key)
