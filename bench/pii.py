@@ -53,7 +53,7 @@ from passerelle.pipeline.pseudonymise import PersonalData  # noqa: E402
 from passerelle.sovereignty.classes import DataClass  # noqa: E402
 from passerelle.sovereignty.pii import Detector, everywhere  # noqa: E402
 
-LARGE = Path("/work/shared/data/pii/generated_large.json")
+LARGE = ROOT.parent / "shared" / "data" / "pii" / "generated_large.json"
 SMALL = LARGE.with_name("generated_small.json")
 FRENCH = Path(__file__).with_name("pii_fr.json")
 EN_FIRST = [

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from passerelle.config.cache import ExactCacheConfig
 from passerelle.config.load import Loaded
@@ -28,7 +29,7 @@ from passerelle.pipeline.attempts import AttemptObserver, FailedAttemptRows
 from passerelle.pipeline.audit import AuditTrail
 from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.budget import Budget, OutputCeiling
-from passerelle.pipeline.cache import Cache, ExactLookup
+from passerelle.pipeline.cache import Cache, ExactLookup, Lookup
 from passerelle.pipeline.cache_key import CachePolicy
 from passerelle.pipeline.capture import Capture
 from passerelle.pipeline.cascade import AnswerCheck, Cascade, HeuristicCheck
@@ -69,6 +70,10 @@ from passerelle.store.journal import Journal
 from passerelle.store.ledgers import open_ledger
 from passerelle.tenancy import KeyRing
 
+if TYPE_CHECKING:
+    from passerelle.pipeline.semantic import SemanticLookup
+    from passerelle.store.redis import SharedState
+
 log = logging.getLogger("passerelle")
 REVENUE_REFRESH_S = 30.0
 
@@ -91,6 +96,7 @@ class Gateway:
     conversations: ConversationStore | None = None
     breaker_state: Scripts | None = None  # with Redis: breakers shared by every replica
     answers: AnswerStore | None = None  # the exact cache's entries; None: no cache
+    semantic: SemanticLookup | None = None  # the semantic cache, after the exact; None: off
     # see every outbound attempt start and end (audit, metrics, traces), after the ledger's rows
     attempt_observers: list[AttemptObserver] = field(default_factory=list)
     audit: AuditTrail | None = None  # the keyed trail of every attempt; one of the observers
@@ -125,9 +131,10 @@ class Gateway:
                 stages.append(personal)
         exact = self.config.cache.exact
         if exact is not None and self.answers is not None:
-            stages.append(
-                Cache([ExactLookup(self.answers, per_user=exact.per_user)], policy(exact))
-            )
+            lookups: list[Lookup] = [ExactLookup(self.answers, per_user=exact.per_user)]
+            if self.semantic is not None:
+                lookups.append(self.semantic)
+            stages.append(Cache(lookups, policy(exact)))
         if self.config.routes:
             # before the budget: the reservation is for the model the route chose
             stages.append(
@@ -243,6 +250,9 @@ class Gateway:
                 conversations = LocalConversations(
                     retention_s=server.responses_retention_s, max_bytes=server.responses_max_bytes
                 )
+        semantic = None
+        if config.cache.semantic is not None and exact is not None:
+            semantic = semantic_cache(config, shared if config.redis else None)
         journal = Journal(data_dir)
         audit = None
         if config.audit is not None:
@@ -271,6 +281,7 @@ class Gateway:
             conversations=conversations,
             breaker_state=breaker_state,
             answers=answers,
+            semantic=semantic,
             attempt_observers=[*([audit] if audit else []), *attempt_observers],
             audit=audit,
             routers=load_routers(loaded),
@@ -314,6 +325,8 @@ class Gateway:
         await self.ledger.start()
         if self.audit is not None:
             await self.audit.start()
+        if self.semantic is not None:  # with Redis: the shared entries, then their feed
+            await self.semantic.start()
         self.revenue.replace_recorded(await self.ledger.list_revenue())
         self._refresher = asyncio.create_task(self._refresh_revenue(), name="revenue-refresh")
         # calls a dead process left in flight: their rows before the counters are seeded from
@@ -376,11 +389,23 @@ class Gateway:
             await self.conversations.close()
         if self.answers is not None:
             await self.answers.close()
+        if self.semantic is not None:
+            await self.semantic.close()
         await self.ledger.close()
         if self.audit is not None:
             await self.audit.close()
         if self.journal is not None:
             self.journal.close()
+
+
+def semantic_cache(config: Config, shared: SharedState | None) -> SemanticLookup:
+    """The semantic lookup, its encoder loaded; without the `semantic` extra, a ConfigError."""
+    try:
+        from passerelle.pipeline.semantic import semantic_lookup
+    except ImportError as exc:
+        raise ConfigError(f"cache.semantic needs the optional extra 'semantic': {exc}") from exc
+    assert config.cache.semantic is not None and config.cache.exact is not None
+    return semantic_lookup(config.cache.semantic, config.cache.exact, shared)
 
 
 def policy(exact: ExactCacheConfig) -> CachePolicy:

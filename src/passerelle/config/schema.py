@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from passerelle.config.cache import CacheConfig
+from passerelle.config.cache import CacheConfig, ExactCacheConfig
 from passerelle.config.pii import DetectionConfig
 from passerelle.config.routing import CaptureConfig, RouteConfig, check_routes
 from passerelle.months import MONTH_PATTERN
@@ -472,6 +472,9 @@ class Config(Strict):
         for name in [*(exact.models or []), *exact.except_models] if exact else []:
             if name not in models:
                 raise ValueError(f"cache.exact: unknown model {name!r}")
+        semantic = self.cache.semantic
+        if semantic is not None:
+            _semantic_models(semantic.models, models, exact)
         for tenant in self.tenants:
             if tenant.plan is not None and tenant.plan not in plans:
                 raise ValueError(f"tenant {tenant.name!r}: unknown plan {tenant.plan!r}")
@@ -492,3 +495,13 @@ def _unique(what: str, names: list[str]) -> None:
         if n in seen:
             raise ValueError(f"{what}: {n!r} is declared twice")
         seen.add(n)
+
+
+def _semantic_models(names: list[str], models: set[str], exact: ExactCacheConfig | None) -> None:
+    if exact is None:
+        raise ValueError("cache.semantic needs cache.exact: it comes after it, under its rules")
+    for name in names:
+        if name not in models:
+            raise ValueError(f"cache.semantic: unknown model {name!r}")
+        if (exact.models is not None and name not in exact.models) or name in exact.except_models:
+            raise ValueError(f"cache.semantic: model {name!r} is not cached by cache.exact")

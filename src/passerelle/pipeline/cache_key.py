@@ -96,8 +96,9 @@ def _canonical(body: dict[str, Any], ignored: frozenset[str]) -> bytes:
     )
 
 
-def exact_key(call: Call, *, per_user: bool) -> str:
-    """The exact cache's key of ``call`` on the route it is on now (hex)."""
+def exact_key(call: Call, *, per_user: bool, body: dict[str, Any] | None = None) -> str:
+    """The exact cache's key of ``call`` on the route it is on now (hex); with ``body``, of the
+    call as if that were its body (the semantic cache's partition: its body but the prompt)."""
     assert call.route is not None, "a call is resolved before it is cached"
     ignored = IGNORED - END_USER if per_user else IGNORED
     parts = [
@@ -106,7 +107,7 @@ def exact_key(call: Call, *, per_user: bool) -> str:
         call.route.model.encode(),
         "\0".join(t.label for t in call.targets).encode(),
         (call.data_class.name if call.data_class is not None else "").encode(),
-        _canonical(call.body, ignored),
+        _canonical(call.body if body is None else body, ignored),
         _canonical(call.native_body, ignored) if call.native_body is not None else b"",
     ]
     digest = hashlib.sha256()

@@ -103,6 +103,7 @@ def serve(call: Call, answer: CachedAnswer, source: SavingSource) -> None:
     call.saving_source = source
     call.saved_usd = from_pico(answer.cost_pusd or 0)
     call.response_headers["x-passerelle-cache"] = "hit"
+    call.response_headers["x-passerelle-cache-match"] = source.value.removeprefix("cache_")
     call.response_headers["x-passerelle-cached-from"] = answer.request_id
     if answer.target:
         call.response_headers["x-passerelle-target"] = answer.target

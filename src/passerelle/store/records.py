@@ -65,6 +65,7 @@ class SavingSource(StrEnum):
     ``saving_source`` column, next to ``saved_pusd`` (how much)."""
 
     CACHE_EXACT = "cache_exact"  # answered from the exact cache: the whole call was saved
+    CACHE_SEMANTIC = "cache_semantic"  # answered with the answer to a prompt close in meaning
 
 
 class CacheOutcome(StrEnum):
