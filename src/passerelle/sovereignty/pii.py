@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -169,6 +170,9 @@ class Detector:
     ``detect`` is synchronous CPU work, which the stage runs off the event loop."""
 
     def __init__(self, languages: Sequence[str] = ("en", "fr")) -> None:
+        # Presidio's recognisers import transformers where it is installed, which prints that
+        # no deep-learning framework was found: advice for its own models, none of ours
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         try:
             import spacy
             from presidio_analyzer.predefined_recognizers import (
