@@ -21,7 +21,7 @@ from typing import IO, Any
 import click
 import orjson
 
-from passerelle.cli.common import config_option, load
+from passerelle.cli.loading import config_option, load
 from passerelle.config.load import Loaded
 from passerelle.errors import APIError
 from passerelle.sovereignty.audit import verify

@@ -20,7 +20,7 @@ import aiohttp
 import click
 import orjson
 
-from passerelle.cli.common import config_option, load, with_ledger
+from passerelle.cli.loading import config_option, load, with_ledger
 from passerelle.cli.tables import cell, format_option, share, table
 from passerelle.config.load import Loaded
 from passerelle.errors import APIError

@@ -14,7 +14,7 @@ from typing import Any
 import click
 import orjson
 
-from passerelle.cli.common import config_option, load, with_ledger
+from passerelle.cli.loading import config_option, load, with_ledger
 from passerelle.cli.tables import cell, format_option, share, table
 from passerelle.errors import APIError
 from passerelle.pricing.catalogue import Catalogue

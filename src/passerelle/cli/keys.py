@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from passerelle.cli.common import config_option, load, with_ledger
+from passerelle.cli.loading import config_option, load, with_ledger
 from passerelle.tenancy import ApiKey, key_digest, key_id_for, new_key, tenant_name_problem
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from passerelle.cli.common import config_option, load, with_ledger
+from passerelle.cli.loading import config_option, load, with_ledger
 from passerelle.economics.margins import TenantMargin, margins
 from passerelle.economics.revenue import RevenueBook, parse_revenue_csv
 from passerelle.errors import APIError

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from passerelle.cli.common import config_option, load, with_ledger
+from passerelle.cli.loading import config_option, load, with_ledger
 from passerelle.errors import OutcomesError, RouterTrainingError
 from passerelle.routing.features import Hashing
 from passerelle.routing.outcomes import read_outcomes

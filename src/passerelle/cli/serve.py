@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from passerelle.cli.common import config_option, load
+from passerelle.cli.loading import config_option, load
 from passerelle.cli.startup import banner, first_key, run_loop
 from passerelle.cli.workers import supervise
 from passerelle.gateway import Gateway

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import click
 
-from passerelle.cli.common import config_option, load, with_ledger
+from passerelle.cli.loading import config_option, load, with_ledger
 from passerelle.errors import APIError
 from passerelle.pricing.cost import usd_report
 from passerelle.store.query import parse_group_by, parse_when

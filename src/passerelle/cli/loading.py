@@ -1,4 +1,4 @@
-"""What several commands share: finding and loading the configuration, opening the ledger."""
+"""Finding and loading the configuration, opening the ledger: what several commands start with."""
 
 from __future__ import annotations
 
