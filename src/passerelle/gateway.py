@@ -17,11 +17,10 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from passerelle.config.cache import ExactCacheConfig
 from passerelle.config.load import Loaded
 from passerelle.config.schema import Config, KeyConfig
 from passerelle.economics.revenue import RevenueBook
-from passerelle.errors import ArtefactError, ConfigError, StoreError
+from passerelle.errors import StoreError
 from passerelle.limits.counters import Counters, LocalCounters
 from passerelle.limits.periods import period_start
 from passerelle.limits.rules import BudgetRule, Limits, build_limits, to_nano
@@ -30,7 +29,6 @@ from passerelle.pipeline.audit import AuditTrail
 from passerelle.pipeline.auth import Auth
 from passerelle.pipeline.budget import Budget, OutputCeiling
 from passerelle.pipeline.cache import Cache, ExactLookup, Lookup
-from passerelle.pipeline.cache_key import CachePolicy
 from passerelle.pipeline.capture import Capture
 from passerelle.pipeline.cascade import AnswerCheck, Cascade, HeuristicCheck
 from passerelle.pipeline.chain import Next, Stage, build_chain
@@ -44,16 +42,14 @@ from passerelle.pipeline.parse import Parse
 from passerelle.pipeline.policy import DataClassPolicy
 from passerelle.pipeline.pseudonymise import personal_data_stage
 from passerelle.pipeline.resolve import Pricer, Resolve
-from passerelle.pipeline.route import RouteStage, union_route
-from passerelle.pipeline.targets import Route, Target
-from passerelle.pricing.catalogue import Catalogue, configured_price
+from passerelle.pipeline.route import RouteStage
+from passerelle.pipeline.targets import Route
+from passerelle.pricing.catalogue import Catalogue
 from passerelle.provider_settings import provider_settings
 from passerelle.providers.base import Provider
 from passerelle.providers.factory import build_provider
-from passerelle.providers.resilience import CircuitBreaker, LocalHealth, TargetHealth
-from passerelle.providers.shared_breakers import Scripts, SharedHealth
+from passerelle.providers.shared_breakers import Scripts
 from passerelle.recovery import Recovered, record_interrupted, report, settle_interrupted
-from passerelle.routing.artefact import load
 from passerelle.routing.router import LearnedRouter
 from passerelle.sovereignty.classes import DataPolicy, data_policy
 from passerelle.store.answers import AnswerStore, Bounds, LocalAnswers, RedisAnswers
@@ -72,7 +68,7 @@ from passerelle.tenancy import KeyRing
 
 if TYPE_CHECKING:
     from passerelle.pipeline.semantic import SemanticLookup
-    from passerelle.store.redis import SharedState
+from passerelle.assembly import build_routes, load_routers, policy, semantic_cache
 
 log = logging.getLogger("passerelle")
 REVENUE_REFRESH_S = 30.0
@@ -398,26 +394,6 @@ class Gateway:
             self.journal.close()
 
 
-def semantic_cache(config: Config, shared: SharedState | None) -> SemanticLookup:
-    """The semantic lookup, its encoder loaded; without the `semantic` extra, a ConfigError."""
-    try:
-        from passerelle.pipeline.semantic import semantic_lookup
-    except ImportError as exc:
-        raise ConfigError(f"cache.semantic needs the optional extra 'semantic': {exc}") from exc
-    assert config.cache.semantic is not None and config.cache.exact is not None
-    return semantic_lookup(config.cache.semantic, config.cache.exact, shared)
-
-
-def policy(exact: ExactCacheConfig) -> CachePolicy:
-    return CachePolicy(
-        allow_sampled=exact.allow_sampled,
-        models=frozenset(exact.models) if exact.models is not None else None,
-        except_models=frozenset(exact.except_models),
-        per_user=exact.per_user,
-        max_entry_bytes=exact.max_entry_bytes,
-    )
-
-
 async def recorded_cost(ledger: Ledger, request_id: str) -> int | None:
     """What the ledger holds for one call (all its attempts), or None when it holds no row: a
     budget correction leaves out calls still to be settled."""
@@ -425,73 +401,3 @@ async def recorded_cost(ledger: Ledger, request_id: str) -> int | None:
     if not rows:
         return None
     return to_nano(sum((r.cost_usd or Decimal(0) for r in rows), Decimal(0)))
-
-
-def build_routes(
-    config: Config, providers: dict[str, Provider], shared: Scripts | None = None
-) -> dict[str, Route]:
-    by_name = {p.name: p for p in config.providers}
-    breakers: dict[str, TargetHealth] = {}
-    for p in config.providers:
-        failures, cooldown_s = p.breaker_failures, p.breaker_cooldown_s
-        breakers[p.name] = (
-            SharedHealth(shared, p.name, failures=failures, cooldown_s=cooldown_s)
-            if shared is not None
-            else LocalHealth(CircuitBreaker(failures=failures, cooldown_s=cooldown_s))
-        )
-    routes = {}
-    for m in config.models:
-        targets = []
-        for t in m.targets:
-            pc = by_name[t.provider]
-            price = None
-            if t.price is not None:
-                price = configured_price(
-                    t.price.input, t.price.output, t.price.cached_input, t.price.cache_write
-                )
-            targets.append(
-                Target(
-                    provider=providers[t.provider],
-                    upstream_model=t.upstream_model or m.name,
-                    price=price,
-                    breaker=breakers[t.provider],
-                    max_retries=pc.max_retries,
-                    retry_backoff_s=pc.retry_backoff_s,
-                    # an engine in the gateway's own process is self-hosted by definition
-                    jurisdiction=pc.jurisdiction or ("self-hosted" if pc.kind == "local" else None),
-                )
-            )
-        routes[m.name] = Route(model=m.name, targets=tuple(targets), degrade_to=m.degrade_to)
-    for r in config.routes:  # a route resolves to every target of its models
-        routes[r.name] = union_route(r, routes)
-    return routes
-
-
-def load_routers(loaded: Loaded) -> dict[str, LearnedRouter]:
-    """Each learned route's artefact, its path relative to the configuration file's folder. An
-    artefact that cannot be read, or knows none of its route's models, stops start-up."""
-    found: dict[str, LearnedRouter] = {}
-    source = Path(loaded.source)
-    base = source.parent if source.is_file() else Path.cwd()
-    for r in loaded.config.routes:
-        if r.strategy != "learned" or r.router is None:
-            continue
-        path = Path(r.router) if Path(r.router).is_absolute() else base / r.router
-        try:
-            router = LearnedRouter(load(path))
-        except ArtefactError as exc:
-            raise ConfigError(f"route {r.name!r}: router: {exc}") from exc
-        unknown = [m for m in r.models if not router.knows(m)]
-        if len(unknown) == len(r.models):
-            raise ConfigError(
-                f"route {r.name!r}: its router {path} was trained on {router.models}, none of "
-                f"the route's models {r.models}"
-            )
-        if unknown:
-            log.warning(
-                "route %s: its router has no outcomes for %s; they serve only as its default",
-                r.name,
-                ", ".join(unknown),
-            )
-        found[r.name] = router
-    return found
