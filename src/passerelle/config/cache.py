@@ -7,14 +7,12 @@ exact one and under its rules. What each setting does is in ``docs/caching.md``.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from passerelle.config.base import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ExactCacheConfig(_Strict):
+class ExactCacheConfig(Strict):
     ttl_s: float = Field(
         default=3600, gt=0, description="How long a stored answer is served, in seconds."
     )
@@ -58,7 +56,7 @@ class ExactCacheConfig(_Strict):
 DEFAULT_THRESHOLD = 0.955
 
 
-class SemanticCacheConfig(_Strict):
+class SemanticCacheConfig(Strict):
     models: list[str] = Field(
         default_factory=list,
         description="Models (names from `models:`) whose calls the semantic cache serves and keeps.",
@@ -105,7 +103,7 @@ class SemanticCacheConfig(_Strict):
     )
 
 
-class CacheConfig(_Strict):
+class CacheConfig(Strict):
     exact: ExactCacheConfig | None = Field(
         default=None,
         description="The exact cache: the same request (every field that changes the answer, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Any
 
@@ -39,8 +40,9 @@ def _type_name(annotation: Any) -> str:
             else text
         )
     text = str(annotation).replace("typing.", "").replace("decimal.", "")
-    for mod in ("passerelle.config.schema.", "passerelle.config.cache."):
-        text = text.replace(mod, "")
+    text = re.sub(r"passerelle\.config\.\w+\.", "", text)
+    # a constrained key (``Annotated[str, Field(pattern=...)]``) reads as its pattern
+    text = re.sub(r"Annotated\[str, FieldInfo\(.*?pattern='([^']*)'\)\]\)\]", r"str (\1)", text)
     return text.replace("<class '", "").replace("'>", "")
 
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from passerelle.config.base import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RuleConfig(_Strict):
+class RuleConfig(Strict):
     """One rule of a `rules` route: every condition given must hold; the first rule that holds
     chooses its model."""
 
@@ -42,7 +40,7 @@ class RuleConfig(_Strict):
     )
 
 
-class CascadeConfig(_Strict):
+class CascadeConfig(Strict):
     check: Literal["heuristic"] = Field(
         default="heuristic",
         description="How an answer is judged good enough: `heuristic` fails an answer that is "
@@ -53,7 +51,7 @@ class CascadeConfig(_Strict):
     )
 
 
-class RouteConfig(_Strict):
+class RouteConfig(Strict):
     name: str = Field(description="The model name clients ask for (e.g. `auto`).")
     strategy: Literal["learned", "rules", "cascade"] = Field(
         description="`learned`: a router trained on outcomes predicts each model's quality; "
@@ -112,7 +110,7 @@ class RouteConfig(_Strict):
         return self
 
 
-class CaptureConfig(_Strict):
+class CaptureConfig(Strict):
     """Prompts kept for training the router (`passerelle router train --from-ledger`)."""
 
     tenant: str = Field(description="The tenant whose prompts are kept.")

@@ -9,29 +9,15 @@ they are resolved by ``config.load`` and never appear in this module's values as
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from passerelle.config.base import SecretRef, Strict
 from passerelle.config.cache import CacheConfig, ExactCacheConfig
-from passerelle.config.pii import DetectionConfig
 from passerelle.config.routing import CaptureConfig, RouteConfig, check_routes
+from passerelle.config.sovereignty import AuditConfig, SovereigntyConfig
 from passerelle.months import MONTH_PATTERN
-
-SECRET_PREFIXES = ("env:", "file:")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-SecretRef = Annotated[
-    str,
-    Field(
-        description="A secret by reference: `env:NAME` (environment variable) or `file:PATH`.",
-        pattern=r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$",
-    ),
-]
 
 
 class Price(Strict):
@@ -328,70 +314,6 @@ class LedgerConfig(Strict):
         gt=0,
         description="How long a ledger write retries a lost connection (its callers wait) before "
         "those calls fail and the gateway refuses requests until the store is back.",
-    )
-
-
-CLASS_NAME = r"^[a-z][a-z0-9_-]*$"
-
-
-class DataClassConfig(Strict):
-    allow: list[str] = Field(
-        default_factory=lambda: ["any"],
-        min_length=1,
-        description="Jurisdictions (`self-hosted`, `EU`, `US`...) or provider names its calls may "
-        "reach; `any` for every provider.",
-    )
-    personal_data: Literal["allow", "pseudonymise", "block"] = Field(
-        default="allow",
-        description="What to do with personal data found in its calls.",
-    )
-
-
-class SovereigntyConfig(Strict):
-    default_class: str = Field(
-        default="internal", description="The class of a call whose tenant has none."
-    )
-    classes: dict[Annotated[str, Field(pattern=CLASS_NAME)], DataClassConfig] = Field(
-        min_length=1,
-        description="The data classes, from the least to the most sensitive: a client may raise "
-        "its call's class (`X-Passerelle-Data-Class`) to a later one, never lower it below its "
-        "tenant's or feature's.",
-    )
-    features: dict[str, str] = Field(
-        default_factory=dict, description="The least class of a feature's calls, by feature."
-    )
-    personal_class: str | None = Field(
-        default=None,
-        description="The class a call is raised to when personal data is found in it (its "
-        "targets narrowed again to what that class allows, and that class's `personal_data` "
-        "applied); a call already at or above it keeps its own. None: no raising.",
-    )
-    detection: DetectionConfig = Field(
-        default_factory=DetectionConfig, description="How personal data is looked for."
-    )
-
-    @model_validator(mode="after")
-    def _known_classes(self) -> SovereigntyConfig:
-        for where, name in [
-            ("default_class", self.default_class),
-            *([("personal_class", self.personal_class)] if self.personal_class else []),
-            *((f"features.{f}", c) for f, c in self.features.items()),
-        ]:
-            if name not in self.classes:
-                raise ValueError(f"sovereignty.{where}: unknown data class {name!r}")
-        return self
-
-
-class AuditConfig(Strict):
-    key: SecretRef = Field(
-        description="The key the trail's records are chained and its checkpoints signed with, by "
-        "reference; keep it away from the database's administrators."
-    )
-    checkpoint_every_s: float = Field(
-        default=300.0, gt=0, description="How often each process signs its chain's head."
-    )
-    flush_every_s: float = Field(
-        default=0.2, gt=0, description="How long records wait to be written, in one batch."
     )
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from passerelle.config.schema import SovereigntyConfig
+from passerelle.config.sovereignty import SovereigntyConfig
 from passerelle.errors import InvalidRequestError, PermissionDeniedError, ServiceUnavailableError
 from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import Call
