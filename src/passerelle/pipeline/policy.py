@@ -14,7 +14,20 @@ from __future__ import annotations
 from passerelle.errors import PermissionDeniedError
 from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import Call
-from passerelle.sovereignty.classes import HEADER, DataPolicy
+from passerelle.sovereignty.classes import HEADER, DataClass, DataPolicy
+
+
+def apply_class(call: Call, data_class: DataClass, why: str = "") -> None:
+    """The call is in ``data_class`` from now: said in its answer's headers, and its targets
+    narrowed to what the class allows (``why`` ends the filter's reason)."""
+    call.data_class = data_class
+    call.response_headers["x-passerelle-data-class"] = data_class.name
+    if not data_class.unrestricted:
+        call.narrow(
+            f"policy: {data_class.rule()}{why}",
+            lambda t: data_class.admits(t.provider.name, t.jurisdiction),
+            PermissionDeniedError,
+        )
 
 
 class DataClassPolicy:
@@ -23,12 +36,5 @@ class DataClassPolicy:
 
     async def __call__(self, call: Call, next: Next) -> None:
         data_class = self._policy.classify(call.headers.get(HEADER), call.tenant, call.feature)
-        call.data_class = data_class
-        call.response_headers["x-passerelle-data-class"] = data_class.name
-        if not data_class.unrestricted:
-            call.narrow(
-                f"policy: {data_class.rule()}",
-                lambda t: data_class.admits(t.provider.name, t.jurisdiction),
-                PermissionDeniedError,
-            )
+        apply_class(call, data_class)
         await next(call)

@@ -39,6 +39,7 @@ from passerelle.config.sovereignty import SovereigntyConfig
 from passerelle.errors import InvalidRequestError, PermissionDeniedError, ServiceUnavailableError
 from passerelle.pipeline.chain import Next
 from passerelle.pipeline.context import Call
+from passerelle.pipeline.policy import apply_class
 from passerelle.pipeline.restore import RestoreAnswer
 from passerelle.sovereignty.classes import DataClass, DataPolicy
 from passerelle.sovereignty.french_ids import Span
@@ -169,14 +170,7 @@ class PersonalData:
         assert current is not None
         if to is None or current.rank >= to.rank:
             return current
-        call.data_class = to
-        call.response_headers["x-passerelle-data-class"] = to.name
-        if not to.unrestricted:
-            call.narrow(
-                f"policy: {to.rule()} (personal data found)",
-                lambda t: to.admits(t.provider.name, t.jurisdiction),
-                PermissionDeniedError,
-            )
+        apply_class(call, to, " (personal data found)")
         return to
 
     async def _analysed(self, texts: list[str]) -> list[tuple[Span, ...]]:
